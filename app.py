@@ -1,0 +1,74 @@
+"""The application factory: configuration, pools, Redis, blueprints, error handlers and CLI."""
+import logging
+import threading
+
+from flask import Flask
+from flask_smorest import Api
+from werkzeug.routing import IntegerConverter
+
+import cli
+from config import Config
+from models import outbox
+from models.db import close_db, get_db, make_redis, pooled_connection
+from models.queue import MessageIds
+from views import BLUEPRINTS, errors
+from views.common import MAX_ID
+
+log = logging.getLogger(__name__)
+
+
+class IdConverter(IntegerConverter):
+    """<id:uid> in a path: an integer 0 <= id < 2**63 (anything else is a 404)."""
+
+    def __init__(self, url_map):
+        super().__init__(url_map, min=0, max=MAX_ID)
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.from_object(Config)
+    app.config.update(overrides or {})
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.url_map.converters["id"] = IdConverter
+    app.url_map.strict_slashes = False
+
+    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
+        "server": {"type": "http", "scheme": "basic", "description": "appid : md5hex(secret)"},
+        "client": {"type": "http", "scheme": "bearer", "description": "the user's access token"},
+    }}})
+    api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)
+    errors.register(app)  # after Api(), so our handlers replace flask-smorest's
+
+    app.extensions["redis"] = make_redis(app.config)
+    app.extensions["app_cache"] = {}
+    app.extensions["message_ids"] = MessageIds(lambda: pooled_connection(app))
+    app.teardown_appcontext(close_db)
+    cli.register(app)
+    return app
+
+
+def start_relay_thread(app: Flask) -> threading.Thread | None:
+    """Drain the outbox every OUTBOX_RELAY_INTERVAL seconds: it delivers what requests could
+    not push (Redis was down) once Redis is back. gunicorn starts one per worker."""
+    interval = app.config["OUTBOX_RELAY_INTERVAL"]
+    if interval <= 0:
+        return None
+
+    def loop():
+        stop = threading.Event()
+        while not stop.wait(interval):
+            try:
+                with app.app_context():  # its teardown returns the connection to the pool
+                    outbox.relay(get_db(), app.extensions["redis"])
+            except Exception as exc:  # keep trying; the next round may find the service back
+                log.warning("outbox relay failed: %s: %s", type(exc).__name__, exc)
+
+    thread = threading.Thread(target=loop, name="outbox-relay", daemon=True)
+    thread.start()
+    return thread
+
+
+app = create_app()

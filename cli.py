@@ -1,0 +1,56 @@
+"""Operator commands: flask --app app init-db | create-app | list-apps | disable-app | relay-outbox."""
+import click
+from flask import Flask, current_app
+
+from models import app as apps
+from models import outbox
+from models.db import get_db, get_redis, transaction
+from models.schema import init_db
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the database and apply every schema file in sql/ not applied yet."""
+    applied = init_db(current_app.config)
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+
+@click.command("create-app")
+@click.option("--name", required=True, help="A name for the app.")
+@click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
+def create_app_command(name: str, store_id: int):
+    """Create an app and print its id, key and secret (shown only here)."""
+    with transaction() as cur:
+        row = apps.create_app_row(cur, name, store_id)
+    click.echo(f"appid={row['id']}\nkey={row['key']}\nsecret={row['secret']}")
+
+
+@click.command("list-apps")
+def list_apps_command():
+    """List the apps (without their secrets)."""
+    for row in apps.list_apps(get_db()):
+        state = "disabled" if row["disabled"] else "enabled"
+        click.echo(f"{row['id']}\t{row['name']}\tkey={row['key']}\tstore_id={row['store_id']}\t{state}")
+
+
+@click.command("disable-app")
+@click.argument("appid", type=int)
+def disable_app_command(appid: int):
+    """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
+    with transaction() as cur:
+        found = apps.disable_app(cur, appid)
+    if not found:
+        raise click.ClickException(f"no app {appid}")
+    click.echo(f"app {appid} disabled")
+
+
+@click.command("relay-outbox")
+def relay_outbox_command():
+    """Push every committed but undelivered queue item to Redis, in order."""
+    click.echo(f"relayed {outbox.relay(get_db(), get_redis())} items")
+
+
+def register(app: Flask) -> None:
+    for command in (init_db_command, create_app_command, list_apps_command, disable_app_command,
+                    relay_outbox_command):
+        app.cli.add_command(command)

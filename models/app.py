@@ -1,0 +1,37 @@
+"""The `app` table: the tenants of the service and their credentials."""
+import secrets
+
+SELECT_APP = """
+SELECT id, name, `key`, secret, store_id, disabled, allowed_ips
+FROM app WHERE id = %(appid)s
+"""
+INSERT_APP = """
+INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(secret)s, %(store_id)s)
+"""
+LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
+DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
+
+
+def find_app(conn, appid: int) -> dict | None:
+    """The app row, or None."""
+    with conn.cursor() as cur:
+        cur.execute(SELECT_APP, {"appid": appid})
+        return cur.fetchone()
+
+
+def create_app_row(cur, name: str, store_id: int = 0) -> dict:
+    """Insert an app with fresh random credentials; return id, name, key and secret."""
+    row = {"name": name, "key": secrets.token_hex(8), "secret": secrets.token_hex(16), "store_id": store_id}
+    cur.execute(INSERT_APP, row)
+    return {"id": cur.lastrowid, **row}
+
+
+def list_apps(conn) -> list[dict]:
+    with conn.cursor() as cur:
+        cur.execute(LIST_APPS)
+        return cur.fetchall()
+
+
+def disable_app(cur, appid: int) -> bool:
+    """Mark the app disabled; False when there is no such app."""
+    return cur.execute(DISABLE_APP, {"appid": appid}) > 0

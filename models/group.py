@@ -1,0 +1,175 @@
+"""Groups and members in MySQL (the tables the router loads), with the events each change queues.
+
+Every change runs in the caller's transaction and starts by locking the group row,
+so changes to one group commit one after another and queue in that order.
+"""
+import time
+
+import pymysql
+
+from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
+from .outbox import Changes
+
+GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code"
+SELECT_GROUP = f"SELECT {GROUP_COLUMNS} FROM `group` WHERE id = %(gid)s AND appid = %(appid)s AND deleted = 0"
+LOCK_GROUP = SELECT_GROUP + " FOR UPDATE"
+INSERT_GROUP = """
+INSERT INTO `group` (id, appid, master, super, name, notice, cover, code)
+VALUES (%(id)s, %(appid)s, %(master)s, %(super)s, %(name)s, %(notice)s, %(cover)s, %(code)s)
+"""
+UPDATE_GROUP = """
+UPDATE `group` SET name = COALESCE(%(name)s, name), notice = COALESCE(%(notice)s, notice),
+  cover = COALESCE(%(cover)s, cover), master = COALESCE(%(master)s, master)
+WHERE id = %(gid)s
+"""
+UPGRADE_GROUP = "UPDATE `group` SET super = 1 WHERE id = %(gid)s"
+DISBAND_GROUP = "UPDATE `group` SET deleted = 1 WHERE id = %(gid)s"
+DISBAND_MEMBERS = "UPDATE group_member SET deleted = 1 WHERE group_id = %(gid)s AND deleted = 0"
+
+SELECT_MEMBERS = """
+SELECT m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
+FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
+WHERE m.group_id = %(gid)s AND m.deleted = 0 ORDER BY m.uid
+"""
+COUNT_MEMBERS = "SELECT COUNT(*) AS n FROM group_member WHERE group_id = %(gid)s AND deleted = 0"
+LIVE_MEMBERS_AMONG = """
+SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 AND uid IN %(uids)s
+"""
+# A removed member's row is revived, so the router's query sees exactly the live members.
+UPSERT_MEMBER = """
+INSERT INTO group_member (group_id, uid, timestamp) VALUES (%(gid)s, %(uid)s, %(timestamp)s)
+ON DUPLICATE KEY UPDATE timestamp = VALUES(timestamp), nickname = '', mute = 0, deleted = 0
+"""
+REMOVE_MEMBER = "UPDATE group_member SET deleted = 1 WHERE group_id = %(gid)s AND uid = %(uid)s"
+SET_NICKNAME = "UPDATE group_member SET nickname = %(nickname)s WHERE group_id = %(gid)s AND uid = %(uid)s"
+SET_MUTE = "UPDATE group_member SET mute = %(mute)s WHERE group_id = %(gid)s AND uid = %(uid)s"
+
+
+def find_group(cur, appid: int, gid: int, lock: bool = False) -> dict:
+    """The app's live group (row-locked when lock is set), or GroupNotFound."""
+    cur.execute(LOCK_GROUP if lock else SELECT_GROUP, {"gid": gid, "appid": appid})
+    group = cur.fetchone()
+    if group is None:
+        raise GroupNotFound()
+    return group
+
+
+def public(group: dict) -> dict:
+    """The group's own fields as the API shows them."""
+    return {key: group[key] for key in ("id", "master", "name", "notice", "cover", "super", "code")}
+
+
+def members(cur, group: dict) -> list[dict]:
+    """The group's live members with their user names, by uid."""
+    cur.execute(SELECT_MEMBERS, {"gid": group["id"], "appid": group["appid"]})
+    return cur.fetchall()
+
+
+def live_members_among(cur, gid: int, uids: list[int]) -> set[int]:
+    if not uids:
+        return set()
+    cur.execute(LIVE_MEMBERS_AMONG, {"gid": gid, "uids": uids})
+    return {row["uid"] for row in cur.fetchall()}
+
+
+def create_group(cur, changes: Changes, group: dict, new_members: list[dict], limit: int) -> int:
+    """Insert the group and its members; queue group_create, member adds and a create notification."""
+    if len(new_members) > limit:
+        raise MemberLimit()
+    try:
+        cur.execute(INSERT_GROUP, group)
+    except pymysql.IntegrityError as exc:
+        raise CodeInUse() if "live_code" in str(exc) else GroupIdInUse() from exc
+    group = {**group, "id": group["id"] or cur.lastrowid}
+    changes.event("group_create", group, super=group["super"])
+    _insert_members(cur, changes, group, new_members)
+    changes.notify(group, "create", master=group["master"], name=group["name"], super=group["super"],
+                   members=[m["uid"] for m in new_members])
+    return group["id"]
+
+
+def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inviter: dict | None,
+                limit: int) -> list[int]:
+    """Add the members who are not live members yet; return their uids."""
+    live = live_members_among(cur, group["id"], [m["uid"] for m in new_members])
+    joining = [m for m in new_members if m["uid"] not in live]
+    if not joining:
+        return []
+    cur.execute(COUNT_MEMBERS, {"gid": group["id"]})
+    if cur.fetchone()["n"] + len(joining) > limit:
+        raise MemberLimit()
+    _insert_members(cur, changes, group, joining)
+    for member in joining:
+        changes.notify(group, "add_member", group_name=group["name"], member_id=member["uid"],
+                       **_profile(member), **({"inviter": inviter} if inviter else {}))
+    return [m["uid"] for m in joining]
+
+
+def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict]) -> None:
+    now = int(time.time())
+    rows = [{"gid": group["id"], "uid": m["uid"], "timestamp": now} for m in new_members]
+    if rows:
+        cur.executemany(UPSERT_MEMBER, rows)
+    for member in new_members:
+        changes.join(group, member["uid"])
+
+
+def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> list[int]:
+    """Soft-delete the given members who are live; return their uids."""
+    live = live_members_among(cur, group["id"], [m["uid"] for m in leaving])
+    removed = []
+    for member in leaving:
+        if member["uid"] in live and member["uid"] not in removed:
+            cur.execute(REMOVE_MEMBER, {"gid": group["id"], "uid": member["uid"]})
+            changes.event("group_member_remove", group, member_id=member["uid"])
+            changes.notify(group, "quit_group", group_name=group["name"], member_id=member["uid"],
+                           **_profile(member))
+            removed.append(member["uid"])
+    return removed
+
+
+def _profile(member: dict) -> dict:
+    return {key: member[key] for key in ("name", "avatar") if member.get(key) is not None}
+
+
+def update_group(cur, changes: Changes, group: dict, fields: dict) -> None:
+    """Change name / notice / cover / master; members hear of a new name or notice."""
+    cur.execute(UPDATE_GROUP, {"gid": group["id"], "name": None, "notice": None, "cover": None,
+                               "master": None, **fields})
+    if "name" in fields:
+        changes.notify(group, "update_name", name=fields["name"])
+    if "notice" in fields:
+        changes.notify(group, "update_notice", notice=fields["notice"])
+
+
+def disband_group(cur, changes: Changes, group: dict) -> None:
+    """Soft-delete the group and its member rows: one group_disband, no per-member removes."""
+    cur.execute(DISBAND_GROUP, {"gid": group["id"]})
+    cur.execute(DISBAND_MEMBERS, {"gid": group["id"]})
+    changes.event("group_disband", group)
+    changes.notify(group, "disband", name=group["name"])
+
+
+def upgrade_group(cur, changes: Changes, group: dict) -> None:
+    """Make a normal group a super group (a super group stays as it is)."""
+    if group["super"]:
+        return
+    cur.execute(UPGRADE_GROUP, {"gid": group["id"]})
+    changes.event("group_upgrade", group, super=1)
+    changes.notify(group, "upgrade", super=1)
+
+
+def require_member(cur, group: dict, uid: int) -> None:
+    """NotMember unless uid is a live member of the group."""
+    if not live_members_among(cur, group["id"], [uid]):
+        raise NotMember()
+
+
+def set_nickname(cur, changes: Changes, group: dict, uid: int, nickname: str) -> None:
+    cur.execute(SET_NICKNAME, {"gid": group["id"], "uid": uid, "nickname": nickname})
+    changes.notify(group, "update_member_nickname", member_id=uid, nickname=nickname)
+
+
+def set_mute(cur, changes: Changes, group: dict, uid: int, mute: bool) -> None:
+    cur.execute(SET_MUTE, {"gid": group["id"], "uid": uid, "mute": int(mute)})
+    changes.event("group_member_mute", group, member_id=uid, mute=int(mute))

@@ -1,0 +1,96 @@
+"""The queues shared with the IM router: item shapes, message ids and the push script."""
+import json
+import os
+import threading
+import time
+
+from .errors import QueueFull
+
+ID_BLOCK = 1000
+_scripts = {}
+RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
+
+# Refuse (-1) when the router has fallen too far behind; otherwise push every item.
+# One round trip, and the check and the push cannot interleave with another client's.
+PUSH_BOUNDED = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+return redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dumps(item) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+
+def reserve_ids(conn, n: int) -> int:
+    """Reserve n message ids in MySQL (autocommit); return the last one."""
+    with conn.cursor() as cur:
+        cur.execute(RESERVE_IDS, {"n": n})
+        return cur.lastrowid
+
+
+class MessageIds:
+    """Message ids unique across processes and hosts: blocks reserved in MySQL, used up locally.
+
+    A MySQL counter survives a Redis flush; one round trip buys ID_BLOCK ids.
+    """
+
+    def __init__(self, connect):
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._pid = self._next = self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            # After a fork the child must not reuse the ids its parent had left.
+            if self._pid != os.getpid() or self._next > self._last:
+                conn = self._connect()
+                try:
+                    self._last = reserve_ids(conn, ID_BLOCK)
+                finally:
+                    conn.close()
+                self._next, self._pid = self._last - ID_BLOCK + 1, os.getpid()
+            self._next += 1
+            return self._next - 1
+
+
+def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: int, content: str,
+            members: list[int] | None = None) -> dict:
+    """An im_message_queue item."""
+    item = {"id": msg_id, "kind": kind, "appid": appid, "sender": sender, "receiver": receiver,
+            "content": content, "timestamp": now_ms()}
+    if members is not None:
+        item["members"] = members
+    return item
+
+
+def group_notification(msg_id: int, appid: int, group_id: int, op: str, body: dict) -> dict:
+    """A group_notification message whose content is one GoBelieve operation object."""
+    content = {op: {"group_id": group_id, "timestamp": int(time.time()), **body}}
+    return message(msg_id, "group_notification", appid, None, group_id, dumps(content))
+
+
+def group_event(name: str, appid: int, group_id: int, **fields) -> dict:
+    """A group_event_queue item; the outbox fills in action_id and previous_action_id."""
+    return {"name": name, "appid": appid, "group_id": group_id, **fields, "timestamp": now_ms()}
+
+
+def user_event(name: str, appid: int, uid: int, **fields) -> dict:
+    """A user_event_queue item."""
+    return {"name": name, "appid": appid, "uid": uid, **fields, "timestamp": now_ms()}
+
+
+def run_script(r, text: str, keys: list, args: list):
+    """Run a Lua script by its SHA (loading it once per Redis server)."""
+    script = _scripts.get(text) or _scripts.setdefault(text, r.register_script(text))
+    return script(keys=keys, args=args, client=r)
+
+
+def push_messages(r, queue: str, max_length: int, items: list[dict]) -> None:
+    """LPUSH items on the message queue unless it is full (QueueFull)."""
+    if run_script(r, PUSH_BOUNDED, [queue], [max_length, *map(dumps, items)]) == -1:
+        raise QueueFull()

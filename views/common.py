@@ -1,0 +1,116 @@
+"""What every blueprint shares: the JSON body parser, base schemas and field types."""
+import json
+import logging
+from contextlib import contextmanager
+
+import flask_smorest
+import marshmallow as ma
+import pymysql
+import redis
+from flask import current_app
+from webargs import core
+from webargs.flaskparser import FlaskParser
+
+from models import outbox
+from models.db import get_db, get_redis, transaction
+from models.errors import InvalidJson, UnsupportedMediaType
+from models.outbox import Changes
+from models.queue import group_notification
+from models.user import clear_group_sync_keys
+
+log = logging.getLogger(__name__)
+
+MAX_ID = 2**63 - 1
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+class Parser(FlaskParser):
+    """Reads bodies as JSON when the Content-Type says so or says nothing (original clients
+    often send none); another Content-Type is a 415. Validation failures are 400s."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+    def _raw_load_json(self, req):
+        body = req.get_data(cache=True)
+        if not body:
+            return core.missing
+        if req.mimetype and not core.is_json(req.mimetype):
+            raise UnsupportedMediaType()
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError):  # bad UTF-8, bad JSON, NaN, a 5000-digit number, deep nesting
+            raise InvalidJson() from None
+
+
+class Blueprint(flask_smorest.Blueprint):
+    ARGUMENTS_PARSER = Parser()
+
+
+class Schema(ma.Schema):
+    """Request schemas ignore unknown fields, as the original API did."""
+
+    class Meta:
+        unknown = ma.EXCLUDE
+
+
+class Id(ma.fields.Integer):
+    """A uid, group, app, store or seller id: 0 <= id < 2**63."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=ma.validate.Range(0, MAX_ID), **kwargs)
+
+
+class Text(ma.fields.String):
+    """A string of at most `length` characters (255 by default)."""
+
+    def __init__(self, length: int = 255, **kwargs):
+        super().__init__(validate=ma.validate.Length(max=length), **kwargs)
+
+
+class MemberField(ma.fields.Field):
+    """A member given as a uid or as {uid, name?, avatar?}; loads as a dict."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            value = {"uid": value}
+        return MemberSchema().load(value)
+
+
+class MemberSchema(Schema):
+    uid = Id(required=True)
+    name = Text(allow_none=True)
+    avatar = Text(allow_none=True)
+
+
+def ok(data=None):
+    """The success envelope; action endpoints answer {"success": true}."""
+    return {"data": {"success": True} if data is None else data}
+
+
+def setting(name: str):
+    return current_app.config[name]
+
+
+@contextmanager
+def group_change():
+    """A transaction whose group events and notifications are queued when it commits.
+
+    Yields (cursor, changes). After the commit the outbox is relayed before the
+    response; if Redis or MySQL fails just then, the change still stands and the
+    background relay delivers its items, in order, once the service is back.
+    """
+    changes = Changes()
+    with transaction() as cur:
+        yield cur, changes
+        ids = current_app.extensions["message_ids"]
+        notes = [group_notification(ids.next(), *note) for note in changes.notes]
+        outbox.append(cur, setting("GROUP_EVENT_QUEUE"), changes.events, setting("IM_MESSAGE_QUEUE"), notes)
+    if changes.events or changes.notes:
+        try:
+            outbox.relay(get_db(), get_redis())
+            clear_group_sync_keys(get_redis(), changes.joined)
+        except (redis.RedisError, pymysql.Error) as exc:
+            log.warning("relay after commit failed, left to the background relay: %s", exc)

@@ -1,0 +1,131 @@
+"""Who is calling: server auth (Basic appid:md5(secret)) or client auth (Bearer token)."""
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import time
+from dataclasses import dataclass
+from functools import lru_cache, wraps
+
+import flask_smorest
+from flask import current_app, g, request
+
+from models import app as apps
+from models.db import get_db, get_redis
+from models.errors import AppDisabled, BadSecret, BadToken, Forbidden, IpNotAllowed, MissingCredentials, UnknownApp
+from models.user import resolve_token
+
+
+@dataclass(frozen=True)
+class Caller:
+    appid: int
+    uid: int | None  # None: the app's server; otherwise the user a client token belongs to
+
+    @property
+    def is_server(self) -> bool:
+        return self.uid is None
+
+
+def find_app(appid: int) -> dict | None:
+    """The app row from a short-lived per-process cache; misses are not cached."""
+    cache = current_app.extensions["app_cache"]
+    hit = cache.get(appid)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    row = apps.find_app(get_db(), appid)
+    if row is not None:
+        row["secret_md5"] = hashlib.md5(row["secret"].encode()).hexdigest()
+        cache[appid] = (time.monotonic() + current_app.config["APP_CACHE_TTL"], row)
+    return row
+
+
+def caller(scheme: str | None = None) -> Caller:
+    """The authenticated caller; scheme "Basic" or "Bearer" insists on one kind."""
+    if "caller" not in g:
+        kind, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if kind not in ("Basic", "Bearer") or not credentials.strip():
+            raise MissingCredentials()
+        g.caller = _server(credentials.strip()) if kind == "Basic" else _client(credentials.strip())
+    if scheme == "Basic" and not g.caller.is_server or scheme == "Bearer" and g.caller.is_server:
+        raise Forbidden(f"This endpoint needs {'server' if scheme == 'Basic' else 'client'} auth.")
+    return g.caller
+
+
+SCHEMES = {"server": "Basic", "client": "Bearer", "any": None}
+SECURITY = {"server": [{"server": []}], "client": [{"client": []}], "any": [{"server": []}, {"client": []}]}
+
+
+def requires(kind: str):
+    """Decorate a view: authenticate a "server", "client" or "any" caller before the body is read."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            caller(SCHEMES[kind])
+            return view(*args, **kwargs)
+
+        return flask_smorest.Blueprint.doc(security=SECURITY[kind])(wrapper)
+
+    return decorator
+
+
+def _server(credentials: str) -> Caller:
+    try:
+        appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
+        appid = int(appid)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise MissingCredentials() from None
+    app = find_app(appid) if 0 <= appid < 2**63 else None
+    if app is None:
+        raise UnknownApp()
+    if not hmac.compare_digest(app["secret_md5"].encode(), digest.lower().encode()):
+        raise BadSecret()
+    if app["disabled"]:
+        raise AppDisabled()
+    if app["allowed_ips"] and not _address_allowed(client_address(), app["allowed_ips"]):
+        raise IpNotAllowed()
+    return Caller(appid, None)
+
+
+def _client(token: str) -> Caller:
+    found = resolve_token(get_redis(), token)
+    app = find_app(found[0]) if found else None
+    if app is None:
+        raise BadToken()
+    if app["disabled"]:
+        raise AppDisabled()
+    return Caller(found[0], found[1])
+
+
+@lru_cache(maxsize=64)
+def _networks(spec: str) -> tuple:
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in spec.split(",") if item.strip())
+
+
+def _in(address: str, networks: tuple) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def _address_allowed(address: str, allowed: str) -> bool:
+    return _in(address, _networks(allowed))
+
+
+def client_address() -> str:
+    """The client's address: proxy headers count only when the peer is a trusted proxy.
+
+    X-Forwarded-For is read from the right, skipping trusted proxies, because a
+    client can put anything at its left; X-Real-IP is the fallback.
+    """
+    peer = request.remote_addr or ""
+    trusted = _networks(",".join(current_app.config["TRUSTED_PROXIES"]))
+    if not _in(peer, trusted):
+        return peer
+    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+        if hop.strip() and not _in(hop, trusted):
+            return hop.strip()
+    return request.headers.get("X-Real-IP", peer).strip()

@@ -1,0 +1,75 @@
+"""The one error path: every failure becomes {"meta": {"code", "message"}} with its status."""
+import logging
+
+import pymysql
+import redis
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from models import errors
+
+log = logging.getLogger(__name__)
+
+HTTP_ERRORS = {
+    404: errors.RouteNotFound,
+    405: errors.MethodNotAllowed,
+    413: errors.BodyTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def _first_message(messages, path=()) -> tuple[str, str]:
+    """The dotted path and text of the first validation message (webargs nests them)."""
+    if isinstance(messages, dict):
+        key, value = next(iter(messages.items()))
+        return _first_message(value, path + (str(key),))
+    if isinstance(messages, list) and messages and not isinstance(messages[0], str):
+        return _first_message(messages[0], path)
+    text = messages[0] if isinstance(messages, list) and messages else str(messages)
+    return ".".join(p for p in path if p != "_schema"), text
+
+
+def field_error(messages) -> errors.InvalidField:
+    """An InvalidField naming the field, from webargs' {"json": {"field": ["..."]}}."""
+    if isinstance(messages, dict) and len(messages) == 1 and next(iter(messages)) in ("json", "query", "path"):
+        messages = next(iter(messages.values()))
+    field, text = _first_message(messages)
+    return errors.InvalidField(f"{field}: {text}" if field else text)
+
+
+def respond(error: errors.ApiError):
+    response = jsonify(meta={"code": error.code, "message": error.message})
+    response.status_code = error.status
+    if error.status in (429, 503):
+        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER"])
+    response.headers.update(error.headers)
+    return response
+
+
+def handle_http_exception(exc: HTTPException):
+    data = getattr(exc, "data", None) or {}
+    if "messages" in data:  # a validation failure reported by webargs
+        return respond(field_error(data["messages"]))
+    if exc.code in HTTP_ERRORS:
+        return respond(HTTP_ERRORS[exc.code]())
+    if exc.code and exc.code < 500:
+        return respond(errors.InvalidField(exc.description or "Bad request."))
+    return handle_unexpected(exc)
+
+
+def handle_unavailable(exc: Exception):
+    log.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    return respond(errors.Unavailable())
+
+
+def handle_unexpected(exc: Exception):
+    log.exception("unhandled error")
+    return respond(errors.ApiError())
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(errors.ApiError, respond)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    for exc in (pymysql.OperationalError, pymysql.InterfaceError, redis.ConnectionError, redis.TimeoutError):
+        app.register_error_handler(exc, handle_unavailable)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,245 @@
+"""/groups: groups and their members, for app servers (S) and for members' clients (C)."""
+import marshmallow as ma
+from flask.views import MethodView
+
+from models import group as groups
+from models.db import get_db, get_redis
+from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
+from models.user import set_group_quiet
+from .common import Blueprint, Id, MemberField, Schema, Text, group_change, ok, setting
+from .credentials import Caller, caller, requires
+
+blp = Blueprint("group", __name__, url_prefix="/groups", description="Groups and members")
+
+
+class InviterSchema(Schema):
+    uid = Id(required=True)
+    name = Text(allow_none=True)
+
+
+class MembersSchema(Schema):
+    """A member list in any of the original's forms: [uid, ...], [{uid, name, avatar}, ...],
+    {"members": [...], "inviter": {uid, name}} or one {uid, name, avatar}."""
+
+    members = ma.fields.List(MemberField(), required=True)
+    inviter = ma.fields.Nested(InviterSchema, allow_none=True)
+
+    @ma.pre_load
+    def wrap(self, data, **kwargs):
+        if isinstance(data, list):
+            return {"members": data}
+        if isinstance(data, dict) and "members" not in data and "uid" in data:
+            return {"members": [data]}
+        return data
+
+
+class GroupCreateSchema(Schema):
+    master = Id(required=True)
+    name = Text(required=True)
+    super = ma.fields.Boolean(load_default=False)
+    members = ma.fields.List(MemberField(), load_default=list)
+    group_id = Id(allow_none=True)
+    notice = Text(load_default="")
+    cover = Text(load_default="")
+    code = Text(64, allow_none=True)
+
+
+class GroupUpdateSchema(Schema):
+    name = Text()
+    notice = Text()
+    cover = Text()
+    master = Id()
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give at least one of name, notice, cover, master.")
+
+
+class MemberUpdateSchema(Schema):
+    do_not_disturb = ma.fields.Boolean()
+    nickname = Text()
+    mute = ma.fields.Boolean()
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give at least one of do_not_disturb, nickname, mute.")
+
+
+class QuietSchema(Schema):
+    quiet = ma.fields.Boolean(required=True)
+
+
+def unique_members(members: list[dict]) -> list[dict]:
+    """The list without repeated uids (the first one wins), at most MAX_BATCH long."""
+    if len(members) > setting("MAX_BATCH"):
+        raise BatchTooLarge(f"members: at most {setting('MAX_BATCH')} per request.")
+    seen = {}
+    for member in members:
+        seen.setdefault(member["uid"], member)
+    return list(seen.values())
+
+
+def member_limit(group: dict) -> int:
+    return setting("MAX_SUPER_GROUP_MEMBERS" if group["super"] else "MAX_GROUP_MEMBERS")
+
+
+def require_master(group: dict, who: Caller) -> None:
+    if not who.is_server and group["master"] != who.uid:
+        raise NotMaster()
+
+
+def require_member(cur, group: dict, who: Caller) -> None:
+    if not who.is_server and not groups.live_members_among(cur, group["id"], [who.uid]):
+        raise Forbidden("Only members of the group may do this.")
+
+
+@blp.route("")
+class Groups(MethodView):
+    @requires("any")
+    @blp.arguments(GroupCreateSchema)
+    def post(self, args):
+        """Create a group. A client must be its master and is always a member."""
+        who, members = caller(), unique_members(args.pop("members"))
+        if not who.is_server:
+            if args["master"] != who.uid:
+                raise Forbidden("master: a client can only create groups it is the master of.")
+            if who.uid not in {m["uid"] for m in members}:
+                members.insert(0, {"uid": who.uid})
+        group = {**args, "id": args.pop("group_id", None), "appid": who.appid, "super": int(args["super"])}
+        limit = member_limit(group)
+        with group_change() as (cur, changes):
+            gid = groups.create_group(cur, changes, group, members, limit)
+        return ok({"group_id": gid})
+
+
+@blp.route("/<id:gid>")
+class Group(MethodView):
+    @requires("any")
+    def get(self, gid):
+        """The group with its members; a client that is not a member sees only its public fields."""
+        who = caller()
+        with get_db().cursor() as cur:
+            group = groups.find_group(cur, who.appid, gid)
+            members = groups.members(cur, group)
+        if not who.is_server and who.uid not in {m["uid"] for m in members}:
+            return ok({key: group[key] for key in ("id", "name", "cover", "super")} | {"member_count": len(members)})
+        return ok(groups.public(group) | {"members": members})
+
+    @requires("any")
+    @blp.arguments(GroupUpdateSchema)
+    def patch(self, args, gid):
+        """Rename, change the notice or cover, or transfer to another member (master only)."""
+        who = caller()
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            require_master(group, who)
+            if "master" in args and not groups.live_members_among(cur, gid, [args["master"]]):
+                raise InvalidField("master: the new master must be a member of the group.")
+            groups.update_group(cur, changes, group, args)
+        return ok()
+
+    @requires("any")
+    def delete(self, gid):
+        """Disband the group (master only)."""
+        who = caller()
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            require_master(group, who)
+            groups.disband_group(cur, changes, group)
+        return ok()
+
+
+@blp.route("/<id:gid>/upgrade")
+class Upgrade(MethodView):
+    @requires("server")
+    def post(self, gid):
+        """Turn a normal group into a super group."""
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, caller().appid, gid, lock=True)
+            groups.upgrade_group(cur, changes, group)
+        return ok()
+
+
+@blp.route("/<id:gid>/members")
+class Members(MethodView):
+    @requires("any")
+    @blp.arguments(MembersSchema)
+    def post(self, args, gid):
+        """Add members; re-adding a member is not an error. A client must be a member."""
+        who, members = caller(), unique_members(args["members"])
+        inviter = args.get("inviter") or (None if who.is_server else {"uid": who.uid})
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            require_member(cur, group, who)
+            groups.add_members(cur, changes, group, members, inviter, member_limit(group))
+        return ok()
+
+    @requires("any")
+    @blp.arguments(MembersSchema)
+    def delete(self, args, gid):
+        """Remove members (master only)."""
+        who, members = caller(), unique_members(args["members"])
+        if not members:
+            raise InvalidField("members: give at least one member to remove.")
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            require_master(group, who)
+            if not who.is_server and who.uid in {m["uid"] for m in members}:
+                raise MasterMustTransfer()
+            groups.remove_members(cur, changes, group, members)
+        return ok()
+
+
+@blp.route("/<id:gid>/members/<id:mid>")
+class Member(MethodView):
+    @requires("any")
+    def delete(self, gid, mid):
+        """Leave the group (a client for itself) or remove a member (the master)."""
+        who = caller()
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            if not who.is_server:
+                if mid != who.uid:
+                    require_master(group, who)
+                elif group["master"] == who.uid:
+                    raise MasterMustTransfer()
+            groups.remove_members(cur, changes, group, [{"uid": mid}])
+        return ok()
+
+    @requires("any")
+    @blp.arguments(MemberUpdateSchema)
+    def patch(self, args, gid, mid):
+        """Set the member's do_not_disturb or nickname (the member itself) or mute (the master)."""
+        who = caller()
+        if not who.is_server and mid != who.uid and set(args) != {"mute"}:
+            raise Forbidden("A client can only change its own do_not_disturb and nickname.")
+        with group_change() as (cur, changes):
+            group = groups.find_group(cur, who.appid, gid, lock=True)
+            groups.require_member(cur, group, mid)
+            if "mute" in args:
+                require_master(group, who)
+                groups.set_mute(cur, changes, group, mid, args["mute"])
+            if "nickname" in args:
+                groups.set_nickname(cur, changes, group, mid, args["nickname"])
+        if "do_not_disturb" in args:
+            set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
+        return ok()
+
+    @requires("any")
+    @blp.arguments(QuietSchema)
+    def post(self, args, gid, mid):
+        """Set the member's quiet (do-not-disturb) setting for the group."""
+        who = caller()
+        if not who.is_server and mid != who.uid:
+            raise Forbidden("A client can only change its own quiet setting.")
+        return set_quiet(who, gid, mid, args["quiet"])
+
+
+def set_quiet(who: Caller, gid: int, uid: int, quiet: bool):
+    with get_db().cursor() as cur:
+        group = groups.find_group(cur, who.appid, gid)
+        groups.require_member(cur, group, uid)
+    set_group_quiet(get_redis(), who.appid, uid, gid, quiet)
+    return ok()

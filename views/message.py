@@ -1,0 +1,110 @@
+"""/messages: messages an app server posts; each becomes one im_message_queue item."""
+import marshmallow as ma
+from flask import current_app
+from flask.views import MethodView
+
+from models import group as groups
+from models.db import get_db, get_redis
+from models.queue import dumps, message, push_messages
+from .common import Blueprint, Id, Schema, ok, setting
+from .credentials import caller, requires
+
+blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
+
+
+class Content(ma.fields.Field):
+    """An opaque string (a JSON object or array is accepted and serialized), at most MAX_CONTENT_BYTES."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, (dict, list)):
+            value = dumps(value)
+        if not isinstance(value, str):
+            raise ma.ValidationError("Must be a string or a JSON object.")
+        if len(value.encode()) > setting("MAX_CONTENT_BYTES"):
+            raise ma.ValidationError(f"Longer than {setting('MAX_CONTENT_BYTES')} bytes.")
+        return value
+
+
+class PeerMessageSchema(Schema):
+    sender = Id(required=True)
+    receiver = Id(required=True)
+    content = Content(required=True)
+
+
+class SystemMessageSchema(Schema):
+    receiver = Id(required=True)
+    content = Content(required=True)
+
+
+class GroupNotificationSchema(Schema):
+    group_id = Id(required=True)
+    content = Content(required=True)
+    members = ma.fields.List(Id(), allow_none=True)
+
+
+def post(kind: str, sender: int | None, receiver: int, content: str, members: list[int] | None = None):
+    appid = caller().appid
+    item = message(current_app.extensions["message_ids"].next(), kind, appid, sender, receiver, content, members)
+    push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"), [item])
+    return ok({"id": item["id"]})
+
+
+def require_group(gid: int) -> None:
+    with get_db().cursor() as cur:
+        groups.find_group(cur, caller().appid, gid)
+
+
+@blp.route("/peers")
+class Peers(MethodView):
+    @requires("server")
+    @blp.arguments(PeerMessageSchema)
+    def post(self, args):
+        """Send a message from one user to another."""
+        return post("peer", args["sender"], args["receiver"], args["content"])
+
+
+@blp.route("/groups")
+class Groups(MethodView):
+    @requires("server")
+    @blp.arguments(PeerMessageSchema)
+    def post(self, args):
+        """Send a message to a group (receiver is the group id) in the sender's name."""
+        require_group(args["receiver"])
+        return post("group", args["sender"], args["receiver"], args["content"])
+
+
+@blp.route("/systems")
+class Systems(MethodView):
+    @requires("server")
+    @blp.arguments(SystemMessageSchema)
+    def post(self, args):
+        """Send a system message to a user."""
+        return post("system", None, args["receiver"], args["content"])
+
+
+@blp.route("/notifications")
+class Notifications(MethodView):
+    @requires("server")
+    @blp.arguments(SystemMessageSchema)
+    def post(self, args):
+        """Send a notification to a user, delivered only while the user is online."""
+        return post("notification", None, args["receiver"], args["content"])
+
+
+@blp.route("/groups/notifications")
+class GroupNotifications(MethodView):
+    @requires("server")
+    @blp.arguments(GroupNotificationSchema)
+    def post(self, args):
+        """Send a notification to a group's members (or to the members listed)."""
+        require_group(args["group_id"])
+        return post("group_notification", None, args["group_id"], args["content"], args.get("members"))
+
+
+@blp.route("/rooms")
+class Rooms(MethodView):
+    @requires("server")
+    @blp.arguments(PeerMessageSchema)
+    def post(self, args):
+        """Send a message to a chat room (receiver is the room id)."""
+        return post("room", args["sender"], args["receiver"], args["content"])
