@@ -1,16 +1,52 @@
-"""Operator commands: flask --app app init-db | create-app | list-apps | disable-app | relay-outbox."""
+"""Operator commands: flask --app app check | init-db | create-app | list-apps | disable-app | relay-outbox."""
 import click
+import pymysql
+import redis
 from flask import Flask, current_app
 
 from models import app as apps
 from models import outbox
-from models.db import get_db, get_redis, transaction
+from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
 from models.schema import init_db
+
+
+START_HINTS = {
+    "MySQL": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+    "Redis": 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+}
+
+
+def unreachable(config) -> list[str]:
+    """One sentence for each backing service that cannot be reached with this configuration."""
+    problems = []
+    try:
+        pymysql.connect(**mysql_connect_args(config, database=False)).close()
+    except pymysql.Error as exc:
+        problems.append(f"MySQL at {config['MYSQL_HOST']}:{config['MYSQL_PORT']} is not reachable ({exc}). "
+                        f"Start it, e.g.: {START_HINTS['MySQL']}")
+    try:
+        make_redis(config).ping()
+    except redis.RedisError as exc:
+        problems.append(f"Redis at {config['REDIS_HOST']}:{config['REDIS_PORT']} is not reachable ({exc}). "
+                        f"Start it, e.g.: {START_HINTS['Redis']}")
+    return problems
+
+
+@click.command("check")
+def check_command():
+    """Check that MySQL and Redis are reachable; say how to start the one that is not."""
+    problems = unreachable(current_app.config)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+    click.echo("MySQL and Redis are reachable")
 
 
 @click.command("init-db")
 def init_db_command():
     """Create the database and apply every schema file in sql/ not applied yet."""
+    problems = unreachable(current_app.config)
+    if problems:
+        raise click.ClickException("\n".join(problems))
     applied = init_db(current_app.config)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
@@ -18,10 +54,13 @@ def init_db_command():
 @click.command("create-app")
 @click.option("--name", required=True, help="A name for the app.")
 @click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
-def create_app_command(name: str, store_id: int):
-    """Create an app and print its id, key and secret (shown only here)."""
-    with transaction() as cur:
-        row = apps.create_app_row(cur, name, store_id)
+@click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
+def create_app_command(name: str, store_id: int, if_missing: bool):
+    """Create an app and print its id, key and secret."""
+    row = apps.find_app_by_name(get_db(), name) if if_missing else None
+    if row is None:
+        with transaction() as cur:
+            row = apps.create_app_row(cur, name, store_id)
     click.echo(f"appid={row['id']}\nkey={row['key']}\nsecret={row['secret']}")
 
 
@@ -51,6 +90,6 @@ def relay_outbox_command():
 
 
 def register(app: Flask) -> None:
-    for command in (init_db_command, create_app_command, list_apps_command, disable_app_command,
+    for command in (check_command, init_db_command, create_app_command, list_apps_command, disable_app_command,
                     relay_outbox_command):
         app.cli.add_command(command)

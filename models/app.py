@@ -8,6 +8,7 @@ FROM app WHERE id = %(appid)s
 INSERT_APP = """
 INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(secret)s, %(store_id)s)
 """
+SELECT_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1"
 LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
 DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
 
@@ -16,6 +17,12 @@ def find_app(conn, appid: int) -> dict | None:
     """The app row, or None."""
     with conn.cursor() as cur:
         cur.execute(SELECT_APP, {"appid": appid})
+        return cur.fetchone()
+
+
+def find_app_by_name(conn, name: str) -> dict | None:
+    with conn.cursor() as cur:
+        cur.execute(SELECT_APP_BY_NAME, {"name": name})
         return cur.fetchone()
 
 

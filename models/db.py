@@ -25,6 +25,7 @@ def mysql_connect_args(config, database: bool = True) -> dict:
         password=config["MYSQL_PASSWORD"],
         charset="utf8mb4",
         autocommit=True,
+        client_flag=pymysql.constants.CLIENT.FOUND_ROWS,  # rowcount = rows matched, not rows changed
         cursorclass=pymysql.cursors.DictCursor,
         connect_timeout=config["MYSQL_TIMEOUT"],
         read_timeout=config["MYSQL_TIMEOUT"] * 2,

@@ -41,7 +41,7 @@ class GroupCreateSchema(Schema):
     group_id = Id(allow_none=True)
     notice = Text(load_default="")
     cover = Text(load_default="")
-    code = Text(64, allow_none=True)
+    code = Text(64, load_default=None)
 
 
 class GroupUpdateSchema(Schema):

@@ -1,0 +1,150 @@
+"""Fixtures: the app on a dedicated test database and Redis DB, emptied around every test."""
+import base64
+import hashlib
+import json
+import os
+
+import pymysql
+import pytest
+import redis
+
+from app import create_app
+from config import Config
+from models.db import mysql_connect_args
+from models.schema import init_db
+
+TEST_CONFIG = {
+    "MYSQL_DATABASE": os.environ.get("TEST_MYSQL_DATABASE", "gobelieve_test"),
+    "REDIS_DB": int(os.environ.get("TEST_REDIS_DB", 15)),
+    "OUTBOX_RELAY_INTERVAL": 0,
+    "TESTING": True,
+}
+TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "outbox")
+
+
+def _config() -> dict:
+    return {key: getattr(Config, key) for key in dir(Config) if key.isupper()} | TEST_CONFIG
+
+
+@pytest.fixture(scope="session")
+def app():
+    config = _config()
+    conn = pymysql.connect(**mysql_connect_args(config, database=False))
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{config['MYSQL_DATABASE']}`")
+    conn.close()
+    init_db(config)
+    return create_app(TEST_CONFIG)
+
+
+@pytest.fixture
+def db(app):
+    """A direct MySQL connection to the test database (autocommit) for checking rows."""
+    conn = pymysql.connect(**mysql_connect_args(app.config))
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def r(app):
+    """The test Redis DB, flushed before the test."""
+    client = redis.Redis(host=app.config["REDIS_HOST"], port=app.config["REDIS_PORT"],
+                         db=app.config["REDIS_DB"], password=app.config["REDIS_PASSWORD"], decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def clean(app, db, r):
+    with db.cursor() as cur:
+        for table in TABLES:
+            cur.execute(f"DELETE FROM {table}")
+    app.extensions["app_cache"].clear()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def basic(appid: int, secret: str) -> dict:
+    digest = hashlib.md5(secret.encode()).hexdigest()
+    return {"Authorization": "Basic " + base64.b64encode(f"{appid}:{digest}".encode()).decode()}
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_app(db, name="demo", **columns) -> dict:
+    """Insert an app row; return it with its server-auth headers."""
+    row = {"name": name, "key": "k" + name, "secret": "s3cret-" + name, "store_id": 0, "disabled": 0,
+           "allowed_ips": "", **columns}
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO app (name, `key`, secret, store_id, disabled, allowed_ips) VALUES "
+                    "(%(name)s, %(key)s, %(secret)s, %(store_id)s, %(disabled)s, %(allowed_ips)s)", row)
+        row["id"] = cur.lastrowid
+    row["auth"] = basic(row["id"], row["secret"])
+    return row
+
+
+@pytest.fixture
+def demo(db):
+    return make_app(db)
+
+
+@pytest.fixture
+def other(db):
+    """A second app, to check that apps cannot see each other's objects."""
+    return make_app(db, name="other")
+
+
+class Api:
+    """Sends JSON requests as an app server (or with the headers given) and decodes answers."""
+
+    def __init__(self, client, headers):
+        self.client, self.headers = client, headers
+
+    def call(self, method, path, body=None, headers=None, **kwargs):
+        data = None if body is None else json.dumps(body)
+        response = self.client.open(path, method=method, data=data, headers={
+            "Content-Type": "application/json", **self.headers, **(headers or {})}, **kwargs)
+        return response.status_code, response.get_json()
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+    def patch(self, path, body=None, **kw):
+        return self.call("PATCH", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.call("PUT", path, body, **kw)
+
+    def delete(self, path, body=None, **kw):
+        return self.call("DELETE", path, body, **kw)
+
+
+@pytest.fixture
+def api(client, demo):
+    return Api(client, demo["auth"])
+
+
+def queue(r, name) -> list[dict]:
+    """The items of a Redis queue, oldest first (the producer LPUSHes)."""
+    return [json.loads(item) for item in reversed(r.lrange(name, 0, -1))]
+
+
+def rows(db, sql, params=None) -> list[dict]:
+    with db.cursor() as cur:
+        cur.execute(sql, params if params is None or isinstance(params, (tuple, dict)) else (params,))
+        return cur.fetchall()
+
+
+def token_for(api, uid, name=None) -> str:
+    status, body = api.post("/auth/grant", {"uid": uid, **({"user_name": name} if name else {})})
+    assert status == 200, body
+    return body["data"]["token"]
