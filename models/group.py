@@ -26,10 +26,30 @@ UPGRADE_GROUP = "UPDATE `group` SET super = 1 WHERE id = %(gid)s"
 DISBAND_GROUP = "UPDATE `group` SET deleted = 1 WHERE id = %(gid)s"
 DISBAND_MEMBERS = "UPDATE group_member SET deleted = 1 WHERE group_id = %(gid)s AND deleted = 0"
 
-SELECT_MEMBERS = """
+LOCK_GROUP_BY_CODE = f"""
+SELECT {GROUP_COLUMNS} FROM `group` WHERE appid = %(appid)s AND live_code = %(code)s FOR UPDATE
+"""
+COUNT_APP_GROUPS = "SELECT COUNT(*) AS n FROM `group` WHERE appid = %(appid)s AND deleted = 0"
+PAGE_APP_GROUPS = f"""
+SELECT {GROUP_COLUMNS} FROM `group` WHERE appid = %(appid)s AND deleted = 0
+ORDER BY id LIMIT %(count)s OFFSET %(start)s
+"""
+USER_GROUPS = """
+SELECT g.id, g.appid, g.master, g.super, g.name, g.notice, g.cover, g.code
+FROM group_member m JOIN `group` g ON g.id = m.group_id
+WHERE m.uid = %(uid)s AND m.deleted = 0 AND g.appid = %(appid)s AND g.deleted = 0
+ORDER BY g.id
+"""
+LOCK_USER_GROUPS = USER_GROUPS + " FOR UPDATE"
+PAGE_MEMBERS = """
 SELECT m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
 FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
-WHERE m.group_id = %(gid)s AND m.deleted = 0 ORDER BY m.uid
+WHERE m.group_id = %(gid)s AND m.deleted = 0 ORDER BY m.uid LIMIT %(count)s OFFSET %(start)s
+"""
+MEMBERS_OF_GROUPS = """
+SELECT m.group_id, m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
+FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
+WHERE m.group_id IN %(gids)s AND m.deleted = 0 ORDER BY m.group_id, m.uid
 """
 COUNT_MEMBERS = "SELECT COUNT(*) AS n FROM group_member WHERE group_id = %(gid)s AND deleted = 0"
 LIVE_MEMBERS_AMONG = """
@@ -61,8 +81,48 @@ def public(group: dict) -> dict:
 
 def members(cur, group: dict) -> list[dict]:
     """The group's live members with their user names, by uid."""
-    cur.execute(SELECT_MEMBERS, {"gid": group["id"], "appid": group["appid"]})
+    return members_of_groups(cur, group["appid"], [group["id"]])[group["id"]]
+
+
+def find_group_by_code(cur, appid: int, code: str) -> dict:
+    """The app's live group with that face-to-face code, row-locked, or GroupNotFound."""
+    cur.execute(LOCK_GROUP_BY_CODE, {"appid": appid, "code": code})
+    group = cur.fetchone()
+    if group is None:
+        raise GroupNotFound("No group has that code.")
+    return group
+
+
+def app_groups(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]]:
+    """(total, one page of the app's live groups by id)."""
+    cur.execute(COUNT_APP_GROUPS, {"appid": appid})
+    total = cur.fetchone()["n"]
+    cur.execute(PAGE_APP_GROUPS, {"appid": appid, "start": start, "count": count})
+    return total, [public(g) for g in cur.fetchall()]
+
+
+def user_groups(cur, appid: int, uid: int, lock: bool = False) -> list[dict]:
+    """The app's live groups the user is a live member of, by id."""
+    cur.execute(LOCK_USER_GROUPS if lock else USER_GROUPS, {"appid": appid, "uid": uid})
     return cur.fetchall()
+
+
+def members_page(cur, group: dict, start: int, count: int) -> tuple[int, list[dict]]:
+    """(total, one page of the group's live members by uid)."""
+    cur.execute(COUNT_MEMBERS, {"gid": group["id"]})
+    total = cur.fetchone()["n"]
+    cur.execute(PAGE_MEMBERS, {"gid": group["id"], "appid": group["appid"], "start": start, "count": count})
+    return total, cur.fetchall()
+
+
+def members_of_groups(cur, appid: int, gids: list[int]) -> dict[int, list[dict]]:
+    """Live members of several groups in one query: {gid: [member, ...]}."""
+    found = {gid: [] for gid in gids}
+    if gids:
+        cur.execute(MEMBERS_OF_GROUPS, {"appid": appid, "gids": gids})
+        for row in cur.fetchall():
+            found[row.pop("group_id")].append(row)
+    return found
 
 
 def live_members_among(cur, gid: int, uids: list[int]) -> set[int]:

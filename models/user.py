@@ -9,6 +9,20 @@ INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
 ON DUPLICATE KEY UPDATE name = IF(%(rename)s, VALUES(name), name)
 """
 
+USER_COLUMNS = "uid, name, avatar, UNIX_TIMESTAMP(created_at) AS created_at, UNIX_TIMESTAMP(updated_at) AS updated_at"
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
+EXISTING_USERS = "SELECT uid FROM user WHERE appid = %(appid)s AND uid IN %(uids)s"
+INSERT_USER = "INSERT IGNORE INTO user (appid, uid, name, avatar) VALUES (%(appid)s, %(uid)s, %(name)s, %(avatar)s)"
+COUNT_USERS = "SELECT COUNT(*) AS n FROM user WHERE appid = %(appid)s"
+PAGE_USERS = """
+SELECT uid, name, avatar FROM user WHERE appid = %(appid)s ORDER BY uid LIMIT %(count)s OFFSET %(start)s
+"""
+UPDATE_USER = """
+UPDATE user SET name = COALESCE(%(name)s, name), avatar = COALESCE(%(avatar)s, avatar)
+WHERE appid = %(appid)s AND uid = %(uid)s
+"""
+DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
+
 # Get the user's token, or make the candidate its token; keep user_name up to date.
 # One round trip, atomic, so two concurrent grants for a new user agree on one token.
 GRANT = """
@@ -36,6 +50,17 @@ return 0
 """
 
 
+# Delete the user's token and tell the router; 0 when the user had none.
+REVOKE = """
+local token = redis.call('HGET', KEYS[1], 'access_token')
+if not token then return 0 end
+redis.call('DEL', 'access_token_' .. token)
+redis.call('HDEL', KEYS[1], 'access_token')
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 def user_key(appid: int, uid: int) -> str:
     return f"users_{appid}_{uid}"
 
@@ -54,6 +79,66 @@ def grant_token(r, appid: int, uid: int, name: str | None) -> str:
     keys = [user_key(appid, uid), f"statistics_users_{appid}"]
     args = [secrets.token_urlsafe(32), uid, appid, name or "", flag(name is not None)]
     return run_script(r, GRANT, keys, args)
+
+
+def revoke_token(r, appid: int, uid: int, user_event_queue: str) -> bool:
+    """Delete the user's token at once and queue user_token_revoked; False when it had none."""
+    event = dumps(user_event("user_token_revoked", appid, uid))
+    return run_script(r, REVOKE, [user_key(appid, uid), user_event_queue], [event]) == 1
+
+
+def find_user(cur, appid: int, uid: int) -> dict | None:
+    cur.execute(SELECT_USER, {"appid": appid, "uid": uid})
+    return cur.fetchone()
+
+
+def register_users(cur, appid: int, users: list[dict]) -> list[dict]:
+    """Insert the users that do not exist yet; return which uids were new, in request order."""
+    cur.execute(EXISTING_USERS, {"appid": appid, "uids": [u["uid"] for u in users]})
+    taken = {row["uid"] for row in cur.fetchall()}
+    results, created = [], []
+    for user in users:
+        results.append({"uid": user["uid"], "created": user["uid"] not in taken})
+        if user["uid"] not in taken:
+            taken.add(user["uid"])
+            created.append({"appid": appid, "uid": user["uid"], "name": user.get("name") or "",
+                            "avatar": user.get("avatar") or ""})
+    if created:
+        cur.executemany(INSERT_USER, created)
+    return results
+
+
+def users_page(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]]:
+    """(total, one page of the app's users by uid)."""
+    cur.execute(COUNT_USERS, {"appid": appid})
+    total = cur.fetchone()["n"]
+    cur.execute(PAGE_USERS, {"appid": appid, "start": start, "count": count})
+    return total, cur.fetchall()
+
+
+def update_user(cur, appid: int, uid: int, fields: dict) -> bool:
+    """Set the given profile fields (name, avatar); False when there is no such user."""
+    return cur.execute(UPDATE_USER, {"appid": appid, "uid": uid, "name": None, "avatar": None, **fields}) > 0
+
+
+def delete_user(cur, appid: int, uid: int) -> bool:
+    return cur.execute(DELETE_USER, {"appid": appid, "uid": uid}) > 0
+
+
+def save_profiles(r, appid: int, users: list[dict]) -> None:
+    """Copy each {uid, name?, avatar?} into the user hash, where the router reads names for pushes."""
+    pipe = r.pipeline(transaction=False)
+    for user in users:
+        profile = {key: user[key] for key in ("name", "avatar") if user.get(key) is not None}
+        if profile:
+            pipe.hset(user_key(appid, user["uid"]), mapping=profile)
+    pipe.execute()
+
+
+def settings(r, appid: int, uid: int) -> dict:
+    """The user's forbidden and mute flags as booleans."""
+    forbidden, mute = r.hmget(user_key(appid, uid), "forbidden", "mute")
+    return {"forbidden": forbidden == "1", "mute": mute == "1"}
 
 
 def resolve_token(r, token: str) -> tuple[int, int] | None:
@@ -96,6 +181,14 @@ def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
     else:
         pipe.srem(f"{key}_group_do_not_disturb", gid)
     pipe.execute()
+
+
+def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
+    """The user's quiet flag (0/1) for each group."""
+    if not gids:
+        return {}
+    values = r.hmget(user_key(appid, uid), [f"group_{gid}" for gid in gids])
+    return {gid: int(value == "1") for gid, value in zip(gids, values)}
 
 
 def clear_group_sync_keys(r, joined: list[tuple[int, int, int]]) -> None:

@@ -2,8 +2,8 @@
 from flask.views import MethodView
 
 from models.db import get_redis, transaction
-from models.user import grant_token, record_user
-from .common import Blueprint, Id, Schema, Text, ok
+from models.user import grant_token, record_user, revoke_token
+from .common import Blueprint, Id, Schema, Text, ok, setting
 from .credentials import caller, requires
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")
@@ -26,3 +26,17 @@ class Grant(MethodView):
         with transaction() as cur:
             record_user(cur, appid, uid, name)
         return ok({"token": grant_token(get_redis(), appid, uid, name)})
+
+
+class RevokeSchema(Schema):
+    uid = Id(required=True)
+
+
+@blp.route("/revoke")
+class Revoke(MethodView):
+    @requires("server")
+    @blp.arguments(RevokeSchema)
+    def post(self, args):
+        """Revoke the user's token at once (the router hears of it); the next grant makes a new one."""
+        revoke_token(get_redis(), caller().appid, args["uid"], setting("USER_EVENT_QUEUE"))
+        return ok()

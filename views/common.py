@@ -114,3 +114,15 @@ def group_change():
             clear_group_sync_keys(get_redis(), changes.joined)
         except (redis.RedisError, pymysql.Error) as exc:
             log.warning("relay after commit failed, left to the background relay: %s", exc)
+
+
+class PageSchema(Schema):
+    """?start=&count= of a paged listing."""
+
+    start = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
+    count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500))
+
+
+def page(total: int, start: int, name: str, items: list) -> dict:
+    """The data of a paged listing: {total, start, count, <name>: items}."""
+    return {"total": total, "start": start, "count": len(items), name: items}

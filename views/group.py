@@ -5,11 +5,22 @@ from flask.views import MethodView
 from models import group as groups
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
-from models.user import set_group_quiet
-from .common import Blueprint, Id, MemberField, Schema, Text, group_change, ok, setting
+from models.user import group_quiet, set_group_quiet
+from .common import Blueprint, Id, MemberField, PageSchema, Schema, Text, group_change, ok, page, setting
 from .credentials import Caller, caller, requires
 
-blp = Blueprint("group", __name__, url_prefix="/groups", description="Groups and members")
+blp = Blueprint("group", __name__, description="Groups and members")
+
+
+def route(path: str):
+    """Serve a view at /groups<path> and at the original client API's alias /client/groups<path>."""
+
+    def decorator(view):
+        blp.route("/groups" + path)(view)
+        blp.route("/client/groups" + path, endpoint="Client" + view.__name__)(view)
+        return view
+
+    return decorator
 
 
 class InviterSchema(Schema):
@@ -71,6 +82,14 @@ class QuietSchema(Schema):
     quiet = ma.fields.Boolean(required=True)
 
 
+class GroupListSchema(PageSchema):
+    fields = ma.fields.String(load_default="", metadata={"description": "client only: members,quiet"})
+
+
+class JoinSchema(Schema):
+    code = Text(64, required=True)
+
+
 def unique_members(members: list[dict]) -> list[dict]:
     """The list without repeated uids (the first one wins), at most MAX_BATCH long."""
     if len(members) > setting("MAX_BATCH"):
@@ -95,8 +114,29 @@ def require_member(cur, group: dict, who: Caller) -> None:
         raise Forbidden("Only members of the group may do this.")
 
 
-@blp.route("")
+@route("")
 class Groups(MethodView):
+    @requires("any")
+    @blp.arguments(GroupListSchema, location="query")
+    def get(self, args):
+        """Server: the app's groups, paged. Client: the caller's groups (?fields=members,quiet)."""
+        who = caller()
+        with get_db().cursor() as cur:
+            if who.is_server:
+                total, found = groups.app_groups(cur, who.appid, args["start"], args["count"])
+                return ok(page(total, args["start"], "groups", found))
+            found = [groups.public(g) for g in groups.user_groups(cur, who.appid, who.uid)]
+            fields = set(args["fields"].split(","))
+            if "members" in fields:
+                members = groups.members_of_groups(cur, who.appid, [g["id"] for g in found])
+                for group in found:
+                    group["members"] = members[group["id"]]
+        if "quiet" in fields:
+            quiet = group_quiet(get_redis(), who.appid, who.uid, [g["id"] for g in found])
+            for group in found:
+                group["quiet"] = quiet[group["id"]]
+        return ok(found)
+
     @requires("any")
     @blp.arguments(GroupCreateSchema)
     def post(self, args):
@@ -114,7 +154,7 @@ class Groups(MethodView):
         return ok({"group_id": gid})
 
 
-@blp.route("/<id:gid>")
+@route("/<id:gid>")
 class Group(MethodView):
     @requires("any")
     def get(self, gid):
@@ -151,7 +191,7 @@ class Group(MethodView):
         return ok()
 
 
-@blp.route("/<id:gid>/upgrade")
+@route("/<id:gid>/upgrade")
 class Upgrade(MethodView):
     @requires("server")
     def post(self, gid):
@@ -162,8 +202,19 @@ class Upgrade(MethodView):
         return ok()
 
 
-@blp.route("/<id:gid>/members")
+@route("/<id:gid>/members")
 class Members(MethodView):
+    @requires("any")
+    @blp.arguments(PageSchema, location="query")
+    def get(self, args, gid):
+        """The group's members with their join time (seconds), paged by uid. A client must be a member."""
+        who = caller()
+        with get_db().cursor() as cur:
+            group = groups.find_group(cur, who.appid, gid)
+            require_member(cur, group, who)
+            total, members = groups.members_page(cur, group, args["start"], args["count"])
+        return ok(page(total, args["start"], "members", members))
+
     @requires("any")
     @blp.arguments(MembersSchema)
     def post(self, args, gid):
@@ -192,7 +243,20 @@ class Members(MethodView):
         return ok()
 
 
-@blp.route("/<id:gid>/members/<id:mid>")
+@route("/join")
+class Join(MethodView):
+    @requires("client")
+    @blp.arguments(JoinSchema)
+    def post(self, args):
+        """Join the app's group that has this face-to-face code."""
+        who = caller()
+        with group_change() as (cur, changes):
+            group = groups.find_group_by_code(cur, who.appid, args["code"])
+            groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
+        return ok({"group_id": group["id"]})
+
+
+@route("/<id:gid>/members/<id:mid>")
 class Member(MethodView):
     @requires("any")
     def delete(self, gid, mid):
@@ -235,6 +299,15 @@ class Member(MethodView):
         if not who.is_server and mid != who.uid:
             raise Forbidden("A client can only change its own quiet setting.")
         return set_quiet(who, gid, mid, args["quiet"])
+
+
+@blp.route("/notification/groups/<id:gid>")
+class GroupQuiet(MethodView):
+    @requires("client")
+    @blp.arguments(QuietSchema)
+    def post(self, args, gid):
+        """Set the caller's quiet (do-not-disturb) setting for the group."""
+        return set_quiet(caller(), gid, caller().uid, args["quiet"])
 
 
 def set_quiet(who: Caller, gid: int, uid: int, quiet: bool):

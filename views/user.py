@@ -2,9 +2,11 @@
 import marshmallow as ma
 from flask.views import MethodView
 
+from models import group as groups
 from models import user as users
-from models.db import get_redis, transaction
-from .common import Blueprint, Id, Schema, Text, ok, setting
+from models.db import get_db, get_redis, transaction
+from models.errors import BatchTooLarge, UserExists, UserNotFound
+from .common import Blueprint, Id, MemberSchema, PageSchema, Schema, Text, group_change, ok, page, setting
 from .credentials import caller, requires
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
@@ -42,8 +44,81 @@ class DeviceSchema(Schema):
             raise ma.ValidationError("Give at least one *_device_token field.")
 
 
+class ProfileSchema(Schema):
+    name = Text()
+    avatar = Text()
+
+
+class RegisterSchema(Schema):
+    users = ma.fields.List(ma.fields.Nested(MemberSchema), required=True)
+
+    @ma.pre_load
+    def wrap(self, data, **kwargs):
+        return {"users": data} if isinstance(data, list) else data
+
+
+@blp.route("/users")
+class Users(MethodView):
+    @requires("server")
+    @blp.arguments(RegisterSchema)
+    def post(self, args):
+        """Register users [{uid, name?, avatar?}, ...]: one result per item, in order; an existing uid is an item error."""
+        appid, batch = caller().appid, args["users"]
+        if len(batch) > setting("MAX_BATCH"):
+            raise BatchTooLarge(f"users: at most {setting('MAX_BATCH')} per request.")
+        with transaction() as cur:
+            results = users.register_users(cur, appid, batch)
+        users.save_profiles(get_redis(), appid, [u for u, done in zip(batch, results) if done["created"]])
+        exists = {"code": UserExists.code, "message": UserExists.message}
+        return ok([{"uid": r["uid"]} if r["created"] else {"uid": r["uid"], "error": exists} for r in results])
+
+    @requires("server")
+    @blp.arguments(PageSchema, location="query")
+    def get(self, args):
+        """The app's users, paged by uid: {total, start, count, users: [{uid, name, avatar}]}."""
+        with get_db().cursor() as cur:
+            total, found = users.users_page(cur, caller().appid, args["start"], args["count"])
+        return ok(page(total, args["start"], "users", found))
+
+
 @blp.route("/users/<id:uid>")
-class Settings(MethodView):
+class User(MethodView):
+    @requires("server")
+    def get(self, uid):
+        """The user's profile and its forbidden and mute settings."""
+        appid = caller().appid
+        with get_db().cursor() as cur:
+            profile = users.find_user(cur, appid, uid)
+        if profile is None:
+            raise UserNotFound()
+        return ok(profile | users.settings(get_redis(), appid, uid))
+
+    @requires("server")
+    @blp.arguments(ProfileSchema)
+    def put(self, args, uid):
+        """Replace the user's name and/or avatar."""
+        appid = caller().appid
+        with transaction() as cur:
+            if not users.update_user(cur, appid, uid, args):
+                raise UserNotFound()
+        users.save_profiles(get_redis(), appid, [{"uid": uid, **args}])
+        return ok()
+
+    @requires("server")
+    def delete(self, uid):
+        """Delete the user: its profile, its token, and its place in every group (with events)."""
+        appid = caller().appid
+        with group_change() as (cur, changes):
+            existed = users.delete_user(cur, appid, uid)
+            # Lock each group before its member row, in id order, as every group change does.
+            for found in groups.user_groups(cur, appid, uid):
+                group = groups.find_group(cur, appid, found["id"], lock=True)
+                groups.remove_members(cur, changes, group, [{"uid": uid}])
+        revoked = users.revoke_token(get_redis(), appid, uid, setting("USER_EVENT_QUEUE"))
+        if not (existed or revoked or changes.events):
+            raise UserNotFound()
+        return ok()
+
     @requires("server")
     @blp.arguments(SettingsSchema)
     def post(self, args, uid):
@@ -56,6 +131,15 @@ class Settings(MethodView):
         return ok()
 
     patch = post
+
+
+@blp.route("/users/<id:uid>/groups")
+class UserGroups(MethodView):
+    @requires("server")
+    def get(self, uid):
+        """The app's groups the user is a member of."""
+        with get_db().cursor() as cur:
+            return ok([groups.public(g) for g in groups.user_groups(cur, caller().appid, uid)])
 
 
 def _devices(uid: int, tokens: dict, bind: bool):
