@@ -2,9 +2,9 @@
 import logging
 import threading
 
-from flask import Flask
+from flask import Flask, current_app
 from flask_smorest import Api
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, ValidationError
 
 import cli
 from config import Config
@@ -24,6 +24,16 @@ class IdConverter(IntegerConverter):
         super().__init__(url_map, min=0, max=MAX_ID)
 
 
+class UidConverter(IdConverter):
+    """<uid:uid> in a path: an app user's id, below CUSTOMER_ID_BASE (customers' ids are a 404)."""
+
+    def to_python(self, value):
+        uid = super().to_python(value)
+        if uid >= current_app.config["CUSTOMER_ID_BASE"]:
+            raise ValidationError()
+        return uid
+
+
 def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_object(Config)
@@ -31,6 +41,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["uid"] = UidConverter
     app.url_map.strict_slashes = False
 
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
@@ -38,6 +49,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         "client": {"type": "http", "scheme": "bearer", "description": "the user's access token"},
     }}})
     api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
+    api.register_converter(UidConverter, lambda converter: {"type": "integer", "minimum": 0})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's

@@ -39,6 +39,13 @@ class Config:
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", 1))
 
+    # Messages kept in each user's history_<appid>_<uid> list (GET /messages).
+    HISTORY_LENGTH = _int("HISTORY_LENGTH", 100)
+    # POST /auth/customer is open to the internet: requests per client address.
+    CUSTOMER_RATE_LIMIT = os.environ.get("CUSTOMER_RATE_LIMIT", "60/minute")
+    # Customer client ids start here; app uids must stay below it.
+    CUSTOMER_ID_BASE = _int("CUSTOMER_ID_BASE", 2**53)
+
     MAX_GROUP_MEMBERS = _int("MAX_GROUP_MEMBERS", 2000)
     MAX_SUPER_GROUP_MEMBERS = _int("MAX_SUPER_GROUP_MEMBERS", 100_000)
     MAX_BATCH = _int("MAX_BATCH", 500)

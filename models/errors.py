@@ -112,6 +112,14 @@ class StoreNotConfigured(ApiError):
     status, code, message = 400, 5001, "The app has no customer-service store."
 
 
+class StoreNotFound(ApiError):
+    status, code, message = 404, 5002, "Store not found."
+
+
+class SellerNotFound(ApiError):
+    status, code, message = 404, 5003, "Seller not found."
+
+
 class RateLimited(ApiError):
     status, code, message = 429, 6001, "Too many requests; retry later."
 

@@ -10,11 +10,22 @@ ID_BLOCK = 1000
 _scripts = {}
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
-# Refuse (-1) when the router has fallen too far behind; otherwise push every item.
-# One round trip, and the check and the push cannot interleave with another client's.
-PUSH_BOUNDED = """
+# Refuse (-1) when the router has fallen too far behind; otherwise push every item on the
+# queue and on its users' history lists (bounded). One round trip, atomic.
+# KEYS: queue, then every item's history keys in turn.
+# ARGV: max queue length, history bound, then per item: the item, its number of history keys.
+PUSH_MESSAGES = """
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
-return redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+local bound, k = tonumber(ARGV[2]), 2
+for i = 3, #ARGV, 2 do
+  redis.call('LPUSH', KEYS[1], ARGV[i])
+  for j = k, k + tonumber(ARGV[i + 1]) - 1 do
+    redis.call('LPUSH', KEYS[j], ARGV[i])
+    redis.call('LTRIM', KEYS[j], 0, bound - 1)
+  end
+  k = k + tonumber(ARGV[i + 1])
+end
+return 0
 """
 
 
@@ -90,7 +101,22 @@ def run_script(r, text: str, keys: list, args: list):
     return script(keys=keys, args=args, client=r)
 
 
-def push_messages(r, queue: str, max_length: int, items: list[dict]) -> None:
-    """LPUSH items on the message queue unless it is full (QueueFull)."""
-    if run_script(r, PUSH_BOUNDED, [queue], [max_length, *map(dumps, items)]) == -1:
+def history_owners(item: dict) -> list[int]:
+    """Whose history lists a queued message goes to: its sender and its receiving user.
+
+    A group or room message reaches its members through the router, which may record it."""
+    owners = [item["sender"]] if item["sender"] else []  # 0 and None: the system
+    if item["kind"] in ("peer", "system", "notification", "customer") and item["receiver"] not in owners:
+        owners.append(item["receiver"])
+    return owners
+
+
+def push_messages(r, queue: str, max_length: int, history_length: int, items: list[dict]) -> None:
+    """LPUSH items on the message queue and the users' history lists, unless the queue is full."""
+    keys, args = [queue], [max_length, history_length]
+    for item in items:
+        owners = history_owners(item)
+        keys += [f"history_{item['appid']}_{uid}" for uid in owners]
+        args += [dumps(item), len(owners)]
+    if run_script(r, PUSH_MESSAGES, keys, args) == -1:
         raise QueueFull()

@@ -3,14 +3,14 @@ from flask.views import MethodView
 
 from models.db import get_redis, transaction
 from models.user import grant_token, record_user, revoke_token
-from .common import Blueprint, Id, Schema, Text, ok, setting
+from .common import Blueprint, Id, Uid, Schema, Text, ok, setting
 from .credentials import caller, requires
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")
 
 
 class GrantSchema(Schema):
-    uid = Id(required=True)
+    uid = Uid(required=True)
     user_name = Text(allow_none=True)
     platform_id = Id(allow_none=True)
     device_id = Text(allow_none=True)
@@ -29,7 +29,7 @@ class Grant(MethodView):
 
 
 class RevokeSchema(Schema):
-    uid = Id(required=True)
+    uid = Uid(required=True)
 
 
 @blp.route("/revoke")

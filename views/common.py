@@ -63,6 +63,16 @@ class Id(ma.fields.Integer):
         super().__init__(validate=ma.validate.Range(0, MAX_ID), **kwargs)
 
 
+class Uid(Id):
+    """An app user's id: below CUSTOMER_ID_BASE (2**53), the range of customer-service visitors."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        uid = super()._deserialize(value, attr, data, **kwargs)
+        if uid >= setting("CUSTOMER_ID_BASE"):
+            raise ma.ValidationError(f"Must be less than {setting('CUSTOMER_ID_BASE')} (higher ids are customers').")
+        return uid
+
+
 class Text(ma.fields.String):
     """A string of at most `length` characters (255 by default)."""
 
@@ -80,7 +90,7 @@ class MemberField(ma.fields.Field):
 
 
 class MemberSchema(Schema):
-    uid = Id(required=True)
+    uid = Uid(required=True)
     name = Text(allow_none=True)
     avatar = Text(allow_none=True)
 

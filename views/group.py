@@ -6,7 +6,7 @@ from models import group as groups
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
 from models.user import group_quiet, set_group_quiet
-from .common import Blueprint, Id, MemberField, PageSchema, Schema, Text, group_change, ok, page, setting
+from .common import Blueprint, Id, Uid, MemberField, PageSchema, Schema, Text, group_change, ok, page, setting
 from .credentials import Caller, caller, requires
 
 blp = Blueprint("group", __name__, description="Groups and members")
@@ -24,7 +24,7 @@ def route(path: str):
 
 
 class InviterSchema(Schema):
-    uid = Id(required=True)
+    uid = Uid(required=True)
     name = Text(allow_none=True)
 
 
@@ -45,7 +45,7 @@ class MembersSchema(Schema):
 
 
 class GroupCreateSchema(Schema):
-    master = Id(required=True)
+    master = Uid(required=True)
     name = Text(required=True)
     super = ma.fields.Boolean(load_default=False)
     members = ma.fields.List(MemberField(), load_default=list)
@@ -59,7 +59,7 @@ class GroupUpdateSchema(Schema):
     name = Text()
     notice = Text()
     cover = Text()
-    master = Id()
+    master = Uid()
 
     @ma.validates_schema
     def not_empty(self, data, **kwargs):
@@ -256,7 +256,7 @@ class Join(MethodView):
         return ok({"group_id": group["id"]})
 
 
-@route("/<id:gid>/members/<id:mid>")
+@route("/<id:gid>/members/<uid:mid>")
 class Member(MethodView):
     @requires("any")
     def delete(self, gid, mid):

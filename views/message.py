@@ -1,12 +1,17 @@
 """/messages: messages an app server posts; each becomes one im_message_queue item."""
+import json
+
 import marshmallow as ma
 from flask import current_app
 from flask.views import MethodView
 
+from models import customer as customers
 from models import group as groups
 from models.db import get_db, get_redis
+from models.errors import InvalidField, UserNotFound
+from models.user import user_key
 from models.queue import dumps, message, push_messages
-from .common import Blueprint, Id, Schema, ok, setting
+from .common import Blueprint, Id, Schema, Uid, ok, setting
 from .credentials import caller, requires
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
@@ -26,26 +31,44 @@ class Content(ma.fields.Field):
 
 
 class PeerMessageSchema(Schema):
-    sender = Id(required=True)
+    sender = Uid(required=True)
+    receiver = Uid(required=True)
+    content = Content(required=True)
+
+
+class GroupMessageSchema(Schema):
+    """Also for rooms: the receiver is a group or room id, the sender 0 for the system."""
+
+    sender = Uid(required=True)
     receiver = Id(required=True)
     content = Content(required=True)
 
 
 class SystemMessageSchema(Schema):
-    receiver = Id(required=True)
+    receiver = Uid(required=True)
     content = Content(required=True)
+
+
+class HistorySchema(Schema):
+    store = Id(metadata={"description": "keep only customer-service messages of this store"})
+
+
+class OfflineSchema(Schema):
+    uid = Uid()
+    customer_id = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
 
 
 class GroupNotificationSchema(Schema):
     group_id = Id(required=True)
     content = Content(required=True)
-    members = ma.fields.List(Id(), allow_none=True)
+    members = ma.fields.List(Uid(), allow_none=True)
 
 
 def post(kind: str, sender: int | None, receiver: int, content: str, members: list[int] | None = None):
     appid = caller().appid
     item = message(current_app.extensions["message_ids"].next(), kind, appid, sender, receiver, content, members)
-    push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"), [item])
+    push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"), setting("HISTORY_LENGTH"),
+                  [item])
     return ok({"id": item["id"]})
 
 
@@ -66,7 +89,7 @@ class Peers(MethodView):
 @blp.route("/groups")
 class Groups(MethodView):
     @requires("server")
-    @blp.arguments(PeerMessageSchema)
+    @blp.arguments(GroupMessageSchema)
     def post(self, args):
         """Send a message to a group (receiver is the group id) in the sender's name."""
         require_group(args["receiver"])
@@ -104,7 +127,39 @@ class GroupNotifications(MethodView):
 @blp.route("/rooms")
 class Rooms(MethodView):
     @requires("server")
-    @blp.arguments(PeerMessageSchema)
+    @blp.arguments(GroupMessageSchema)
     def post(self, args):
         """Send a message to a chat room (receiver is the room id)."""
         return post("room", args["sender"], args["receiver"], args["content"])
+
+
+@blp.route("")
+class History(MethodView):
+    @requires("client")
+    @blp.arguments(HistorySchema, location="query")
+    def get(self, args):
+        """The caller's recent messages, newest first (?store= keeps one store's customer-service messages)."""
+        who = caller()
+        items = [json.loads(raw) for raw in get_redis().lrange(f"history_{who.appid}_{who.uid}", 0, -1)]
+        if "store" in args:
+            items = [i for i in items if i.get("kind") == "customer" and i.get("store_id") == args["store"]]
+        return ok(items)
+
+
+@blp.route("/offline")
+class Offline(MethodView):
+    @requires("any")
+    @blp.arguments(OfflineSchema, location="query")
+    def get(self, args):
+        """How many messages wait for the user (?uid= or ?customer_id=; a client asks for itself)."""
+        who = caller()
+        uid = who.uid if not who.is_server else args.get("uid")
+        if uid is None and "customer_id" in args:
+            with get_db().cursor() as cur:
+                uid = customers.find_client_id(cur, who.appid, args["customer_id"], setting("CUSTOMER_ID_BASE"))
+            if uid is None:
+                raise UserNotFound("No such customer.")
+        if uid is None:
+            raise InvalidField("uid: give uid or customer_id.")
+        count = int(get_redis().hget(user_key(who.appid, uid), "unread") or 0)
+        return ok({"count": count, "new": int(count > 0)})

@@ -6,14 +6,14 @@ from models import group as groups
 from models import user as users
 from models.db import get_db, get_redis, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
-from .common import Blueprint, Id, MemberSchema, PageSchema, Schema, Text, group_change, ok, page, setting
+from .common import Blueprint, Id, Uid, MemberSchema, PageSchema, Schema, Text, group_change, ok, page, setting
 from .credentials import caller, requires
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
 
 
 class DoNotDisturbSchema(Schema):
-    peer_uid = Id(required=True)
+    peer_uid = Uid(required=True)
     on = ma.fields.Boolean(required=True)
 
 
@@ -81,7 +81,7 @@ class Users(MethodView):
         return ok(page(total, args["start"], "users", found))
 
 
-@blp.route("/users/<id:uid>")
+@blp.route("/users/<uid:uid>")
 class User(MethodView):
     @requires("server")
     def get(self, uid):
@@ -133,7 +133,7 @@ class User(MethodView):
     patch = post
 
 
-@blp.route("/users/<id:uid>/groups")
+@blp.route("/users/<uid:uid>/groups")
 class UserGroups(MethodView):
     @requires("server")
     def get(self, uid):
@@ -148,7 +148,7 @@ def _devices(uid: int, tokens: dict, bind: bool):
     return ok()
 
 
-@blp.route("/users/<id:uid>/bind")
+@blp.route("/users/<uid:uid>/bind")
 class Bind(MethodView):
     @requires("server")
     @blp.arguments(DeviceSchema)
@@ -157,7 +157,7 @@ class Bind(MethodView):
         return _devices(uid, args, bind=True)
 
 
-@blp.route("/users/<id:uid>/unbind")
+@blp.route("/users/<uid:uid>/unbind")
 class Unbind(MethodView):
     @requires("server")
     @blp.arguments(DeviceSchema)

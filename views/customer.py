@@ -1,0 +1,132 @@
+"""Customer service: visitors' tokens, choosing a seller, and the stores and sellers behind them."""
+import marshmallow as ma
+from flask.views import MethodView
+
+from models import app as apps
+from models import customer as customers
+from models.db import get_db, get_redis, transaction
+from models.errors import AppDisabled, InvalidField, RateLimited, SellerNotFound, StoreNotConfigured, StoreNotFound
+from models.ratelimit import retry_after
+from models.user import grant_token, user_key
+from .common import Blueprint, Id, Schema, Text, ok, setting
+from .credentials import caller, client_address, requires
+
+blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
+
+
+class CustomerSchema(Schema):
+    appid = Id(required=True)
+    customer_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
+    name = Text(allow_none=True)
+    avatar = Text(allow_none=True)
+    platform_id = Id(allow_none=True)
+    device_id = Text(allow_none=True)
+
+
+class SupporterSchema(Schema):
+    store_id = Id(required=True)
+
+
+class StoreSchema(Schema):
+    name = Text(required=True)
+
+
+class SellerSchema(Schema):
+    name = Text(required=True)
+    avatar = Text(load_default="")
+
+
+@blp.route("/auth/customer")
+class CustomerToken(MethodView):
+    @blp.arguments(CustomerSchema)
+    def post(self, args):
+        """A visitor's permanent token for the app's customer service (no auth; rate limited per address)."""
+        wait = retry_after(get_redis(), f"customer_{client_address()}", setting("CUSTOMER_RATE_LIMIT"))
+        if wait is not None:
+            raise RateLimited(headers={"Retry-After": str(wait)})
+        app = apps.find_app(get_db(), args["appid"])  # uncached: a store set a moment ago counts
+        if app is None:
+            raise InvalidField("appid: no such app.")
+        if app["disabled"]:
+            raise AppDisabled()
+        if not app["store_id"]:
+            raise StoreNotConfigured()
+        with transaction() as cur:
+            client_id = customers.customer_client_id(cur, app["id"], args["customer_id"], setting("CUSTOMER_ID_BASE"),
+                                                     args.get("name") or "", args.get("avatar") or "")
+        token = grant_token(get_redis(), app["id"], client_id, args.get("name"))
+        return ok({"token": token, "store_id": app["store_id"], "client_id": client_id})
+
+
+@blp.route("/supporters")
+class Supporters(MethodView):
+    @requires("client")
+    @blp.arguments(SupporterSchema, location="query")
+    def get(self, args):
+        """A seller for the caller: its last one while still in the store, else a random online one, else the first."""
+        who, r = caller(), get_redis()
+        with get_db().cursor() as cur:
+            if customers.find_store(cur, who.appid, args["store_id"]) is None:
+                raise StoreNotFound()
+            candidates = customers.sellers(cur, args["store_id"])
+        if not candidates:
+            raise SellerNotFound("The store has no seller.")
+        for seller, status in zip(candidates, customers.seller_statuses(r, [s["seller_id"] for s in candidates])):
+            seller["status"] = status
+        last_store, last_seller = r.hmget(user_key(who.appid, who.uid), "store_id", "seller_id")
+        last = int(last_seller) if last_seller and last_store == str(args["store_id"]) else None
+        seller = customers.choose_seller(candidates, last)
+        r.hset(user_key(who.appid, who.uid), mapping={"store_id": args["store_id"], "seller_id": seller["seller_id"]})
+        return ok(seller)
+
+
+@blp.route("/stores")
+class Stores(MethodView):
+    @requires("server")
+    @blp.arguments(StoreSchema)
+    def post(self, args):
+        """Create a store; it becomes the app's customer-service store if the app has none."""
+        with transaction() as cur:
+            store_id = customers.create_store(cur, caller().appid, args["name"])
+        return ok({"store_id": store_id})
+
+
+def require_store(cur, store_id: int) -> dict:
+    store = customers.find_store(cur, caller().appid, store_id)
+    if store is None:
+        raise StoreNotFound()
+    return store
+
+
+@blp.route("/stores/<id:store_id>")
+class Store(MethodView):
+    @requires("server")
+    def get(self, store_id):
+        """The store and its sellers."""
+        with get_db().cursor() as cur:
+            store = require_store(cur, store_id)
+            return ok({"id": store["id"], "name": store["name"], "sellers": customers.sellers(cur, store_id)})
+
+
+@blp.route("/stores/<id:store_id>/sellers")
+class Sellers(MethodView):
+    @requires("server")
+    @blp.arguments(SellerSchema)
+    def post(self, args, store_id):
+        """Add a seller to the store."""
+        with transaction() as cur:
+            require_store(cur, store_id)
+            seller_id = customers.add_seller(cur, store_id, args["name"], args["avatar"])
+        return ok({"seller_id": seller_id})
+
+
+@blp.route("/stores/<id:store_id>/sellers/<id:seller_id>")
+class Seller(MethodView):
+    @requires("server")
+    def delete(self, store_id, seller_id):
+        """Remove a seller from the store."""
+        with transaction() as cur:
+            require_store(cur, store_id)
+            if not customers.remove_seller(cur, store_id, seller_id):
+                raise SellerNotFound()
+        return ok()
