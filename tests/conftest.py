@@ -19,7 +19,7 @@ TEST_CONFIG = {
     "OUTBOX_RELAY_INTERVAL": 0,
     "TESTING": True,
 }
-TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "outbox")
+TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox")
 
 
 def _config() -> dict:

@@ -628,6 +628,7 @@ def test_concurrent_changes_keep_the_chain_and_each_groups_order(app, api, demo,
         thread.join()
     assert statuses == [200] * 30
     found = events(r)
+    print("DEBUG outbox", rows(db, "SELECT * FROM outbox"), "counter", action_counter(db), before, [e["action_id"] for e in found])
     assert len(found) == 30
     assert_chain(found, after=before)
     for gid in gids:
