@@ -39,6 +39,8 @@ class Config:
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", 1))
 
+    # Seconds a message post's Idempotency-Key (or msgid) is remembered.
+    IDEMPOTENCY_TTL = _int("IDEMPOTENCY_TTL", 86400)
     # Messages kept in each user's history_<appid>_<uid> list (GET /messages).
     HISTORY_LENGTH = _int("HISTORY_LENGTH", 100)
     # POST /auth/customer is open to the internet: requests per client address.

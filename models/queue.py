@@ -10,14 +10,20 @@ ID_BLOCK = 1000
 _scripts = {}
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
-# Refuse (-1) when the router has fallen too far behind; otherwise push every item on the
-# queue and on its users' history lists (bounded). One round trip, atomic.
-# KEYS: queue, then every item's history keys in turn.
-# ARGV: max queue length, history bound, then per item: the item, its number of history keys.
+# Push every item on the queue and on its users' history lists (bounded), in one atomic
+# round trip. Refuse (-1) when the router has fallen too far behind. With an idempotency
+# key (KEYS[2] not empty) that a first post left, push nothing and return that post's id.
+# KEYS: queue, idempotency key or '', then every item's history keys in turn.
+# ARGV: max queue length, history bound, idempotency ttl, id to remember, then per item:
+# the item and its number of history keys.
 PUSH_MESSAGES = """
+if KEYS[2] ~= '' then
+  local first = redis.call('GET', KEYS[2])
+  if first then return first end
+end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
-local bound, k = tonumber(ARGV[2]), 2
-for i = 3, #ARGV, 2 do
+local bound, k = tonumber(ARGV[2]), 3
+for i = 5, #ARGV, 2 do
   redis.call('LPUSH', KEYS[1], ARGV[i])
   for j = k, k + tonumber(ARGV[i + 1]) - 1 do
     redis.call('LPUSH', KEYS[j], ARGV[i])
@@ -25,6 +31,7 @@ for i = 3, #ARGV, 2 do
   end
   k = k + tonumber(ARGV[i + 1])
 end
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3]) end
 return 0
 """
 
@@ -111,12 +118,19 @@ def history_owners(item: dict) -> list[int]:
     return owners
 
 
-def push_messages(r, queue: str, max_length: int, history_length: int, items: list[dict]) -> None:
-    """LPUSH items on the message queue and the users' history lists, unless the queue is full."""
-    keys, args = [queue], [max_length, history_length]
+def push_messages(r, queue: str, max_length: int, history_length: int, items: list[dict],
+                  idempotency: tuple[str, int] | None = None) -> int | None:
+    """LPUSH items on the message queue and the users' history lists, unless the queue is full.
+
+    idempotency is (Redis key, seconds to remember it); when a first post already used the
+    key, nothing is pushed and that post's remembered id is returned."""
+    key, ttl = idempotency or ("", 0)
+    keys, args = [queue, key], [max_length, history_length, ttl, items[0]["id"]]
     for item in items:
         owners = history_owners(item)
         keys += [f"history_{item['appid']}_{uid}" for uid in owners]
         args += [dumps(item), len(owners)]
-    if run_script(r, PUSH_MESSAGES, keys, args) == -1:
+    result = run_script(r, PUSH_MESSAGES, keys, args)
+    if result == -1:
         raise QueueFull()
+    return None if result == 0 else int(result)

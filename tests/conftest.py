@@ -19,7 +19,7 @@ TEST_CONFIG = {
     "OUTBOX_RELAY_INTERVAL": 0,
     "TESTING": True,
 }
-TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox")
+TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency")
 
 
 def _config() -> dict:

@@ -3,7 +3,7 @@ from flask.views import MethodView
 
 from models.db import get_redis, transaction
 from models.user import grant_token, record_user, revoke_token
-from .common import Blueprint, Id, Uid, Schema, Text, ok, setting
+from .common import Blueprint, Id, Schema, Text, Uid, ok, setting
 from .credentials import caller, requires
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")

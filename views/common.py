@@ -7,13 +7,13 @@ import flask_smorest
 import marshmallow as ma
 import pymysql
 import redis
-from flask import current_app
+from flask import current_app, request
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from models import outbox
 from models.db import get_db, get_redis, transaction
-from models.errors import InvalidJson, UnsupportedMediaType
+from models.errors import InvalidField, InvalidJson, UnsupportedMediaType
 from models.outbox import Changes
 from models.queue import group_notification
 from models.user import clear_group_sync_keys
@@ -98,6 +98,16 @@ class MemberSchema(Schema):
 def ok(data=None):
     """The success envelope; action endpoints answer {"success": true}."""
     return {"data": {"success": True} if data is None else data}
+
+
+def idempotency_key(who, msgid: str | None = None) -> str | None:
+    """The request's Idempotency-Key header (or msgid body field); a client's is scoped to its user."""
+    key = request.headers.get("Idempotency-Key", msgid)
+    if key is None:
+        return None
+    if not 0 < len(key) <= 128:
+        raise InvalidField("Idempotency-Key: must be 1 to 128 characters.")
+    return key if who.is_server else f"{who.uid}:{key}"
 
 
 def setting(name: str):

@@ -3,10 +3,12 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from models import group as groups
+from models import idempotency
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
 from models.user import group_quiet, set_group_quiet
-from .common import Blueprint, Id, Uid, MemberField, PageSchema, Schema, Text, group_change, ok, page, setting
+from .common import (Blueprint, Id, MemberField, PageSchema, Schema, Text, Uid, group_change, idempotency_key, ok,
+                     page, setting)
 from .credentials import Caller, caller, requires
 
 blp = Blueprint("group", __name__, description="Groups and members")
@@ -147,11 +149,17 @@ class Groups(MethodView):
                 raise Forbidden("master: a client can only create groups it is the master of.")
             if who.uid not in {m["uid"] for m in members}:
                 members.insert(0, {"uid": who.uid})
-        group = {**args, "id": args.pop("group_id", None), "appid": who.appid, "super": int(args["super"])}
-        limit = member_limit(group)
+        gid = args.pop("group_id", None)
+        group = {**args, "id": gid, "appid": who.appid, "super": int(args["super"])}
+        key = idempotency_key(who)
         with group_change() as (cur, changes):
-            gid = groups.create_group(cur, changes, group, members, limit)
-        return ok({"group_id": gid})
+            first = key and idempotency.claim(cur, who.appid, key)
+            if first:
+                return ok(first)
+            result = {"group_id": groups.create_group(cur, changes, group, members, member_limit(group))}
+            if key:
+                idempotency.record(cur, who.appid, key, result)
+        return ok(result)
 
 
 @route("/<id:gid>")

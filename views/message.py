@@ -7,11 +7,12 @@ from flask.views import MethodView
 
 from models import customer as customers
 from models import group as groups
+from models import idempotency
 from models.db import get_db, get_redis
 from models.errors import InvalidField, UserNotFound
 from models.user import user_key
 from models.queue import dumps, message, push_messages
-from .common import Blueprint, Id, Schema, Uid, ok, setting
+from .common import Blueprint, Id, Schema, Uid, idempotency_key, ok, setting
 from .credentials import caller, requires
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
@@ -30,13 +31,18 @@ class Content(ma.fields.Field):
         return value
 
 
-class PeerMessageSchema(Schema):
+class MessageSchema(Schema):
+    msgid = ma.fields.String(validate=ma.validate.Length(min=1, max=128),
+                             metadata={"description": "idempotency key, like the Idempotency-Key header"})
+
+
+class PeerMessageSchema(MessageSchema):
     sender = Uid(required=True)
     receiver = Uid(required=True)
     content = Content(required=True)
 
 
-class GroupMessageSchema(Schema):
+class GroupMessageSchema(MessageSchema):
     """Also for rooms: the receiver is a group or room id, the sender 0 for the system."""
 
     sender = Uid(required=True)
@@ -44,7 +50,7 @@ class GroupMessageSchema(Schema):
     content = Content(required=True)
 
 
-class SystemMessageSchema(Schema):
+class SystemMessageSchema(MessageSchema):
     receiver = Uid(required=True)
     content = Content(required=True)
 
@@ -58,18 +64,22 @@ class OfflineSchema(Schema):
     customer_id = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
 
 
-class GroupNotificationSchema(Schema):
+class GroupNotificationSchema(MessageSchema):
     group_id = Id(required=True)
     content = Content(required=True)
     members = ma.fields.List(Uid(), allow_none=True)
 
 
-def post(kind: str, sender: int | None, receiver: int, content: str, members: list[int] | None = None):
-    appid = caller().appid
-    item = message(current_app.extensions["message_ids"].next(), kind, appid, sender, receiver, content, members)
-    push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"), setting("HISTORY_LENGTH"),
-                  [item])
-    return ok({"id": item["id"]})
+def post(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
+    """Queue one message; a retry with the same Idempotency-Key (or msgid) gets the first id."""
+    who = caller()
+    item = message(current_app.extensions["message_ids"].next(), kind, who.appid, sender, receiver,
+                   args["content"], members)
+    key = idempotency_key(who, args.get("msgid"))
+    first = push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"),
+                          setting("HISTORY_LENGTH"), [item],
+                          key and (idempotency.redis_key(who.appid, key), setting("IDEMPOTENCY_TTL")))
+    return ok({"id": item["id"] if first is None else first})
 
 
 def require_group(gid: int) -> None:
@@ -83,7 +93,7 @@ class Peers(MethodView):
     @blp.arguments(PeerMessageSchema)
     def post(self, args):
         """Send a message from one user to another."""
-        return post("peer", args["sender"], args["receiver"], args["content"])
+        return post("peer", args["sender"], args["receiver"], args)
 
 
 @blp.route("/groups")
@@ -93,7 +103,7 @@ class Groups(MethodView):
     def post(self, args):
         """Send a message to a group (receiver is the group id) in the sender's name."""
         require_group(args["receiver"])
-        return post("group", args["sender"], args["receiver"], args["content"])
+        return post("group", args["sender"], args["receiver"], args)
 
 
 @blp.route("/systems")
@@ -102,7 +112,7 @@ class Systems(MethodView):
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
         """Send a system message to a user."""
-        return post("system", None, args["receiver"], args["content"])
+        return post("system", None, args["receiver"], args)
 
 
 @blp.route("/notifications")
@@ -111,7 +121,7 @@ class Notifications(MethodView):
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
         """Send a notification to a user, delivered only while the user is online."""
-        return post("notification", None, args["receiver"], args["content"])
+        return post("notification", None, args["receiver"], args)
 
 
 @blp.route("/groups/notifications")
@@ -121,7 +131,7 @@ class GroupNotifications(MethodView):
     def post(self, args):
         """Send a notification to a group's members (or to the members listed)."""
         require_group(args["group_id"])
-        return post("group_notification", None, args["group_id"], args["content"], args.get("members"))
+        return post("group_notification", None, args["group_id"], args, args.get("members"))
 
 
 @blp.route("/rooms")
@@ -130,7 +140,7 @@ class Rooms(MethodView):
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
         """Send a message to a chat room (receiver is the room id)."""
-        return post("room", args["sender"], args["receiver"], args["content"])
+        return post("room", args["sender"], args["receiver"], args)
 
 
 @blp.route("")

@@ -6,7 +6,7 @@ from models import group as groups
 from models import user as users
 from models.db import get_db, get_redis, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
-from .common import Blueprint, Id, Uid, MemberSchema, PageSchema, Schema, Text, group_change, ok, page, setting
+from .common import Blueprint, MemberSchema, PageSchema, Schema, Text, Uid, group_change, ok, page, setting
 from .credentials import caller, requires
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
@@ -62,7 +62,7 @@ class Users(MethodView):
     @requires("server")
     @blp.arguments(RegisterSchema)
     def post(self, args):
-        """Register users [{uid, name?, avatar?}, ...]: one result per item, in order; an existing uid is an item error."""
+        """Register users [{uid, name?, avatar?}, ...]: a result per item, in order; an existing uid is an item error."""
         appid, batch = caller().appid, args["users"]
         if len(batch) > setting("MAX_BATCH"):
             raise BatchTooLarge(f"users: at most {setting('MAX_BATCH')} per request.")
