@@ -1,6 +1,7 @@
 """The application factory: configuration, pools, Redis, blueprints, error handlers and CLI."""
 import logging
 import threading
+import time
 
 from flask import Flask, current_app
 from flask_smorest import Api
@@ -63,15 +64,14 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 
 def start_relay_thread(app: Flask) -> threading.Thread | None:
-    """Drain the outbox every OUTBOX_RELAY_INTERVAL seconds: it delivers what requests could
-    not push (Redis was down) once Redis is back. gunicorn starts one per worker."""
-    interval = app.config["OUTBOX_RELAY_INTERVAL"]
-    if interval <= 0:
+    """Drain the outbox every OUTBOX_RELAY_INTERVAL seconds (setting it to 0 stops the thread):
+    it delivers what requests could not push while Redis was down. gunicorn starts one per worker."""
+    if app.config["OUTBOX_RELAY_INTERVAL"] <= 0:
         return None
 
     def loop():
-        stop = threading.Event()
-        while not stop.wait(interval):
+        while (interval := app.config["OUTBOX_RELAY_INTERVAL"]) > 0:
+            time.sleep(interval)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
                     outbox.relay(get_db(), app.extensions["redis"])

@@ -12,7 +12,7 @@ def _session_setup(config) -> list[str]:
     # READ COMMITTED: no gap locks, so writers and the outbox relay do not block each other.
     return [
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        f"SET SESSION innodb_lock_wait_timeout = {int(config['MYSQL_TIMEOUT'])}",
+        f"SET SESSION innodb_lock_wait_timeout = {max(1, int(config['MYSQL_TIMEOUT']) - 1)}",
     ]
 
 
@@ -28,8 +28,8 @@ def mysql_connect_args(config, database: bool = True) -> dict:
         client_flag=pymysql.constants.CLIENT.FOUND_ROWS,  # rowcount = rows matched, not rows changed
         cursorclass=pymysql.cursors.DictCursor,
         connect_timeout=config["MYSQL_TIMEOUT"],
-        read_timeout=config["MYSQL_TIMEOUT"] * 2,
-        write_timeout=config["MYSQL_TIMEOUT"] * 2,
+        read_timeout=config["MYSQL_TIMEOUT"],
+        write_timeout=config["MYSQL_TIMEOUT"],
     )
     if database:
         args["database"] = config["MYSQL_DATABASE"]

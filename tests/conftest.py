@@ -141,7 +141,7 @@ def queue(r, name) -> list[dict]:
 def rows(db, sql, params=None) -> list[dict]:
     with db.cursor() as cur:
         cur.execute(sql, params if params is None or isinstance(params, (tuple, dict)) else (params,))
-        return cur.fetchall()
+        return list(cur.fetchall())
 
 
 def token_for(api, uid, name=None) -> str:

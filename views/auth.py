@@ -23,9 +23,10 @@ class Grant(MethodView):
     def post(self, args):
         """Get the user's permanent access token (the same one until it is revoked)."""
         appid, uid, name = caller().appid, args["uid"], args.get("user_name")
+        token = grant_token(get_redis(), appid, uid, name)  # Redis first: when it is down, nothing is written
         with transaction() as cur:
             record_user(cur, appid, uid, name)
-        return ok({"token": grant_token(get_redis(), appid, uid, name)})
+        return ok({"token": token})
 
 
 class RevokeSchema(Schema):

@@ -124,10 +124,10 @@ class User(MethodView):
     def post(self, args, uid):
         """Change the user's settings: name, peer do-not-disturb, mute, forbidden."""
         appid = caller().appid
+        users.save_settings(get_redis(), appid, uid, args, setting("USER_EVENT_QUEUE"))
         if "name" in args:
             with transaction() as cur:
                 users.record_user(cur, appid, uid, args["name"])
-        users.save_settings(get_redis(), appid, uid, args, setting("USER_EVENT_QUEUE"))
         return ok()
 
     patch = post

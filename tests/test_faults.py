@@ -1,0 +1,194 @@
+"""Faults caused for real: a Redis and a MariaDB of the test's own are stopped and started again."""
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pymysql
+import pytest
+
+from app import create_app, start_relay_thread
+from conftest import TEST_CONFIG, Api, bearer, queue, rows, token_for
+from models.db import mysql_connect_args
+from models.schema import init_db
+from test_concurrency import free_port
+
+
+def wait_for(check, seconds=20, what="it"):
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Server:
+    """A server process of the test's own that can be stopped, frozen and started again."""
+
+    def __init__(self, argv, ready):
+        self.argv, self.ready, self.proc = argv, ready, None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.ready, what=self.argv[0])
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def accepting(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def own_redis():
+    port = free_port()
+    server = Server([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no"], lambda: accepting(port))
+    server.start()
+    server.port = port
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_mariadb():
+    datadir = tempfile.mkdtemp(prefix="gobelieve-mariadb-")
+    subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}/data", "--user=root",
+                    "--auth-root-authentication-method=normal", "--skip-test-db"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    server = Server(["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}/data", f"--port={port}",
+                     "--bind-address=127.0.0.1", f"--socket={datadir}/sock", f"--pid-file={datadir}/pid",
+                     "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--skip-grant-tables"],
+                    lambda: accepting(port))
+    server.start()
+    server.port = port
+    yield server
+    server.stop()
+    shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def flaky_redis_app(own_redis):
+    """The app on the test database but on a Redis of its own."""
+    return create_app({**TEST_CONFIG, "REDIS_PORT": own_redis.port, "REDIS_DB": 0, "REDIS_TIMEOUT": 1})
+
+
+def chain_ok(events):
+    return all(b["previous_action_id"] == a["action_id"] and b["action_id"] == a["action_id"] + 1
+               for a, b in zip(events, events[1:]))
+
+
+def test_while_redis_is_away_requests_that_need_it_get_503_and_group_changes_are_delivered_later(
+        flaky_redis_app, own_redis, demo, db):
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    r = flaky_redis_app.extensions["redis"]
+    token = token_for(api, 7)
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    before = queue(r, "group_event_queue")
+    own_redis.stop()
+
+    status, body = api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "x"})
+    assert status == 503 and body["meta"]["code"] == 7001
+    response = api.client.get("/readyz")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    # Refused requests leave nothing behind in MySQL.
+    client = Api(api.client, bearer(token))
+    assert client.post("/groups", {"master": 7, "name": "refused"})[0] == 503
+    assert api.post("/auth/grant", {"uid": 99, "user_name": "nobody"})[0] == 503
+    assert rows(db, "SELECT id FROM `group` WHERE name = 'refused'") == []
+    assert rows(db, "SELECT uid FROM user WHERE uid = 99") == []
+    # A server-auth group change commits; its events wait in the outbox.
+    assert api.post(f"/groups/{gid}/members", [2, 3])[0] == 200
+    assert api.delete(f"/groups/{gid}/members/1")[0] == 200
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 6
+
+    own_redis.start()  # empty: it keeps nothing on disk
+    assert api.get("/readyz")[0] == 200
+    assert api.post(f"/groups/{gid}/members", [4])[0] == 200  # relays the backlog first, then its own
+    events = queue(r, "group_event_queue")
+    assert [(e["name"], e["member_id"]) for e in events] == [
+        ("group_member_add", 2), ("group_member_add", 3), ("group_member_remove", 1), ("group_member_add", 4)]
+    assert events[0]["previous_action_id"] == before[-1]["action_id"] and chain_ok(events)
+    notes = [m["content"] for m in queue(r, "im_message_queue")]
+    assert ['add_member' in n for n in notes] == [True, True, False, True]
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0
+
+
+def test_the_background_relay_delivers_the_backlog_without_any_request(flaky_redis_app, own_redis, demo, db):
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    own_redis.stop()
+    assert api.post("/groups", {"master": 1, "name": "g", "members": [1, 2]})[0] == 200
+    flaky_redis_app.config["OUTBOX_RELAY_INTERVAL"] = 0.1
+    start_relay_thread(flaky_redis_app)
+    time.sleep(0.3)  # a few failed rounds against the dead Redis
+    own_redis.start()
+    wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay")
+    events = queue(flaky_redis_app.extensions["redis"], "group_event_queue")
+    assert [e["name"] for e in events] == ["group_create", "group_member_add", "group_member_add"]
+    assert chain_ok(events)
+    flaky_redis_app.config["OUTBOX_RELAY_INTERVAL"] = 0  # stops the thread
+
+
+@pytest.fixture
+def mariadb_app(own_mariadb):
+    config = {**TEST_CONFIG, "MYSQL_PORT": own_mariadb.port, "MYSQL_TIMEOUT": 1}
+    app = create_app(config)
+    init_db(app.config)
+    conn = pymysql.connect(**mysql_connect_args(app.config))
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('m', 'k', 'sec')")
+        appid = cur.lastrowid
+    conn.close()
+    from conftest import basic
+    return app, Api(app.test_client(), basic(appid, "sec"))
+
+
+def test_mysql_going_away_gives_503_quickly_and_pooled_connections_are_replaced(mariadb_app, own_mariadb, r):
+    app, api = mariadb_app
+    assert api.post("/groups", {"master": 1, "name": "a", "members": [1]})[0] == 200
+
+    own_mariadb.stop()
+    started = time.monotonic()
+    status, body = api.post("/groups", {"master": 1, "name": "b"})
+    assert status == 503 and body["meta"]["code"] == 7001
+    assert api.get("/readyz")[0] == 503
+    assert time.monotonic() - started < 5
+
+    own_mariadb.start()
+    assert api.post("/groups", {"master": 1, "name": "c", "members": [1]})[0] == 200
+    assert api.get("/readyz")[0] == 200
+
+
+def test_a_frozen_mysql_costs_a_request_at_most_the_configured_timeout(mariadb_app, own_mariadb):
+    app, api = mariadb_app
+    assert api.get("/groups/1")[0] == 404  # the pool holds a live connection now
+    os.kill(own_mariadb.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status, _ = api.get("/groups/1")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(own_mariadb.proc.pid, signal.SIGCONT)
+    assert status == 503
+    assert elapsed < 4 * app.config["MYSQL_TIMEOUT"] + 1
+    assert api.get("/groups/1")[0] == 404  # and the next request finds a working connection
+
+
+def test_a_killed_pooled_connection_is_replaced_on_the_next_request(app, api, db):
+    assert api.get("/groups/1")[0] == 404
+    with db.cursor() as cur:
+        cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                    (app.config["MYSQL_DATABASE"],))
+        for row in cur.fetchall():
+            cur.execute("KILL %s", (row["id"],))
+    assert api.post("/groups", {"master": 1, "name": "after kill"})[0] == 200
