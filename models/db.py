@@ -8,6 +8,9 @@ from dbutils.pooled_db import PooledDB
 from flask import Flask, current_app, g
 
 
+PING = "SELECT 1"
+
+
 def _session_setup(config) -> list[str]:
     # READ COMMITTED: no gap locks, so writers and the outbox relay do not block each other.
     return [
@@ -62,6 +65,12 @@ def get_db():
     if "db" not in g:
         g.db = pooled_connection(current_app)
     return g.db
+
+
+def ping_mysql(conn) -> None:
+    """Raise unless MySQL answers on this connection."""
+    with conn.cursor() as cur:
+        cur.execute(PING)
 
 
 def close_db(exc=None) -> None:

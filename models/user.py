@@ -94,6 +94,8 @@ def find_user(cur, appid: int, uid: int) -> dict | None:
 
 def register_users(cur, appid: int, users: list[dict]) -> list[dict]:
     """Insert the users that do not exist yet; return which uids were new, in request order."""
+    if not users:
+        return []
     cur.execute(EXISTING_USERS, {"appid": appid, "uids": [u["uid"] for u in users]})
     taken = {row["uid"] for row in cur.fetchall()}
     results, created = [], []

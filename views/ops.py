@@ -1,7 +1,7 @@
 """Liveness and readiness probes."""
 from flask.views import MethodView
 
-from models.db import get_db, get_redis
+from models.db import get_db, get_redis, ping_mysql
 from models.errors import Unavailable
 from .common import Blueprint, ok
 
@@ -20,8 +20,7 @@ class Ready(MethodView):
     def get(self):
         """MySQL and Redis are reachable (503 when one is not)."""
         try:
-            with get_db().cursor() as cur:
-                cur.execute("SELECT 1")
+            ping_mysql(get_db())
             get_redis().ping()
         except Exception as exc:
             raise Unavailable(f"Not ready: {type(exc).__name__}.") from exc
