@@ -12,9 +12,9 @@ RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE n
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
 # round trip. Refuse (-1) when the router has fallen too far behind. With an idempotency
-# key (KEYS[2] not empty) that a first post left, push nothing and return that post's id.
+# key (KEYS[2] not empty) that a first post left, push nothing and return that post's answer.
 # KEYS: queue, idempotency key or '', then every item's history keys in turn.
-# ARGV: max queue length, history bound, idempotency ttl, id to remember, then per item:
+# ARGV: max queue length, history bound, idempotency ttl, answer to remember, then per item:
 # the item and its number of history keys.
 PUSH_MESSAGES = """
 if KEYS[2] ~= '' then
@@ -119,13 +119,13 @@ def history_owners(item: dict) -> list[int]:
 
 
 def push_messages(r, queue: str, max_length: int, history_length: int, items: list[dict],
-                  idempotency: tuple[str, int] | None = None) -> int | None:
+                  idempotency: tuple[str, int, str] | None = None) -> str | None:
     """LPUSH items on the message queue and the users' history lists, unless the queue is full.
 
-    idempotency is (Redis key, seconds to remember it); when a first post already used the
-    key, nothing is pushed and that post's remembered id is returned."""
-    key, ttl = idempotency or ("", 0)
-    keys, args = [queue, key], [max_length, history_length, ttl, items[0]["id"]]
+    idempotency is (Redis key, seconds to keep it, the answer to remember): when a first
+    post already used the key, nothing is pushed and the first answer is returned."""
+    key, ttl, answer = idempotency or ("", 0, "")
+    keys, args = [queue, key], [max_length, history_length, ttl, answer]
     for item in items:
         owners = history_owners(item)
         keys += [f"history_{item['appid']}_{uid}" for uid in owners]
@@ -133,4 +133,4 @@ def push_messages(r, queue: str, max_length: int, history_length: int, items: li
     result = run_script(r, PUSH_MESSAGES, keys, args)
     if result == -1:
         raise QueueFull()
-    return None if result == 0 else int(result)
+    return None if result == 0 else result

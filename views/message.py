@@ -9,7 +9,7 @@ from models import customer as customers
 from models import group as groups
 from models import idempotency
 from models.db import get_db, get_redis
-from models.errors import InvalidField, UserNotFound
+from models.errors import BatchTooLarge, InvalidField, UserNotFound
 from models.user import user_key
 from models.queue import dumps, message, push_messages
 from .common import Blueprint, Id, Schema, Uid, idempotency_key, ok, setting
@@ -55,6 +55,14 @@ class SystemMessageSchema(MessageSchema):
     content = Content(required=True)
 
 
+class PeerBatchSchema(MessageSchema):
+    messages = ma.fields.List(ma.fields.Nested(PeerMessageSchema), required=True)
+
+    @ma.pre_load
+    def wrap(self, data, **kwargs):
+        return {"messages": data} if isinstance(data, list) else data
+
+
 class HistorySchema(Schema):
     store = Id(metadata={"description": "keep only customer-service messages of this store"})
 
@@ -70,16 +78,23 @@ class GroupNotificationSchema(MessageSchema):
     members = ma.fields.List(Uid(), allow_none=True)
 
 
-def post(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
-    """Queue one message; a retry with the same Idempotency-Key (or msgid) gets the first id."""
+def queue_messages(items: list[dict], msgid: str | None, answer: dict) -> dict:
+    """Queue the items in one round trip; a retry with the same Idempotency-Key (or msgid) gets the first answer."""
     who = caller()
-    item = message(current_app.extensions["message_ids"].next(), kind, who.appid, sender, receiver,
-                   args["content"], members)
-    key = idempotency_key(who, args.get("msgid"))
+    key = idempotency_key(who, msgid)
     first = push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"),
-                          setting("HISTORY_LENGTH"), [item],
-                          key and (idempotency.redis_key(who.appid, key), setting("IDEMPOTENCY_TTL")))
-    return ok({"id": item["id"] if first is None else first})
+                          setting("HISTORY_LENGTH"), items,
+                          key and (idempotency.redis_key(who.appid, key), setting("IDEMPOTENCY_TTL"), dumps(answer)))
+    return ok(answer if first is None else json.loads(first))
+
+
+def post(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
+    item = message(next_id(), kind, caller().appid, sender, receiver, args["content"], members)
+    return queue_messages([item], args.get("msgid"), {"id": item["id"]})
+
+
+def next_id() -> int:
+    return current_app.extensions["message_ids"].next()
 
 
 def require_group(gid: int) -> None:
@@ -94,6 +109,20 @@ class Peers(MethodView):
     def post(self, args):
         """Send a message from one user to another."""
         return post("peer", args["sender"], args["receiver"], args)
+
+
+@blp.route("/peers/batch")
+class PeersBatch(MethodView):
+    @requires("server")
+    @blp.arguments(PeerBatchSchema)
+    def post(self, args):
+        """Send up to MAX_BATCH peer messages ([{sender, receiver, content}, ...]) in one request -> {ids}."""
+        batch = args["messages"]
+        if not 0 < len(batch) <= setting("MAX_BATCH"):
+            raise BatchTooLarge(f"messages: give 1 to {setting('MAX_BATCH')} messages.")
+        appid = caller().appid
+        items = [message(next_id(), "peer", appid, m["sender"], m["receiver"], m["content"]) for m in batch]
+        return queue_messages(items, args.get("msgid"), {"ids": [item["id"] for item in items]})
 
 
 @blp.route("/groups")
