@@ -12,7 +12,7 @@ from config import Config
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds
-from views import BLUEPRINTS, errors
+from views import BLUEPRINTS, errors, ops
 from views.common import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's
+    ops.init_app(app)
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}

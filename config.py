@@ -54,6 +54,10 @@ class Config:
     MAX_CONTENT_BYTES = _int("MAX_CONTENT_BYTES", 64 * 1024)
     MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1024 * 1024)
 
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # One JSON line per request (method, path, status, ms, appid, request id) on stdout.
+    ACCESS_LOG = os.environ.get("ACCESS_LOG", "1") == "1"
+
     API_TITLE = "IM application-server API"
     API_VERSION = "1.0"
     OPENAPI_VERSION = "3.0.3"

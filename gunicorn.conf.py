@@ -1,22 +1,43 @@
-"""gunicorn settings, each overridable from the environment (a --bind on the command line wins)."""
+"""gunicorn settings, each overridable from the environment (a --bind on the command line wins).
+
+Signals: HUP re-reads this file and replaces the workers gracefully; with preload_app the
+code itself is loaded once in the master, so a new release needs USR2 (or a restart).
+"""
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-# Requests mostly wait on MySQL and Redis, so a few threads per process keep each core busy.
+# Requests mostly wait on MySQL and Redis: a few threads per process keep each core busy
+# while a worker blocks on I/O. More processes than cores buys little here.
 workers = int(os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
+# A request is bounded by MYSQL_TIMEOUT / REDIS_TIMEOUT well below this; a worker silent
+# this long is stuck and is replaced.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 graceful_timeout = 30
-keepalive = 5
-# Recycle workers now and then so a slow leak cannot grow without bound.
-max_requests = 20000
-max_requests_jitter = 2000
-# Import the app once in the master; MySQL pools and Redis sockets are made after the fork.
+# nginx keeps upstream connections open (keepalive in deploy/nginx.conf).
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 15))
+# Recycle workers now and then so a slow leak cannot grow without bound; jitter keeps
+# them from restarting together.
+max_requests = 50000
+max_requests_jitter = 5000
+# Import the app once in the master (faster forks, a broken release fails at start);
+# MySQL pools, Redis sockets and message-id blocks are made per worker after the fork.
 preload_app = True
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# The app writes one JSON access line per request itself (ACCESS_LOG), with its request id.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Prometheus counters of all workers are summed through files in this directory.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"im-api-metrics-{os.getpid()}"))
+
+
+def on_starting(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def post_worker_init(worker):
@@ -25,3 +46,9 @@ def post_worker_init(worker):
     from app import start_relay_thread
 
     start_relay_thread(worker.wsgi)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

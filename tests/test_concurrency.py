@@ -30,7 +30,7 @@ def server(app):
     port = free_port()
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_DB": str(app.config["REDIS_DB"]),
            "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4", "GUNICORN_ACCESS_LOG": "/dev/null",
-           "OUTBOX_RELAY_INTERVAL": "0.5"}
+           "OUTBOX_RELAY_INTERVAL": "0.5", "ACCESS_LOG": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
                              f"127.0.0.1:{port}", "app:app"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

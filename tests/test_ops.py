@@ -1,0 +1,32 @@
+"""Request ids, JSON logs and Prometheus metrics."""
+import json
+import logging
+
+from views.ops import JsonFormatter
+
+
+def test_a_request_id_is_passed_through_or_made(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    made = client.get("/healthz", headers={"X-Request-ID": "bad id; drop"}).headers["X-Request-ID"]
+    assert len(made) == 32 and made != client.get("/healthz").headers["X-Request-ID"]
+
+
+def test_the_access_log_is_one_json_line_with_the_request_id(app, api, demo, caplog):
+    caplog.set_level(logging.INFO, logger="im.access")
+    api.get("/groups/77", headers={"X-Request-ID": "req-1"})
+    with app.test_request_context(headers={"X-Request-ID": "req-1"}):
+        from flask import g
+        g.request_id = "req-1"
+        line = json.loads(JsonFormatter().format(caplog.records[-1]))
+    assert line["message"] == "request" and line["request_id"] == "req-1"
+    assert (line["method"], line["path"], line["status"], line["appid"]) == ("GET", "/groups/77", 404, demo["id"])
+
+
+def test_metrics_count_requests_and_show_queue_lengths(api, client, r):
+    api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "x"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'im_api_requests_total{endpoint="/messages/peers",method="POST",status="200"}' in text
+    assert 'im_api_queue_length{queue="im_message_queue"} 1.0' in text
+    assert "im_api_outbox_pending 0.0" in text
+    assert "im_api_request_seconds_bucket" in text
