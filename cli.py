@@ -3,6 +3,7 @@ import click
 import pymysql
 import redis
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from models import app as apps
 from models import outbox
@@ -33,6 +34,7 @@ def unreachable(config) -> list[str]:
 
 
 @click.command("check")
+@with_appcontext
 def check_command():
     """Check that MySQL and Redis are reachable; say how to start the one that is not."""
     problems = unreachable(current_app.config)
@@ -42,6 +44,7 @@ def check_command():
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the database and apply every schema file in sql/ not applied yet."""
     problems = unreachable(current_app.config)
@@ -52,6 +55,7 @@ def init_db_command():
 
 
 @click.command("create-app")
+@with_appcontext
 @click.option("--name", required=True, help="A name for the app.")
 @click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
 @click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
@@ -65,6 +69,7 @@ def create_app_command(name: str, store_id: int, if_missing: bool):
 
 
 @click.command("list-apps")
+@with_appcontext
 def list_apps_command():
     """List the apps (without their secrets)."""
     for row in apps.list_apps(get_db()):
@@ -73,6 +78,7 @@ def list_apps_command():
 
 
 @click.command("disable-app")
+@with_appcontext
 @click.argument("appid", type=int)
 def disable_app_command(appid: int):
     """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
@@ -84,6 +90,7 @@ def disable_app_command(appid: int):
 
 
 @click.command("relay-outbox")
+@with_appcontext
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
     click.echo(f"relayed {outbox.relay(get_db(), get_redis())} items")

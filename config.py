@@ -33,15 +33,15 @@ class Config:
     QUEUE_MAX_LENGTH = _int("QUEUE_MAX_LENGTH", 1_000_000)
     RETRY_AFTER = _int("RETRY_AFTER", 5)
 
-    # Client addresses (CIDR allowed) whose X-Real-IP / X-Forwarded-For are believed.
-    TRUSTED_PROXIES = _list("TRUSTED_PROXIES", "127.0.0.1,::1")
+    # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
+    TRUSTED_PROXIES = _list("TRUSTED_PROXIES", "127.0.0.1,::1,unix")
     APP_CACHE_TTL = min(_int("APP_CACHE_TTL", 30), 60)
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", 1))
 
     # Seconds a message post's Idempotency-Key (or msgid) is remembered.
     IDEMPOTENCY_TTL = _int("IDEMPOTENCY_TTL", 86400)
-    # Messages kept in each user's history_<appid>_<uid> list (GET /messages).
+    # Messages kept in each user's history_<appid>_<uid> list (GET /messages); 0 keeps none.
     HISTORY_LENGTH = _int("HISTORY_LENGTH", 100)
     # POST /auth/customer is open to the internet: requests per client address.
     CUSTOMER_RATE_LIMIT = os.environ.get("CUSTOMER_RATE_LIMIT", "60/minute")

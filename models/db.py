@@ -4,6 +4,8 @@ from contextlib import contextmanager
 
 import pymysql
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from dbutils.pooled_db import PooledDB
 from flask import Flask, current_app, g
 
@@ -107,6 +109,8 @@ def make_redis(config) -> redis.Redis:
         socket_connect_timeout=config["REDIS_TIMEOUT"],
         decode_responses=True,
         health_check_interval=30,
+        # One quick retry (a dropped idle socket), not seconds of backoff while Redis is down.
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
 
 

@@ -1,7 +1,7 @@
-"""The transactional outbox: queue items stored with the change they describe, then relayed.
+"""The transactional outbox: Redis writes stored with the change they belong to, then relayed.
 
-A group change appends its events and notifications in its own transaction, so a
-committed change always has its items and a rolled-back one never does. The action_id
+A group change appends its events, notifications and cleared sync keys in its own
+transaction, so a committed change always has them and a rolled-back one never does. The action_id
 chain comes from a MySQL counter whose row stays locked until the change commits: ids
 are handed out in commit order with no gaps, and outbox rows get their auto-increment
 ids in that same order. relay() moves rows to Redis oldest first, one relayer at a time.
@@ -10,16 +10,17 @@ from .db import transaction
 from .queue import dumps, group_event
 
 RESERVE_ACTIONS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'group_action'"
-INSERT_ITEM = "INSERT INTO outbox (queue, item) VALUES (%(queue)s, %(item)s)"
+INSERT_ITEM = "INSERT INTO outbox (command, redis_key, item) VALUES (%(command)s, %(key)s, %(item)s)"
 LOCK_RELAY = "SELECT value FROM sequence WHERE name = 'outbox_relay' FOR UPDATE"
-PENDING = "SELECT id, queue, item FROM outbox ORDER BY id LIMIT %(limit)s"
+PENDING = "SELECT id, command, redis_key, item FROM outbox ORDER BY id LIMIT %(limit)s"
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 
 
-def append(cur, event_queue: str, events: list[dict], message_queue: str, messages: list[dict]) -> None:
-    """Store group events (numbered here) and messages to be queued when the transaction commits."""
+def append(cur, event_queue: str, events: list[dict], message_queue: str, messages: list[dict],
+           cleared: list[tuple[str, str]] = ()) -> None:
+    """Store group events (numbered here), messages and hash fields to clear, for after the commit."""
     rows = []
     if events:
         cur.execute(RESERVE_ACTIONS, {"n": len(events)})
@@ -27,8 +28,9 @@ def append(cur, event_queue: str, events: list[dict], message_queue: str, messag
         for event in events:
             event.update(action_id=action_id + 1, previous_action_id=action_id)
             action_id += 1
-            rows.append({"queue": event_queue, "item": dumps(event)})
-    rows += [{"queue": message_queue, "item": dumps(m)} for m in messages]
+            rows.append({"command": "LPUSH", "key": event_queue, "item": dumps(event)})
+    rows += [{"command": "LPUSH", "key": message_queue, "item": dumps(m)} for m in messages]
+    rows += [{"command": "HDEL", "key": key, "item": field} for key, field in cleared]
     if rows:
         cur.executemany(INSERT_ITEM, rows)
 
@@ -48,7 +50,7 @@ def relay(conn, r) -> int:
             if rows:
                 pipe = r.pipeline(transaction=True)
                 for row in rows:
-                    pipe.lpush(row["queue"], row["item"])
+                    pipe.execute_command(row["command"], row["redis_key"], row["item"])
                 pipe.execute()
                 cur.execute(DELETE_RELAYED, {"ids": [row["id"] for row in rows]})
         moved += len(rows)
@@ -69,14 +71,15 @@ class Changes:
     def __init__(self):
         self.events: list[dict] = []
         self.notes: list[tuple[int, int, str, dict]] = []
-        self.joined: list[tuple[int, int, int]] = []  # (appid, gid, uid): clear its group_sync_key
+        self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
 
     def event(self, name: str, group: dict, **fields) -> None:
         self.events.append(group_event(name, group["appid"], group["id"], **fields))
 
     def join(self, group: dict, uid: int) -> None:
+        """A member (re)joins: its event, and the router's old sync position in the group goes."""
         self.event("group_member_add", group, member_id=uid)
-        self.joined.append((group["appid"], group["id"], uid))
+        self.cleared.append((f"users_{group['appid']}_{uid}", f"group_sync_key_{group['id']}"))
 
     def notify(self, group: dict, op: str, **body) -> None:
         self.notes.append((group["appid"], group["id"], op, body))

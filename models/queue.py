@@ -127,7 +127,7 @@ def push_messages(r, queue: str, max_length: int, history_length: int, items: li
     key, ttl, answer = idempotency or ("", 0, "")
     keys, args = [queue, key], [max_length, history_length, ttl, answer]
     for item in items:
-        owners = history_owners(item)
+        owners = history_owners(item) if history_length > 0 else []
         keys += [f"history_{item['appid']}_{uid}" for uid in owners]
         args += [dumps(item), len(owners)]
     result = run_script(r, PUSH_MESSAGES, keys, args)

@@ -127,6 +127,11 @@ def delete_user(cur, appid: int, uid: int) -> bool:
     return cur.execute(DELETE_USER, {"appid": appid, "uid": uid}) > 0
 
 
+def forget_profile(r, appid: int, uid: int) -> None:
+    """Drop the name and avatar copied into the user hash."""
+    r.hdel(user_key(appid, uid), "name", "avatar")
+
+
 def save_profiles(r, appid: int, users: list[dict]) -> None:
     """Copy each {uid, name?, avatar?} into the user hash, where the router reads names for pushes."""
     pipe = r.pipeline(transaction=False)
@@ -143,12 +148,12 @@ def settings(r, appid: int, uid: int) -> dict:
     return {"forbidden": forbidden == "1", "mute": mute == "1"}
 
 
-def resolve_token(r, token: str) -> tuple[int, int] | None:
-    """(appid, uid) of a client access token, or None when it is unknown."""
-    uid, appid = r.hmget(f"access_token_{token}", "user_id", "app_id")
+def resolve_token(r, token: str) -> tuple[int, int, str] | None:
+    """(appid, uid, user_name) of a client access token, or None when it is unknown."""
+    uid, appid, name = r.hmget(f"access_token_{token}", "user_id", "app_id", "user_name")
     if uid is None or appid is None:
         return None
-    return int(appid), int(uid)
+    return int(appid), int(uid), name or ""
 
 
 def save_settings(r, appid: int, uid: int, settings: dict, user_event_queue: str) -> None:
@@ -191,15 +196,6 @@ def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
         return {}
     values = r.hmget(user_key(appid, uid), [f"group_{gid}" for gid in gids])
     return {gid: int(value == "1") for gid, value in zip(gids, values)}
-
-
-def clear_group_sync_keys(r, joined: list[tuple[int, int, int]]) -> None:
-    """Forget the router's sync position in a group for members who (re)joined it."""
-    if joined:
-        pipe = r.pipeline(transaction=False)
-        for appid, gid, uid in joined:
-            pipe.hdel(user_key(appid, uid), f"group_sync_key_{gid}")
-        pipe.execute()
 
 
 def bind_devices(r, appid: int, uid: int, tokens: dict) -> None:

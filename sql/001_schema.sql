@@ -85,11 +85,12 @@ CREATE TABLE IF NOT EXISTS `sequence` (
 INSERT IGNORE INTO `sequence` (`name`, `value`)
 VALUES ('group_action', 0), ('message_id', 0), ('outbox_relay', 0);
 
--- Queue items written in the same transaction as the change they describe and
--- moved to Redis, in id order, once committed (transactional outbox).
+-- Redis writes (queue items, cleared fields) stored in the same transaction as the change
+-- they belong to and carried out in id order once committed (transactional outbox).
 CREATE TABLE IF NOT EXISTS `outbox` (
   `id` BIGINT NOT NULL AUTO_INCREMENT,
-  `queue` VARCHAR(64) NOT NULL DEFAULT '',
+  `command` VARCHAR(8) NOT NULL DEFAULT 'LPUSH' COMMENT 'LPUSH an item on a queue, or HDEL a field',
+  `redis_key` VARCHAR(255) NOT NULL DEFAULT '',
   `item` MEDIUMTEXT NOT NULL,
   `created_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   PRIMARY KEY (`id`)

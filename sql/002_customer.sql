@@ -3,7 +3,7 @@
 CREATE TABLE IF NOT EXISTS `customer` (
   `id` BIGINT NOT NULL AUTO_INCREMENT,
   `appid` BIGINT NOT NULL DEFAULT 0,
-  `customer_id` VARCHAR(128) NOT NULL DEFAULT '',
+  `customer_id` VARBINARY(512) NOT NULL DEFAULT '' COMMENT '128 characters of UTF-8, compared byte for byte',
   `name` VARCHAR(255) NOT NULL DEFAULT '',
   `avatar` VARCHAR(255) NOT NULL DEFAULT '',
   `created_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,

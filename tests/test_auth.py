@@ -49,7 +49,8 @@ def test_missing_or_unknown_credentials_are_401(client, demo, db, r, headers):
     nothing_written(db, r)
 
 
-@pytest.mark.parametrize("credentials", ["!!!not-base64!!!", "YWJj=ZGVm", "%%%%", base64.b64encode(b"\xff\xfe:x").decode()],
+@pytest.mark.parametrize("credentials", ["!!!not-base64!!!", "YWJj=ZGVm", "%%%%",
+                                         base64.b64encode(b"\xff\xfe:x").decode()],
                          ids=["punctuation", "padding-inside", "percent", "not-utf8"])
 def test_garbled_basic_credentials_are_401(client, demo, db, r, credentials):
     status, body = Api(client, {"Authorization": "Basic " + credentials}).post(GRANT, {"uid": 1})
@@ -98,7 +99,7 @@ def test_upper_case_hex_digest_is_accepted(client, demo):
     assert body["data"]["token"]
 
 
-def test_auth_is_checked_before_the_body(client, demo):
+def test_auth_is_checked_before_the_body(client):
     response = client.post(GRANT, data=b"{not json", content_type="application/json")
     assert_error(response.status_code, response.get_json(), 401, 2001)
 
@@ -215,7 +216,7 @@ def test_app_without_allow_list_accepts_any_address(client, demo):
     assert status == 200, body
 
 
-def test_trusted_proxies_come_from_config(app, db, r):
+def test_trusted_proxies_come_from_config(db, r):
     proxied = create_app({**TEST_CONFIG, "TRUSTED_PROXIES": ["172.16.0.0/12"]})
     proxied.extensions["app_cache"].clear()
     app_row = make_app(db, name="fenced", allowed_ips="10.0.0.0/8")
@@ -326,7 +327,7 @@ def test_client_token_on_server_only_endpoint_is_403(api, client, demo, db, r, m
 
 
 @pytest.mark.parametrize("path", ["/device/bind", "/device/unbind"])
-def test_server_credentials_on_client_only_endpoint_is_403(api, demo, r, path):
+def test_server_credentials_on_client_only_endpoint_is_403(api, r, path):
     status, body = api.post(path, {"apns_device_token": "t"})
     assert_error(status, body, 403, 2007)
     assert r.keys("users_*") == []

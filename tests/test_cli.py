@@ -52,7 +52,8 @@ def schema_of(flask_app) -> dict:
         tables = [next(iter(row.values())) for row in rows(conn, "SHOW TABLES")]
         created = {t: rows(conn, f"SHOW CREATE TABLE `{t}`")[0]["Create Table"] for t in tables}
         created = {t: re.sub(r" AUTO_INCREMENT=\d+", "", text) for t, text in created.items()}
-        return {"tables": created, "migrations": [r["version"] for r in rows(conn, "SELECT version FROM schema_migration")],
+        return {"tables": created,
+                "migrations": [r["version"] for r in rows(conn, "SELECT version FROM schema_migration")],
                 "sequence": list(rows(conn, "SELECT name, value FROM sequence ORDER BY name"))}
     finally:
         conn.close()
@@ -80,7 +81,7 @@ def test_init_db_twice_is_idempotent(scratch_app):
     conn.close()
 
 
-def test_init_db_on_the_test_database_changes_nothing(cli, app, db):
+def test_init_db_on_the_test_database_changes_nothing(cli, app):
     before = schema_of(app)
     result = cli("init-db")
     assert result.exit_code == 0, result.output

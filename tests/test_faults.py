@@ -110,7 +110,7 @@ def test_while_redis_is_away_requests_that_need_it_get_503_and_group_changes_are
     # A server-auth group change commits; its events wait in the outbox.
     assert api.post(f"/groups/{gid}/members", [2, 3])[0] == 200
     assert api.delete(f"/groups/{gid}/members/1")[0] == 200
-    assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 6
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 8  # 3 events, 3 notifications, 2 sync keys
 
     own_redis.start()  # empty: it keeps nothing on disk
     assert api.get("/readyz")[0] == 200

@@ -10,6 +10,7 @@ from conftest import TEST_CONFIG, Api, queue
 MESSAGE_QUEUE = "im_message_queue"
 GID = 4242
 ITEM_KEYS = {"id", "kind", "appid", "sender", "receiver", "content", "timestamp"}
+CUSTOMER_ID_BASE = 2**53  # SPEC 6: ids at or above it are customer-service clients, never app uids
 
 # (path, body, kind, sender the item carries, receiver the item carries)
 ENDPOINTS = [
@@ -65,7 +66,7 @@ def test_post_queues_one_item_of_the_spec_shape(api, demo, group, r, path, body,
     assert before <= item["timestamp"] <= after
 
 
-def test_group_notification_to_some_members_carries_them(api, demo, group, r):
+def test_group_notification_to_some_members_carries_them(api, group, r):
     msg_id = post_ok(api, "/messages/groups/notifications", {"group_id": GID, "content": "hi", "members": [1, 2]})
     [item] = queue(r, MESSAGE_QUEUE)
     assert set(item) == ITEM_KEYS | {"members"}
@@ -113,17 +114,18 @@ def test_content_of_exactly_64_kib_is_accepted(api, r):
 def test_content_over_64_kib_is_400(api, group, r, path, content):
     status, body = api.post(path, {**BODIES[path], "content": content})
     assert_error(status, body, 400, "content", code=1001)
-    assert r.llen(MESSAGE_QUEUE) == 0
+    assert r.keys("*") == []  # no queue item, no history
 
 
-@pytest.mark.parametrize("path,field", [("/messages/groups", "receiver"), ("/messages/groups/notifications", "group_id")])
+@pytest.mark.parametrize("path,field", [("/messages/groups", "receiver"),
+                                        ("/messages/groups/notifications", "group_id")])
 @pytest.mark.parametrize("whose", ["other-app", "disbanded", "missing"])
 def test_message_to_a_group_not_live_in_the_app_is_404(api, db, demo, other, r, path, field, whose):
     if whose != "missing":
         insert_group(db, other["id"] if whose == "other-app" else demo["id"], deleted=int(whose == "disbanded"))
     status, body = api.post(path, {**BODIES[path], field: GID})
     assert_error(status, body, 404, code=4001)
-    assert r.llen(MESSAGE_QUEUE) == 0
+    assert r.keys("*") == []  # no queue item, no history
 
 
 def test_ids_are_unique_over_many_posts(api, group, r):
@@ -132,7 +134,7 @@ def test_ids_are_unique_over_many_posts(api, group, r):
     assert [item["id"] for item in queue(r, MESSAGE_QUEUE)] == ids
 
 
-def test_ids_are_unique_across_processes(api, client, group, r):
+def test_ids_are_unique_across_processes(api):
     # A second app object stands for another process: it has its own id block.
     second = Api(create_app(TEST_CONFIG).test_client(), api.headers)
     ids = []
@@ -184,7 +186,7 @@ def test_posts_are_accepted_again_once_the_router_catches_up(small_queue, r):
     assert r.llen(MESSAGE_QUEUE) == 3
 
 
-def test_posts_get_503_while_redis_is_down(demo, db):
+def test_posts_get_503_while_redis_is_down(demo):
     down = Api(create_app({**TEST_CONFIG, "REDIS_PORT": 1}).test_client(), demo["auth"])
     response = down.client.post("/messages/peers", json=BODIES["/messages/peers"], headers=down.headers)
     assert_error(response.status_code, response.get_json(), 503, code=7001)
@@ -197,26 +199,34 @@ BAD_IDS = [-1, 2**63, "abc", [1], True, {"id": 1}]
 BAD_CONTENTS = [5, 1.5, True]  # an object or an array is accepted and serialized
 
 
+def is_uid(path, field):
+    """Senders and a peer's, system's or notification's receiver are users; other receivers are groups or rooms."""
+    return field == "sender" or field == "receiver" and path in ("/messages/peers", "/messages/systems",
+                                                                   "/messages/notifications")
+
+
 def bad_cases():
     """(path, body, field) for every required field missing, null, mistyped, negative or too big."""
     for path, body, *_ in ENDPOINTS:
         for field in body:
             yield path, {k: v for k, v in body.items() if k != field}, field
-            for value in [None] + (BAD_CONTENTS if field == "content" else BAD_IDS):
+            bad = BAD_CONTENTS if field == "content" else BAD_IDS + ([CUSTOMER_ID_BASE] if is_uid(path, field) else [])
+            for value in [None] + bad:
                 yield path, {**body, field: value}, field
     gn = "/messages/groups/notifications"
-    for members in (5, "1,2", [1, -2], [1, "x"], [2**63], {"uid": 1}):
+    for members in (5, "1,2", [1, -2], [1, "x"], [2**63], [CUSTOMER_ID_BASE], {"uid": 1}):
         yield gn, {**BODIES[gn], "members": members}, "members"
 
 
 BAD = list(bad_cases())
 
 
-@pytest.mark.parametrize("path,body,field", BAD, ids=[f"{p.split('/', 2)[2]}-{f}-{i}" for i, (p, b, f) in enumerate(BAD)])
+@pytest.mark.parametrize("path,body,field", BAD,
+                         ids=[f"{p.split('/', 2)[2]}-{f}-{i}" for i, (p, b, f) in enumerate(BAD)])
 def test_bad_input_is_400_naming_the_field_and_queues_nothing(api, group, r, path, body, field):
     status, answer = api.post(path, body)
     assert_error(status, answer, 400, field, code=1001)
-    assert r.llen(MESSAGE_QUEUE) == 0
+    assert r.keys("*") == []  # no queue item, no history
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -224,12 +234,9 @@ def test_bad_input_is_400_naming_the_field_and_queues_nothing(api, group, r, pat
 def test_a_body_that_is_not_an_object_is_400(api, group, r, path, body):
     status, answer = api.post(path, body)
     assert_error(status, answer, 400)
-    assert r.llen(MESSAGE_QUEUE) == 0
+    assert r.keys("*") == []  # no queue item, no history
 
 
-@pytest.mark.xfail(reason="BUG: views/common.py Id is a non-strict marshmallow Integer: 1.5 is truncated "
-                          "to 1 and the message is queued, instead of a 400 (SPEC 3: ids are integers)",
-                   strict=True)
 def test_a_fractional_id_is_400(api, r):
     status, answer = api.post("/messages/peers", {"sender": 1.5, "receiver": 2, "content": "hi"})
     assert_error(status, answer, 400, "sender")
@@ -238,22 +245,67 @@ def test_a_fractional_id_is_400(api, r):
 
 # --- SPEC 5.1 / 6 promises around posting ---------------------------------------------------------
 
-@pytest.mark.xfail(reason="BUG: views/message.py post() ignores the Idempotency-Key header (and msgid): "
-                          "a retried post is queued twice with a new id (SPEC 6, Messages)", strict=True)
-def test_idempotency_key_makes_a_retry_return_the_first_id(api, r):
-    headers = {"Idempotency-Key": "abc-123"}
-    first = api.post("/messages/peers", BODIES["/messages/peers"], headers=headers)
-    again = api.post("/messages/peers", BODIES["/messages/peers"], headers=headers)
-    assert first[0] == again[0] == 200
-    assert again[1]["data"]["id"] == first[1]["data"]["id"]
-    assert r.llen(MESSAGE_QUEUE) == 1
+def post_keyed(api, key, how):
+    """Post a peer message carrying an idempotency key in the header or as the msgid body field."""
+    body = BODIES["/messages/peers"]
+    if how == "msgid":
+        return post_ok(api, "/messages/peers", {**body, "msgid": key})
+    return post_ok(Api(api.client, {**api.headers, "Idempotency-Key": key}), "/messages/peers", body)
 
 
-@pytest.mark.xfail(reason="BUG: views/message.py post() never appends to history_<appid>_<uid> "
-                          "(SPEC 5.1: the API appends every message it queues to the sender's and "
-                          "receivers' history lists)", strict=True)
-def test_a_peer_message_is_recorded_in_both_histories(api, demo, r):
-    msg_id = post_ok(api, "/messages/peers", BODIES["/messages/peers"])
+@pytest.mark.parametrize("how", ["header", "msgid"])
+def test_a_retry_with_the_same_key_returns_the_first_id_and_queues_once(api, demo, r, how):
+    first = post_keyed(api, "abc-123", how)
+    assert post_keyed(api, "abc-123", how) == first
+    assert [item["id"] for item in queue(r, MESSAGE_QUEUE)] == [first]
+    assert r.llen(f"history_{demo['id']}_1") == r.llen(f"history_{demo['id']}_2") == 1
+
+
+@pytest.mark.parametrize("how", ["header", "msgid"])
+def test_different_keys_are_different_messages(api, r, how):
+    ids = {post_keyed(api, "one", how), post_keyed(api, "two", how)}
+    assert len(ids) == 2 and r.llen(MESSAGE_QUEUE) == 2
+
+
+def test_the_same_key_in_two_apps_is_two_messages(api, client, other, r):
+    ids = {post_keyed(api, "shared", "header"), post_keyed(Api(client, other["auth"]), "shared", "header")}
+    assert len(ids) == 2 and r.llen(MESSAGE_QUEUE) == 2
+
+
+@pytest.mark.parametrize("key", ["", "k" * 129])
+def test_an_idempotency_key_of_a_bad_length_is_400(api, r, key):
+    status, body = api.post("/messages/peers", BODIES["/messages/peers"], headers={"Idempotency-Key": key})
+    assert_error(status, body, 400, "Idempotency-Key", code=1001)
+    assert r.llen(MESSAGE_QUEUE) == 0
+
+
+@pytest.mark.parametrize("path,body,owners", [
+    ("/messages/peers", {"sender": 1, "receiver": 2, "content": "hi"}, [1, 2]),
+    ("/messages/peers", {"sender": 0, "receiver": 2, "content": "hi"}, [2]),
+    ("/messages/systems", {"receiver": 2, "content": "hi"}, [2]),
+    ("/messages/notifications", {"receiver": 2, "content": "hi"}, [2]),
+    ("/messages/groups", {"sender": 1, "receiver": GID, "content": "hi"}, [1]),
+    ("/messages/groups/notifications", {"group_id": GID, "content": "hi"}, []),
+    ("/messages/rooms", {"sender": 3, "receiver": 77, "content": "hi"}, [3]),
+    ("/messages/rooms", {"sender": 0, "receiver": 77, "content": "hi"}, []),
+], ids=["peer", "peer-from-system", "system", "notification", "group", "group-notification", "room", "room-system"])
+def test_a_message_is_recorded_in_its_sender_and_receiving_users_histories(api, demo, group, r, path, body, owners):
+    post_ok(api, path, body)
+    [item] = r.lrange(MESSAGE_QUEUE, 0, -1)
+    histories = {int(key.rsplit("_", 1)[1]): r.lrange(key, 0, -1) for key in r.keys(f"history_{demo['id']}_*")}
+    assert histories == {uid: [item] for uid in owners}
+
+
+def test_histories_are_newest_first_and_bounded(demo, r):
+    bounded = Api(create_app({**TEST_CONFIG, "HISTORY_LENGTH": 3}).test_client(), demo["auth"])
+    ids = [post_ok(bounded, "/messages/peers", {"sender": 1, "receiver": 2, "content": str(n)}) for n in range(5)]
     for uid in (1, 2):
-        [latest] = [json.loads(item) for item in r.lrange(f"history_{demo['id']}_{uid}", 0, 0)]
-        assert latest["id"] == msg_id
+        assert [json.loads(item)["id"] for item in r.lrange(f"history_{demo['id']}_{uid}", 0, -1)] == ids[:1:-1]
+    assert r.llen(MESSAGE_QUEUE) == 5
+
+
+def test_a_refused_post_adds_nothing_to_the_histories(small_queue, demo, r):
+    for _ in range(3):
+        post_ok(small_queue, "/messages/peers", BODIES["/messages/peers"])
+    assert small_queue.post("/messages/peers", BODIES["/messages/peers"])[0] == 503
+    assert r.llen(f"history_{demo['id']}_1") == r.llen(f"history_{demo['id']}_2") == 3

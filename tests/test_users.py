@@ -6,6 +6,7 @@ import pytest
 from conftest import Api, bearer, queue, rows, token_for
 
 KINDS = ["apns", "pushkit", "xg", "xm", "hw", "gcm", "jp"]
+CUSTOMER_ID_BASE = 2**53  # SPEC 6: customer-service client ids start here; app uids stay below
 
 
 def assert_error(status, body, expected_status, field=None, code=None):
@@ -47,7 +48,7 @@ def test_different_users_get_different_tokens(api):
     assert token_for(api, 7) != token_for(api, 8)
 
 
-def test_same_uid_in_two_apps_gets_two_tokens(api, client, demo, other, r):
+def test_same_uid_in_two_apps_gets_two_tokens(api, client, other, r):
     mine, theirs = token_for(api, 7), token_for(Api(client, other["auth"]), 7)
     assert mine != theirs
     assert r.hget(f"access_token_{theirs}", "app_id") == str(other["id"])
@@ -78,8 +79,8 @@ def test_grant_counts_distinct_users_per_app(api, client, demo, other, r):
     assert r.pfcount(f"statistics_users_{other['id']}") == 1
 
 
-@pytest.mark.parametrize("uid", [0, 2**63 - 1])
-def test_grant_accepts_the_id_range_bounds(api, demo, db, uid):
+@pytest.mark.parametrize("uid", [0, CUSTOMER_ID_BASE - 1])
+def test_grant_accepts_the_uid_range_bounds(api, demo, db, uid):
     token = token_for(api, uid)
     assert user_rows(db) == [{"appid": demo["id"], "uid": uid, "name": ""}]
     assert token
@@ -90,6 +91,8 @@ def test_grant_accepts_the_id_range_bounds(api, demo, db, uid):
     ({"user_name": "Ann"}, "uid"),
     ({"uid": None}, "uid"),
     ({"uid": -1}, "uid"),
+    ({"uid": CUSTOMER_ID_BASE}, "uid"),
+    ({"uid": 2**63 - 1}, "uid"),
     ({"uid": 2**63}, "uid"),
     ({"uid": 10**30}, "uid"),
     ({"uid": "abc"}, "uid"),
@@ -109,15 +112,14 @@ def test_grant_bad_input_is_400_naming_the_field_and_writes_nothing(api, db, r, 
     assert r.keys("*") == []
 
 
-@pytest.mark.xfail(reason="BUG: views/common.py Id is a non-strict marshmallow Integer, so 7.5 is "
-                          "silently truncated to uid 7 instead of a 400 (SPEC 3: ids are integers)", strict=True)
 def test_grant_fractional_uid_is_400(api, db, r):
     status, answer = api.post("/auth/grant", {"uid": 7.5})
     assert_error(status, answer, 400, "uid")
     assert user_rows(db) == []
+    assert r.keys("*") == []
 
 
-def test_grant_user_name_of_255_characters_is_accepted(api, demo, db):
+def test_grant_user_name_of_255_characters_is_accepted(api, db):
     token_for(api, 7, "é" * 255)
     assert user_rows(db)[0]["name"] == "é" * 255
 
@@ -215,6 +217,7 @@ def test_settings_do_not_touch_another_app(api, client, demo, other, r):
     ({"do_not_disturb": {"on": True}}, "peer_uid"),
     ({"do_not_disturb": {"peer_uid": 8}}, "on"),
     ({"do_not_disturb": {"peer_uid": -8, "on": True}}, "peer_uid"),
+    ({"do_not_disturb": {"peer_uid": CUSTOMER_ID_BASE, "on": True}}, "peer_uid"),
     ({"do_not_disturb": True}, "do_not_disturb"),
     ({"mute": True, "forbidden": "perhaps"}, "forbidden"),
 ])
@@ -225,10 +228,16 @@ def test_bad_settings_are_400_and_write_nothing(api, db, r, method, body, field)
     assert user_rows(db) == []
 
 
-@pytest.mark.parametrize("path", ["/users/-1", "/users/abc", f"/users/{2**63}"])
-def test_settings_for_an_invalid_uid_in_the_path_is_404(api, r, path):
-    status, body = api.post(path, {"mute": True})
-    assert_error(status, body, 404)
+INVALID_UIDS = ["-1", "abc", "1.5", str(CUSTOMER_ID_BASE), str(2**63)]
+
+
+@pytest.mark.parametrize("uid", INVALID_UIDS)
+@pytest.mark.parametrize("path,body", [("/users/{uid}", {"mute": True}),
+                                       ("/users/{uid}/bind", {"xm_device_token": "t"}),
+                                       ("/users/{uid}/unbind", {"xm_device_token": "t"})])
+def test_an_invalid_uid_in_the_path_is_404(api, r, path, body, uid):
+    status, answer = api.post(path.format(uid=uid), body)
+    assert_error(status, answer, 404)
     assert r.keys("*") == []
 
 

@@ -1,6 +1,7 @@
 """What every blueprint shares: the JSON body parser, base schemas and field types."""
 import json
 import logging
+import re
 from contextlib import contextmanager
 
 import flask_smorest
@@ -16,11 +17,11 @@ from models.db import get_db, get_redis, transaction
 from models.errors import InvalidField, InvalidJson, UnsupportedMediaType
 from models.outbox import Changes
 from models.queue import group_notification
-from models.user import clear_group_sync_keys
 
 log = logging.getLogger(__name__)
 
 MAX_ID = 2**63 - 1
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str):
@@ -40,8 +41,11 @@ class Parser(FlaskParser):
         if req.mimetype and not core.is_json(req.mimetype):
             raise UnsupportedMediaType()
         try:
-            return json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):  # bad UTF-8, bad JSON, NaN, a 5000-digit number, deep nesting
+            data = json.loads(body, parse_constant=_reject_constant)
+            if SURROGATE_ESCAPE.search(body):  # rare: make sure no lone surrogate got through
+                json.dumps(data, ensure_ascii=False).encode()
+            return data
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN, a 5000-digit number, deep nesting
             raise InvalidJson() from None
 
 
@@ -57,10 +61,15 @@ class Schema(ma.Schema):
 
 
 class Id(ma.fields.Integer):
-    """A uid, group, app, store or seller id: 0 <= id < 2**63."""
+    """A uid, group, app, store or seller id: 0 <= id < 2**63 (a numeric string will do, 7.5 will not)."""
 
-    def __init__(self, **kwargs):
-        super().__init__(validate=ma.validate.Range(0, MAX_ID), **kwargs)
+    def __init__(self, maximum: int = MAX_ID, **kwargs):
+        super().__init__(validate=ma.validate.Range(0, maximum), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class Uid(Id):
@@ -127,11 +136,11 @@ def group_change():
         yield cur, changes
         ids = current_app.extensions["message_ids"]
         notes = [group_notification(ids.next(), *note) for note in changes.notes]
-        outbox.append(cur, setting("GROUP_EVENT_QUEUE"), changes.events, setting("IM_MESSAGE_QUEUE"), notes)
+        outbox.append(cur, setting("GROUP_EVENT_QUEUE"), changes.events, setting("IM_MESSAGE_QUEUE"), notes,
+                      changes.cleared)
     if changes.events or changes.notes:
         try:
             outbox.relay(get_db(), get_redis())
-            clear_group_sync_keys(get_redis(), changes.joined)
         except (redis.RedisError, pymysql.Error) as exc:
             log.warning("relay after commit failed, left to the background relay: %s", exc)
 

@@ -21,6 +21,7 @@ from models.user import resolve_token
 class Caller:
     appid: int
     uid: int | None  # None: the app's server; otherwise the user a client token belongs to
+    name: str = ""  # a client's user_name, as its token was granted
 
     @property
     def is_server(self) -> bool:
@@ -95,12 +96,15 @@ def _client(token: str) -> Caller:
         raise BadToken()
     if app["disabled"]:
         raise AppDisabled()
-    return Caller(found[0], found[1])
+    return Caller(*found)
 
 
 @lru_cache(maxsize=64)
 def _networks(spec: str) -> tuple:
     return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in spec.split(",") if item.strip())
+
+
+_ANY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 
 
 def _in(address: str, networks: tuple) -> bool:
@@ -118,12 +122,15 @@ def _address_allowed(address: str, allowed: str) -> bool:
 def client_address() -> str:
     """The client's address: proxy headers count only when the peer is a trusted proxy.
 
-    X-Forwarded-For is read from the right, skipping trusted proxies, because a
-    client can put anything at its left; X-Real-IP is the fallback.
+    X-Forwarded-For is read from the right, skipping trusted proxies, because a client
+    can put anything at its left; X-Real-IP is the fallback. "unix" in TRUSTED_PROXIES
+    trusts peers on a unix socket (nginx in front of gunicorn on the same host).
     """
     peer = request.remote_addr or ""
-    trusted = _networks(",".join(current_app.config["TRUSTED_PROXIES"]))
-    if not _in(peer, trusted):
+    proxies = current_app.config["TRUSTED_PROXIES"]
+    trusted = _networks(",".join(p for p in proxies if p != "unix"))
+    on_unix_socket = not _in(peer, _ANY) and "unix" in proxies
+    if not (_in(peer, trusted) or on_unix_socket):
         return peer
     for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
         if hop.strip() and not _in(hop, trusted):

@@ -50,6 +50,8 @@ def handle_http_exception(exc: HTTPException):
     data = getattr(exc, "data", None) or {}
     if "messages" in data:  # a validation failure reported by webargs
         return respond(field_error(data["messages"]))
+    if exc.code == 405:
+        return respond(errors.MethodNotAllowed(headers={"Allow": ", ".join(exc.valid_methods or [])}))
     if exc.code in HTTP_ERRORS:
         return respond(HTTP_ERRORS[exc.code]())
     if exc.code and exc.code < 500:

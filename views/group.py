@@ -51,10 +51,11 @@ class GroupCreateSchema(Schema):
     name = Text(required=True)
     super = ma.fields.Boolean(load_default=False)
     members = ma.fields.List(MemberField(), load_default=list)
-    group_id = Id(allow_none=True)
+    # Chosen ids stay below 2**53 so the table's AUTO_INCREMENT always has room above them.
+    group_id = Id(maximum=2**53 - 1, allow_none=True)
     notice = Text(load_default="")
     cover = Text(load_default="")
-    code = Text(64, load_default=None)
+    code = Text(64, load_default=None, metadata={"description": "face-to-face join code; empty: none"})
 
 
 class GroupUpdateSchema(Schema):
@@ -89,7 +90,7 @@ class GroupListSchema(PageSchema):
 
 
 class JoinSchema(Schema):
-    code = Text(64, required=True)
+    code = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64))
 
 
 def unique_members(members: list[dict]) -> list[dict]:
@@ -145,12 +146,14 @@ class Groups(MethodView):
         """Create a group. A client must be its master and is always a member."""
         who, members = caller(), unique_members(args.pop("members"))
         if not who.is_server:
+            if args.get("group_id") is not None:
+                raise Forbidden("group_id: only app servers choose group ids.")
             if args["master"] != who.uid:
                 raise Forbidden("master: a client can only create groups it is the master of.")
             if who.uid not in {m["uid"] for m in members}:
                 members.insert(0, {"uid": who.uid})
         gid = args.pop("group_id", None)
-        group = {**args, "id": gid, "appid": who.appid, "super": int(args["super"])}
+        group = {**args, "id": gid, "appid": who.appid, "super": int(args["super"]), "code": args["code"] or None}
         key = idempotency_key(who)
         with group_change() as (cur, changes):
             first = key and idempotency.claim(cur, who.appid, key)
@@ -228,7 +231,8 @@ class Members(MethodView):
     def post(self, args, gid):
         """Add members; re-adding a member is not an error. A client must be a member."""
         who, members = caller(), unique_members(args["members"])
-        inviter = args.get("inviter") or (None if who.is_server else {"uid": who.uid})
+        # A client invites as itself, whatever the body says.
+        inviter = args.get("inviter") if who.is_server else {"uid": who.uid, "name": who.name}
         with group_change() as (cur, changes):
             group = groups.find_group(cur, who.appid, gid, lock=True)
             require_member(cur, group, who)
@@ -258,6 +262,8 @@ class Join(MethodView):
     def post(self, args):
         """Join the app's group that has this face-to-face code."""
         who = caller()
+        if who.uid >= setting("CUSTOMER_ID_BASE"):
+            raise Forbidden("Customer-service visitors cannot join groups.")
         with group_change() as (cur, changes):
             group = groups.find_group_by_code(cur, who.appid, args["code"])
             groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))

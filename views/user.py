@@ -115,6 +115,7 @@ class User(MethodView):
                 group = groups.find_group(cur, appid, found["id"], lock=True)
                 groups.remove_members(cur, changes, group, [{"uid": uid}])
         revoked = users.revoke_token(get_redis(), appid, uid, setting("USER_EVENT_QUEUE"))
+        users.forget_profile(get_redis(), appid, uid)
         if not (existed or revoked or changes.events):
             raise UserNotFound()
         return ok()
