@@ -52,6 +52,10 @@ class Parser(FlaskParser):
 class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = Parser()
 
+    def arguments(self, schema, *args, **kwargs):
+        # One schema instance per view, not one per request (webargs builds a class anew each time).
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
 
 class Schema(ma.Schema):
     """Request schemas ignore unknown fields, as the original API did."""
@@ -89,19 +93,19 @@ class Text(ma.fields.String):
         super().__init__(validate=ma.validate.Length(max=length), **kwargs)
 
 
-class MemberField(ma.fields.Field):
-    """A member given as a uid or as {uid, name?, avatar?}; loads as a dict."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, dict):
-            value = {"uid": value}
-        return MemberSchema().load(value)
-
-
 class MemberSchema(Schema):
     uid = Uid(required=True)
     name = Text(allow_none=True)
     avatar = Text(allow_none=True)
+
+
+class MemberField(ma.fields.Field):
+    """A member given as a uid or as {uid, name?, avatar?}; loads as a dict."""
+
+    schema = MemberSchema()
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return self.schema.load(value if isinstance(value, dict) else {"uid": value})
 
 
 def ok(data=None):

@@ -1,0 +1,155 @@
+"""Throughput and latency of the hot endpoints under gunicorn as deployed, against a floor.
+
+Usage: .venv/bin/python bench/bench.py [--seconds 10] [--connections 32]
+Needs wrk (apt-get install wrk), MariaDB and Redis. Uses the database gobelieve_bench and
+Redis DB 9, which it empties. Prints a table; docs/PERFORMANCE.md holds a run of it.
+"""
+import argparse
+import base64
+import hashlib
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pymysql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config import Config  # noqa: E402
+from models.db import mysql_connect_args  # noqa: E402
+from models.schema import init_db  # noqa: E402
+
+DATABASE, REDIS_DB = "gobelieve_bench", 9
+
+# wrk scripts: each request gets its own random ids, as an app server's traffic would.
+LUA = {
+    "peers": 'wrk.method = "POST"\nrequest = function()\n'
+             '  return wrk.format(nil, nil, nil, string.format(\'{"sender": %d, "receiver": %d, "content": "hello"}\','
+             ' math.random(1, 100000), math.random(1, 100000)))\nend',
+    "grant": 'wrk.method = "POST"\nrequest = function()\n'
+             '  return wrk.format(nil, nil, nil, string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000)))'
+             '\nend',
+    "create": 'wrk.method = "POST"\nrequest = function()\n'
+              '  return wrk.format(nil, nil, nil, \'{"master": 1, "name": "bench", "members": [1, 2, 3]}\')\nend',
+    "add": 'wrk.method = "POST"\nrequest = function()\n'
+           '  return wrk.format(nil, nil, nil, string.format(\'[%d]\', math.random(1, 1000000)))\nend',
+    "get": 'wrk.method = "GET"',
+    "batch": 'wrk.method = "POST"\nlocal items = {}\nfor i = 1, 100 do\n'
+             '  items[i] = string.format(\'{"sender": 1, "receiver": %d, "content": "hello"}\', i)\nend\n'
+             'wrk.body = "[" .. table.concat(items, ",") .. "]"',
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare() -> tuple[int, str, list[int]]:
+    """A fresh bench database with one app and two groups; Redis DB emptied."""
+    config = {key: getattr(Config, key) for key in dir(Config) if key.isupper()} | {"MYSQL_DATABASE": DATABASE}
+    conn = pymysql.connect(**mysql_connect_args(config, database=False))
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+    init_db(config)
+    conn = pymysql.connect(**mysql_connect_args(config))
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('bench', 'bench', 'bench-secret')")
+        appid = cur.lastrowid
+        gids = []
+        for _ in range(2):  # one that members are added to, one with 3 members to read
+            cur.execute("INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'bench')", (appid,))
+            gids.append(cur.lastrowid)
+            cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)",
+                            [(cur.lastrowid, uid) for uid in (1, 2, 3)])
+    import redis
+    redis.Redis(db=REDIS_DB).flushdb()
+    return appid, "bench-secret", gids
+
+
+def serve(module: str, env: dict) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
+                             f"127.0.0.1:{port}", module], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{module} did not start")
+
+
+def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
+                          "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", url],
+                         capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    if "Non-2xx" in out:
+        raise SystemExit(f"non-2xx answers from {url}:\n{out}")
+
+    def ms(label):
+        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": ms(50), "p99": ms(99)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", help='comma-separated labels to run, e.g. "POST /auth/grant" (the floor always runs)')
+    args = parser.parse_args()
+
+    appid, secret, (gid, small_gid) = prepare()
+    auth = "Basic " + base64.b64encode(f"{appid}:{hashlib.md5(secret.encode()).hexdigest()}".encode()).decode()
+    env = {**os.environ, "MYSQL_DATABASE": DATABASE, "REDIS_DB": str(REDIS_DB), "BENCH_APPID": str(appid),
+           "BENCH_SECRET": secret, "QUEUE_MAX_LENGTH": str(10**9)}
+    runs = [("floor: POST /messages/peers", "bench.floor:app", "/messages/peers", "peers"),
+            ("POST /messages/peers", "app:app", "/messages/peers", "peers"),
+            ("POST /auth/grant", "app:app", "/auth/grant", "grant"),
+            ("POST /groups", "app:app", "/groups", "create"),
+            (f"POST /groups/{{gid}}/members", "app:app", f"/groups/{gid}/members", "add"),
+            ("GET /groups/{gid}", "app:app", f"/groups/{small_gid}", "get"),  # the group has 3 members
+            ("POST /messages/peers/batch (100 per request)", "app:app", "/messages/peers/batch", "batch")]
+    results, servers = {}, {}
+    wanted = args.only.split(",") if args.only else [run[0] for run in runs]
+    runs = [run for run in runs if run[1] == "bench.floor:app" or run[0] in wanted]
+    try:
+        for label, module, path, script in runs:
+            if module not in servers:
+                servers[module] = serve(module, env)
+            port = servers[module][1]
+            wrk(f"http://127.0.0.1:{port}{path}", LUA[script], auth, 2, args.connections)  # warm up
+            results[label] = wrk(f"http://127.0.0.1:{port}{path}", LUA[script], auth, args.seconds, args.connections)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
+
+    floor = results["floor: POST /messages/peers"]["rps"]
+    print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"wrk -t1 -c{args.connections} -d{args.seconds}s, gunicorn.conf.py defaults")
+    print(f"| endpoint | requests/s | p50 ms | p99 ms | vs floor |\n| --- | ---: | ---: | ---: | ---: |")
+    for label, result in results.items():
+        print(f"| {label} | {result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f} | "
+              f"{result['rps'] / floor:.2f}x |")
+    batch = results.get("POST /messages/peers/batch (100 per request)")
+    if batch:
+        print(f"\nbatch: {batch['rps'] * 100:.0f} messages/s")
+
+
+if __name__ == "__main__":
+    main()
