@@ -23,20 +23,18 @@ WHERE appid = %(appid)s AND uid = %(uid)s
 """
 DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
 
-# Get the user's token, or make the candidate its token; keep user_name up to date.
+# Get the user's token, or make the candidate its token; count the user. Also answer whether
+# the token is new and the name the user hash holds, so the caller knows if MySQL needs a write.
 # One round trip, atomic, so two concurrent grants for a new user agree on one token.
 GRANT = """
-local token = redis.call('HGET', KEYS[1], 'access_token')
+local token, created = redis.call('HGET', KEYS[1], 'access_token'), 0
 if not token or redis.call('EXISTS', 'access_token_' .. token) == 0 then
-  token = ARGV[1]
+  token, created = ARGV[1], 1
   redis.call('HSET', KEYS[1], 'access_token', token)
-  redis.call('HSET', 'access_token_' .. token, 'user_id', ARGV[2], 'app_id', ARGV[3], 'user_name', ARGV[4])
-elseif ARGV[5] == '1' then
-  redis.call('HSET', 'access_token_' .. token, 'user_name', ARGV[4])
+  redis.call('HSET', 'access_token_' .. token, 'user_id', ARGV[2], 'app_id', ARGV[3], 'user_name', '')
 end
-if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 'name', ARGV[4]) end
 redis.call('PFADD', KEYS[2], ARGV[2])
-return token
+return {token, created, redis.call('HGET', KEYS[1], 'name')}
 """
 
 # Delete each (field, value, timestamp field) triple whose field still holds value.
@@ -74,11 +72,27 @@ def record_user(cur, appid: int, uid: int, name: str | None) -> None:
     cur.execute(UPSERT_USER, {"appid": appid, "uid": uid, "name": name or "", "rename": name is not None})
 
 
-def grant_token(r, appid: int, uid: int, name: str | None) -> str:
-    """The user's permanent access token, created on first use."""
+def grant_token(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
+    """(the user's permanent token, whether it was made just now, the name the user hash holds)."""
     keys = [user_key(appid, uid), f"statistics_users_{appid}"]
-    args = [secrets.token_urlsafe(32), uid, appid, name or "", flag(name is not None)]
-    return run_script(r, GRANT, keys, args)
+    token, created, name = run_script(r, GRANT, keys, [secrets.token_urlsafe(32), uid, appid])
+    return token, created == 1, name
+
+
+def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
+    """The user's name in its hash and in its token's hash (user_name), where the router reads them."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(user_key(appid, uid), "name", name)
+    pipe.hset(f"access_token_{token}", "user_name", name)
+    pipe.execute()
+
+
+def forget_token(r, appid: int, uid: int, token: str) -> None:
+    """Undo a token made moments ago that was never handed out."""
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(f"access_token_{token}")
+    pipe.hdel(user_key(appid, uid), "access_token")
+    pipe.execute()
 
 
 def revoke_token(r, appid: int, uid: int, user_event_queue: str) -> bool:

@@ -10,7 +10,7 @@ import pymysql
 import pytest
 
 from app import create_app, start_relay_thread
-from conftest import TEST_CONFIG, Api, bearer, queue, rows, token_for
+from conftest import TEST_CONFIG, Api, basic, bearer, queue, rows, token_for
 from models.db import mysql_connect_args
 from models.schema import init_db
 from test_concurrency import free_port
@@ -140,7 +140,7 @@ def test_the_background_relay_delivers_the_backlog_without_any_request(flaky_red
 
 
 @pytest.fixture
-def mariadb_app(own_mariadb):
+def mariadb_app(own_mariadb, r):
     config = {**TEST_CONFIG, "MYSQL_PORT": own_mariadb.port, "MYSQL_TIMEOUT": 1}
     app = create_app(config)
     init_db(app.config)
@@ -149,8 +149,9 @@ def mariadb_app(own_mariadb):
         cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('m', 'k', 'sec')")
         appid = cur.lastrowid
     conn.close()
-    from conftest import basic
-    return app, Api(app.test_client(), basic(appid, "sec"))
+    api = Api(app.test_client(), basic(appid, "sec"))
+    api.appid = appid
+    return app, api
 
 
 def test_mysql_going_away_gives_503_quickly_and_pooled_connections_are_replaced(mariadb_app, own_mariadb, r):
@@ -163,10 +164,17 @@ def test_mysql_going_away_gives_503_quickly_and_pooled_connections_are_replaced(
     assert status == 503 and body["meta"]["code"] == 7001
     assert api.get("/readyz")[0] == 503
     assert time.monotonic() - started < 5
+    # A new user's token is not kept when its `user` row could not be written.
+    assert api.post("/auth/grant", {"uid": 5, "user_name": "five"})[0] == 503
+    assert r.hget(f"users_{api.appid}_5", "access_token") is None
 
     own_mariadb.start()
     assert api.post("/groups", {"master": 1, "name": "c", "members": [1]})[0] == 200
     assert api.get("/readyz")[0] == 200
+    assert api.post("/auth/grant", {"uid": 5, "user_name": "five"})[0] == 200
+    conn = pymysql.connect(**mysql_connect_args(app.config))
+    assert rows(conn, "SELECT name FROM user WHERE uid = 5") == [{"name": "five"}]
+    conn.close()
 
 
 def test_a_frozen_mysql_costs_a_request_at_most_the_configured_timeout(mariadb_app, own_mariadb):

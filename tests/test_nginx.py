@@ -46,14 +46,15 @@ http {{
 """)
     nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(sock.exists, what="gunicorn's socket")
-    wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, what="nginx")
-    yield port
-    nginx.terminate()
-    gunicorn.terminate()
-    nginx.wait(timeout=10)
-    gunicorn.wait(timeout=30)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        wait_for(sock.exists, what="gunicorn's socket")
+        wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, what="nginx")
+        yield port
+    finally:
+        for proc in (nginx, gunicorn):
+            proc.terminate()
+            proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def request(port, method, path, body=None, headers=None):

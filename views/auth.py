@@ -1,8 +1,9 @@
 """/auth: access tokens for app users."""
+import pymysql
 from flask.views import MethodView
 
-from models.db import get_redis, transaction
-from models.user import grant_token, record_user, revoke_token
+from models import user as users
+from models.db import get_db, get_redis
 from .common import Blueprint, Id, Schema, Text, Uid, ok, setting
 from .credentials import caller, requires
 
@@ -22,11 +23,25 @@ class Grant(MethodView):
     @blp.arguments(GrantSchema)
     def post(self, args):
         """Get the user's permanent access token (the same one until it is revoked)."""
-        appid, uid, name = caller().appid, args["uid"], args.get("user_name")
-        token = grant_token(get_redis(), appid, uid, name)  # Redis first: when it is down, nothing is written
-        with transaction() as cur:
-            record_user(cur, appid, uid, name)
-        return ok({"token": token})
+        return ok({"token": issue_token(caller().appid, args["uid"], args.get("user_name"))})
+
+
+def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> str:
+    """The user's permanent token, with the user named in Redis and (record) in the `user` table."""
+    r = get_redis()
+    token, created, known = users.grant_token(r, appid, uid)
+    # The common case, a known user under the same name, costs that one Redis round trip.
+    if created or known is None or name not in (None, known):
+        try:
+            if record:
+                with get_db().cursor() as cur:
+                    users.record_user(cur, appid, uid, name)
+        except pymysql.Error:
+            if created:  # so that a retry makes the token, and the row, again
+                users.forget_token(r, appid, uid, token)
+            raise
+        users.save_name(r, appid, uid, token, (known or "") if name is None else name)
+    return token
 
 
 class RevokeSchema(Schema):
@@ -39,5 +54,5 @@ class Revoke(MethodView):
     @blp.arguments(RevokeSchema)
     def post(self, args):
         """Revoke the user's token at once (the router hears of it); the next grant makes a new one."""
-        revoke_token(get_redis(), caller().appid, args["uid"], setting("USER_EVENT_QUEUE"))
+        users.revoke_token(get_redis(), caller().appid, args["uid"], setting("USER_EVENT_QUEUE"))
         return ok()

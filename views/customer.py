@@ -7,7 +7,8 @@ from models import customer as customers
 from models.db import get_db, get_redis, transaction
 from models.errors import AppDisabled, InvalidField, RateLimited, SellerNotFound, StoreNotConfigured, StoreNotFound
 from models.ratelimit import retry_after
-from models.user import grant_token, user_key
+from models.user import user_key
+from .auth import issue_token
 from .common import Blueprint, Id, Schema, Text, ok, setting
 from .credentials import caller, client_address, requires
 
@@ -54,7 +55,7 @@ class CustomerToken(MethodView):
         with transaction() as cur:
             client_id = customers.customer_client_id(cur, app["id"], args["customer_id"], setting("CUSTOMER_ID_BASE"),
                                                      args.get("name") or "", args.get("avatar") or "")
-        token = grant_token(get_redis(), app["id"], client_id, args.get("name"))
+        token = issue_token(app["id"], client_id, args.get("name"), record=False)  # visitors are not app users
         return ok({"token": token, "store_id": app["store_id"], "client_id": client_id})
 
 
