@@ -1,6 +1,7 @@
 """Request ids, JSON logs and Prometheus metrics."""
 import json
 import logging
+import re
 
 from views.ops import JsonFormatter
 
@@ -24,9 +25,16 @@ def test_the_access_log_is_one_json_line_with_the_request_id(app, api, demo, cap
 
 
 def test_metrics_count_requests_and_show_queue_lengths(api, client, r):
+    series = 'im_api_request_seconds_count{endpoint="/messages/peers",method="POST",status="200"}'
+
+    def count(text):
+        match = re.search(re.escape(series) + r" ([\d.]+)", text)
+        return float(match[1]) if match else 0.0
+
+    before = count(client.get("/metrics").get_data(as_text=True))
     api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "x"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'im_api_requests_total{endpoint="/messages/peers",method="POST",status="200"}' in text
+    assert count(text) == before + 1
     assert 'im_api_queue_length{queue="im_message_queue"} 1.0' in text
     assert "im_api_outbox_pending 0.0" in text
     assert "im_api_request_seconds_bucket" in text
