@@ -97,7 +97,9 @@ def test_while_redis_is_away_requests_that_need_it_get_503_and_group_changes_are
     before = queue(r, "group_event_queue")
     own_redis.stop()
 
+    started = time.monotonic()
     status, body = api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "x"})
+    print(f"figure: message post with Redis down answered 503 in {time.monotonic() - started:.3f} s")
     assert status == 503 and body["meta"]["code"] == 7001
     response = api.client.get("/readyz")
     assert response.status_code == 503 and response.headers["Retry-After"]
@@ -132,7 +134,9 @@ def test_the_background_relay_delivers_the_backlog_without_any_request(flaky_red
     start_relay_thread(flaky_redis_app)
     time.sleep(0.3)  # a few failed rounds against the dead Redis
     own_redis.start()
+    back = time.monotonic()
     wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay")
+    print(f"figure: background relay delivered the backlog {time.monotonic() - back:.3f} s after Redis was back")
     events = queue(flaky_redis_app.extensions["redis"], "group_event_queue")
     assert [e["name"] for e in events] == ["group_create", "group_member_add", "group_member_add"]
     assert chain_ok(events)
@@ -163,6 +167,7 @@ def test_mysql_going_away_gives_503_quickly_and_pooled_connections_are_replaced(
     status, body = api.post("/groups", {"master": 1, "name": "b"})
     assert status == 503 and body["meta"]["code"] == 7001
     assert api.get("/readyz")[0] == 503
+    print(f"figure: group create and /readyz with MySQL stopped answered 503 in {time.monotonic() - started:.3f} s")
     assert time.monotonic() - started < 5
     # A new user's token is not kept when its `user` row could not be written.
     assert api.post("/auth/grant", {"uid": 5, "user_name": "five"})[0] == 503
@@ -187,6 +192,7 @@ def test_a_frozen_mysql_costs_a_request_at_most_the_configured_timeout(mariadb_a
         elapsed = time.monotonic() - started
     finally:
         os.kill(own_mariadb.proc.pid, signal.SIGCONT)
+    print(f"figure: with MySQL frozen (MYSQL_TIMEOUT=1) a read answered 503 in {elapsed:.3f} s")
     assert status == 503
     assert elapsed < 4 * app.config["MYSQL_TIMEOUT"] + 1
     assert api.get("/groups/1")[0] == 404  # and the next request finds a working connection
