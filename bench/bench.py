@@ -47,6 +47,15 @@ LUA = {
 }
 
 
+# Print the first failed answer, so a failed run says why.
+REPORT_ERROR = """
+local reported = false
+response = function(status, headers, body)
+  if status >= 300 and not reported then io.write("first error: ", status, " ", body, "\\n"); reported = true end
+end
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,8 +74,8 @@ def prepare() -> tuple[int, str, list[int]]:
         cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('bench', 'bench', 'bench-secret')")
         appid = cur.lastrowid
         gids = []
-        for _ in range(2):  # one that members are added to, one with 3 members to read
-            cur.execute("INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'bench')", (appid,))
+        for big in (1, 0):  # a super group that members are added to, a small one with 3 members to read
+            cur.execute("INSERT INTO `group` (appid, master, name, super) VALUES (%s, 1, 'bench', %s)", (appid, big))
             gids.append(cur.lastrowid)
             cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)",
                             [(cur.lastrowid, uid) for uid in (1, 2, 3)])
@@ -91,7 +100,7 @@ def serve(module: str, env: dict) -> tuple[subprocess.Popen, int]:
 
 def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
+        f.write(script + REPORT_ERROR)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
                           "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", url],
                          capture_output=True, text=True, check=True).stdout

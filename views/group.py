@@ -108,11 +108,13 @@ def member_limit(group: dict) -> int:
 
 
 def require_master(group: dict, who: Caller) -> None:
+    """A client must be the group's master; an app server may act on any group of its app."""
     if not who.is_server and group["master"] != who.uid:
         raise NotMaster()
 
 
-def require_member(cur, group: dict, who: Caller) -> None:
+def require_caller_member(cur, group: dict, who: Caller) -> None:
+    """A client must be a member of the group; an app server may act on any group of its app."""
     if not who.is_server and not groups.live_members_among(cur, group["id"], [who.uid]):
         raise Forbidden("Only members of the group may do this.")
 
@@ -222,7 +224,7 @@ class Members(MethodView):
         who = caller()
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
-            require_member(cur, group, who)
+            require_caller_member(cur, group, who)
             total, members = groups.members_page(cur, group, args["start"], args["count"])
         return ok(page(total, args["start"], "members", members))
 
@@ -235,7 +237,7 @@ class Members(MethodView):
         inviter = args.get("inviter") if who.is_server else {"uid": who.uid, "name": who.name}
         with group_change() as (cur, changes):
             group = groups.find_group(cur, who.appid, gid, lock=True)
-            require_member(cur, group, who)
+            require_caller_member(cur, group, who)
             groups.add_members(cur, changes, group, members, inviter, member_limit(group))
         return ok()
 
