@@ -33,13 +33,17 @@ def unreachable(config) -> list[str]:
     return problems
 
 
+def require_services() -> None:
+    problems = unreachable(current_app.config)
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
 @click.command("check")
 @with_appcontext
 def check_command():
     """Check that MySQL and Redis are reachable; say how to start the one that is not."""
-    problems = unreachable(current_app.config)
-    if problems:
-        raise click.ClickException("\n".join(problems))
+    require_services()
     click.echo("MySQL and Redis are reachable")
 
 
@@ -47,9 +51,7 @@ def check_command():
 @with_appcontext
 def init_db_command():
     """Create the database and apply every schema file in sql/ not applied yet."""
-    problems = unreachable(current_app.config)
-    if problems:
-        raise click.ClickException("\n".join(problems))
+    require_services()
     applied = init_db(current_app.config)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 

@@ -148,3 +148,40 @@ def token_for(api, uid, name=None) -> str:
     status, body = api.post("/auth/grant", {"uid": uid, **({"user_name": name} if name else {})})
     assert status == 200, body
     return body["data"]["token"]
+
+
+def assert_ok(status, body):
+    """A success: 200 with exactly {"data": ...}; returns the data."""
+    assert status == 200, body
+    assert set(body) == {"data"}, body
+    return body["data"]
+
+
+def assert_error(status, body, expected_status, field=None, code=None):
+    """A failure in the envelope, with the status, and the field named and the code when given."""
+    assert status == expected_status, body
+    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str)
+    if field is not None:
+        assert field in body["meta"]["message"], body
+    if code is not None:
+        assert body["meta"]["code"] == code, body
+
+
+def snapshot(db, r) -> dict:
+    """Everything a refused call must leave alone: the user and group tables, the outbox and all of Redis."""
+    return {
+        "user": rows(db, "SELECT * FROM user ORDER BY appid, uid"),
+        "group": rows(db, "SELECT * FROM `group` ORDER BY id"),
+        "group_member": rows(db, "SELECT * FROM group_member ORDER BY group_id, uid"),
+        "outbox": rows(db, "SELECT id, redis_key, item FROM outbox ORDER BY id"),
+        "redis": {key: r.dump(key) for key in sorted(r.keys("*"))},
+    }
+
+
+def assert_refused(db, r, call, status, code):
+    """Make the call; it must fail with this status and business code and change nothing."""
+    before = snapshot(db, r)
+    got, body = call()
+    assert_error(got, body, status, code=code)
+    assert body["meta"]["message"]
+    assert snapshot(db, r) == before

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from conftest import Api, bearer, queue, rows, token_for
+from conftest import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
 
 FORBIDDEN, NOT_MASTER, MUST_TRANSFER, CODE_IN_USE = 2007, 4003, 4007, 4006
 INVALID_FIELD, GROUP_NOT_FOUND = 1001, 4001
@@ -41,31 +41,10 @@ def group(api):
 
 # --- state checks --------------------------------------------------------------------------------
 
-def snapshot(db, r) -> dict:
-    """Everything a refused call must leave alone: the group tables, the outbox and all of Redis."""
-    return {
-        "group": rows(db, "SELECT * FROM `group` ORDER BY id"),
-        "group_member": rows(db, "SELECT * FROM group_member ORDER BY group_id, uid"),
-        "outbox": rows(db, "SELECT id, redis_key, item FROM outbox ORDER BY id"),
-        "redis": {key: r.dump(key) for key in sorted(r.keys("*"))},
-    }
 
 
-def assert_refused(db, r, call, status, code):
-    """Make the call; it must fail with this status and business code and change nothing."""
-    before = snapshot(db, r)
-    got, body = call()
-    assert got == status, body
-    assert set(body) == {"meta"} and set(body["meta"]) == {"code", "message"}, body
-    assert body["meta"]["code"] == code, body
-    assert isinstance(body["meta"]["message"], str) and body["meta"]["message"]
-    assert snapshot(db, r) == before
 
 
-def assert_ok(status, body):
-    assert status == 200, body
-    assert set(body) == {"data"}, body
-    return body["data"]
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, bearer, make_app, queue, rows, token_for
+from conftest import TEST_CONFIG, Api, assert_error, bearer, make_app, queue, rows, token_for
 
 BASE = 2**53  # CUSTOMER_ID_BASE's default
 CUSTOMER = "/auth/customer"
@@ -15,13 +15,6 @@ GID = 4343
 ELSEWHERE = "198.51.100.7"  # an untrusted peer (not 127.0.0.1 / ::1)
 
 
-def assert_error(status, body, expected_status, field=None, code=None):
-    assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str), body
-    if field is not None:
-        assert field in body["meta"]["message"], body
-    if code is not None:
-        assert body["meta"]["code"] == code, body
 
 
 def assert_nothing_written(db, r):

@@ -4,39 +4,17 @@ import json
 
 import pytest
 
-from conftest import Api, bearer, queue, rows, token_for
+from conftest import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
 from models import group as group_sql
 from models import user as user_sql
 
 USER_EXISTS, USER_NOT_FOUND, BATCH_TOO_LARGE, INVALID_FIELD, BAD_TOKEN = 3002, 3001, 1002, 1001, 2004
 
 
-def snapshot(db, r) -> dict:
-    """Everything a refused call must leave alone: the user and group tables, the outbox and all of Redis."""
-    return {
-        "user": rows(db, "SELECT * FROM user ORDER BY appid, uid"),
-        "group": rows(db, "SELECT * FROM `group` ORDER BY id"),
-        "group_member": rows(db, "SELECT * FROM group_member ORDER BY group_id, uid"),
-        "outbox": rows(db, "SELECT id, redis_key, item FROM outbox ORDER BY id"),
-        "redis": {key: r.dump(key) for key in sorted(r.keys("*"))},
-    }
 
 
-def assert_refused(db, r, call, status, code):
-    """Make the call; it must fail with this status and business code and change nothing."""
-    before = snapshot(db, r)
-    got, body = call()
-    assert got == status, body
-    assert set(body) == {"meta"} and set(body["meta"]) == {"code", "message"}, body
-    assert body["meta"]["code"] == code, body
-    assert isinstance(body["meta"]["message"], str) and body["meta"]["message"]
-    assert snapshot(db, r) == before
 
 
-def assert_ok(status, body):
-    assert status == 200, body
-    assert set(body) == {"data"}, body
-    return body["data"]
 
 
 def user_rows(db, appid) -> list[dict]:

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, queue
+from conftest import TEST_CONFIG, Api, assert_error, queue
 
 MESSAGE_QUEUE = "im_message_queue"
 GID = 4242
@@ -25,13 +25,6 @@ PATHS = [path for path, *_ in ENDPOINTS]
 BODIES = dict((path, body) for path, body, *_ in ENDPOINTS)
 
 
-def assert_error(status, body, expected_status, field=None, code=None):
-    assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str)
-    if field is not None:
-        assert field in body["meta"]["message"], body
-    if code is not None:
-        assert body["meta"]["code"] == code, body
 
 
 def insert_group(db, appid, gid=GID, deleted=0):

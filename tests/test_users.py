@@ -3,19 +3,12 @@ import time
 
 import pytest
 
-from conftest import Api, bearer, queue, rows, token_for
+from conftest import Api, assert_error, bearer, queue, rows, token_for
 
 KINDS = ["apns", "pushkit", "xg", "xm", "hw", "gcm", "jp"]
 CUSTOMER_ID_BASE = 2**53  # SPEC 6: customer-service client ids start here; app uids stay below
 
 
-def assert_error(status, body, expected_status, field=None, code=None):
-    assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str)
-    if field is not None:
-        assert field in body["meta"]["message"], body
-    if code is not None:
-        assert body["meta"]["code"] == code, body
 
 
 def user_rows(db):
