@@ -31,6 +31,13 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
+# gunicorn's runtime control socket (for gunicornc) only when a path is given, so that several
+# instances on one host (tests, the benchmark) never share $HOME/.gunicorn/gunicorn.ctl.
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
+
 # Prometheus counters of all workers are summed through files in this directory.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"im-api-metrics-{os.getpid()}"))
 
