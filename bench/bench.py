@@ -34,8 +34,8 @@ LUA = {
              '  return wrk.format(nil, nil, nil, string.format(\'{"sender": %d, "receiver": %d, "content": "hello"}\','
              ' math.random(1, 100000), math.random(1, 100000)))\nend',
     "grant": 'wrk.method = "POST"\nrequest = function()\n'
-             '  return wrk.format(nil, nil, nil, string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000)))'
-             '\nend',
+             '  return wrk.format(nil, nil, nil,'
+             ' string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000)))\nend',
     "create": 'wrk.method = "POST"\nrequest = function()\n'
               '  return wrk.format(nil, nil, nil, \'{"master": 1, "name": "bench", "members": [1, 2, 3]}\')\nend',
     "add": 'wrk.method = "POST"\nrequest = function()\n'
@@ -130,7 +130,7 @@ def main():
             ("POST /messages/peers", "app:app", "/messages/peers", "peers"),
             ("POST /auth/grant", "app:app", "/auth/grant", "grant"),
             ("POST /groups", "app:app", "/groups", "create"),
-            (f"POST /groups/{{gid}}/members", "app:app", f"/groups/{gid}/members", "add"),
+            ("POST /groups/{gid}/members", "app:app", f"/groups/{gid}/members", "add"),
             ("GET /groups/{gid}", "app:app", f"/groups/{small_gid}", "get"),  # the group has 3 members
             ("POST /messages/peers/batch (100 per request)", "app:app", "/messages/peers/batch", "batch")]
     results, servers = {}, {}
@@ -151,7 +151,7 @@ def main():
     floor = results["floor: POST /messages/peers"]["rps"]
     print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"wrk -t1 -c{args.connections} -d{args.seconds}s, gunicorn.conf.py defaults")
-    print(f"| endpoint | requests/s | p50 ms | p99 ms | vs floor |\n| --- | ---: | ---: | ---: | ---: |")
+    print("| endpoint | requests/s | p50 ms | p99 ms | vs floor |\n| --- | ---: | ---: | ---: | ---: |")
     for label, result in results.items():
         print(f"| {label} | {result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f} | "
               f"{result['rps'] / floor:.2f}x |")

@@ -63,6 +63,17 @@ def clean(app, db, r):
     app.extensions["app_cache"].clear()
 
 
+@pytest.fixture(scope="session")
+def small_app(app):
+    """An app on the same database and Redis whose normal groups hold at most 3 members."""
+    return create_app(TEST_CONFIG | {"MAX_GROUP_MEMBERS": 3})
+
+
+@pytest.fixture
+def small_api(small_app, demo):
+    return Api(small_app.test_client(), demo["auth"])
+
+
 @pytest.fixture
 def client(app):
     return app.test_client()

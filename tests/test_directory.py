@@ -87,7 +87,8 @@ def test_register_501_users_is_400_and_writes_nothing(api, db, r):
     assert_refused(db, r, lambda: api.post("/users", [{"uid": uid} for uid in range(501)]), 400, BATCH_TOO_LARGE)
 
 
-@pytest.mark.parametrize("batch", [[{"name": "no uid"}], [{"uid": -1}], [{"uid": 2**63}], [{"uid": 1, "name": "x" * 256}],
+@pytest.mark.parametrize("batch", [[{"name": "no uid"}], [{"uid": -1}], [{"uid": 2**63}],
+                                   [{"uid": 1, "name": "x" * 256}],
                                    {"uid": 1}, "users"])
 def test_register_bad_items_are_400_and_write_nothing(api, db, r, batch):
     assert_refused(db, r, lambda: api.post("/users", batch), 400, INVALID_FIELD)

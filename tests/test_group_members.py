@@ -7,7 +7,7 @@ import pytest
 
 from conftest import Api
 from test_groups import (assert_chain, assert_error, assert_now_s, create, events, flush_queues, member_rows,
-                         messages, notes, router_members, run_together, small_limit_app, snapshot)
+                         messages, notes, router_members, run_together, snapshot)
 
 OK = {"data": {"success": True}}
 
@@ -15,16 +15,6 @@ OK = {"data": {"success": True}}
 @pytest.fixture
 def other_api(client, other):
     return Api(client, other["auth"])
-
-
-@pytest.fixture(scope="module")
-def small_app(app):
-    return small_limit_app()
-
-
-@pytest.fixture
-def small_api(small_app, demo):
-    return Api(small_app.test_client(), demo["auth"])
 
 
 def add(api, gid, body) -> None:

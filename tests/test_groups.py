@@ -149,21 +149,6 @@ def other_api(client, other):
     return Api(client, other["auth"])
 
 
-def small_limit_app():
-    """An app on the same database and Redis whose normal groups hold at most 3 members."""
-    return create_app(TEST_CONFIG | {"MAX_GROUP_MEMBERS": 3})
-
-
-@pytest.fixture(scope="module")
-def small_app(app):
-    return small_limit_app()
-
-
-@pytest.fixture
-def small_api(small_app, demo):
-    return Api(small_app.test_client(), demo["auth"])
-
-
 @pytest.fixture(scope="module")
 def dead_redis_app(app):
     """The same database, but Redis on a port nobody listens on."""

@@ -64,6 +64,15 @@ class Schema(ma.Schema):
         unknown = ma.EXCLUDE
 
 
+class OneOrMoreSchema(Schema):
+    """A body of optional fields, at least one of which must be given."""
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError(f"Give at least one of {', '.join(self.fields)}.")
+
+
 class Id(ma.fields.Integer):
     """A uid, group, app, store or seller id: 0 <= id < 2**63 (a numeric string will do, 7.5 will not)."""
 

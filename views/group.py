@@ -7,8 +7,8 @@ from models import idempotency
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
 from models.user import group_quiet, set_group_quiet
-from .common import (Blueprint, Id, MemberField, PageSchema, Schema, Text, Uid, group_change, idempotency_key, ok,
-                     page, setting)
+from .common import (Blueprint, Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, group_change,
+                     idempotency_key, ok, page, setting)
 from .credentials import Caller, caller, requires
 
 blp = Blueprint("group", __name__, description="Groups and members")
@@ -58,27 +58,17 @@ class GroupCreateSchema(Schema):
     code = Text(64, load_default=None, metadata={"description": "face-to-face join code; empty: none"})
 
 
-class GroupUpdateSchema(Schema):
+class GroupUpdateSchema(OneOrMoreSchema):
     name = Text()
     notice = Text()
     cover = Text()
     master = Uid()
 
-    @ma.validates_schema
-    def not_empty(self, data, **kwargs):
-        if not data:
-            raise ma.ValidationError("Give at least one of name, notice, cover, master.")
 
-
-class MemberUpdateSchema(Schema):
+class MemberUpdateSchema(OneOrMoreSchema):
     do_not_disturb = ma.fields.Boolean()
     nickname = Text()
     mute = ma.fields.Boolean()
-
-    @ma.validates_schema
-    def not_empty(self, data, **kwargs):
-        if not data:
-            raise ma.ValidationError("Give at least one of do_not_disturb, nickname, mute.")
 
 
 class QuietSchema(Schema):

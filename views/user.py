@@ -6,7 +6,8 @@ from models import group as groups
 from models import user as users
 from models.db import get_db, get_redis, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
-from .common import Blueprint, MemberSchema, PageSchema, Schema, Text, Uid, group_change, ok, page, setting
+from .common import (Blueprint, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, group_change, ok, page,
+                     setting)
 from .credentials import caller, requires
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
@@ -17,19 +18,14 @@ class DoNotDisturbSchema(Schema):
     on = ma.fields.Boolean(required=True)
 
 
-class SettingsSchema(Schema):
+class SettingsSchema(OneOrMoreSchema):
     name = Text()
     do_not_disturb = ma.fields.Nested(DoNotDisturbSchema)
     mute = ma.fields.Boolean()
     forbidden = ma.fields.Boolean()
 
-    @ma.validates_schema
-    def not_empty(self, data, **kwargs):
-        if not data:
-            raise ma.ValidationError("Give at least one of name, do_not_disturb, mute, forbidden.")
 
-
-class DeviceSchema(Schema):
+class DeviceSchema(OneOrMoreSchema):
     apns_device_token = Text(512)
     pushkit_device_token = Text(512)
     xg_device_token = Text(512)
@@ -37,11 +33,6 @@ class DeviceSchema(Schema):
     hw_device_token = Text(512)
     gcm_device_token = Text(512)
     jp_device_token = Text(512)
-
-    @ma.validates_schema
-    def not_empty(self, data, **kwargs):
-        if not data:
-            raise ma.ValidationError("Give at least one *_device_token field.")
 
 
 class ProfileSchema(Schema):
@@ -62,7 +53,7 @@ class Users(MethodView):
     @requires("server")
     @blp.arguments(RegisterSchema)
     def post(self, args):
-        """Register users [{uid, name?, avatar?}, ...]: a result per item, in order; an existing uid is an item error."""
+        """Register users [{uid, name?, avatar?}, ...]: a result per item, in order; a taken uid is an item error."""
         appid, batch = caller().appid, args["users"]
         if len(batch) > setting("MAX_BATCH"):
             raise BatchTooLarge(f"users: at most {setting('MAX_BATCH')} per request.")
