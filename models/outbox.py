@@ -6,6 +6,8 @@ chain comes from a MySQL counter whose row stays locked until the change commits
 are handed out in commit order with no gaps, and outbox rows get their auto-increment
 ids in that same order. relay() moves rows to Redis oldest first, one relayer at a time.
 """
+import logging
+
 from .db import transaction
 from .queue import dumps, group_event
 
@@ -16,6 +18,7 @@ PENDING = "SELECT id, command, redis_key, item FROM outbox ORDER BY id LIMIT %(l
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
+log = logging.getLogger(__name__)
 
 
 def append(cur, event_queue: str, events: list[dict], message_queue: str, messages: list[dict],
@@ -39,7 +42,9 @@ def relay(conn, r) -> int:
     """Move every committed outbox item to its Redis list in order; return how many moved.
 
     At least once: if MySQL fails after the Redis push, the items are pushed again
-    by the next relay (routers drop an action_id they have already seen).
+    by the next relay (routers drop an action_id they have already seen). A command
+    that Redis refuses for good (say, a queue key holding a string) is logged and
+    dropped, so one bad row cannot hold back everything after it.
     """
     moved = 0
     while True:
@@ -51,7 +56,9 @@ def relay(conn, r) -> int:
                 pipe = r.pipeline(transaction=True)
                 for row in rows:
                     pipe.execute_command(row["command"], row["redis_key"], row["item"])
-                pipe.execute()
+                for row, result in zip(rows, pipe.execute(raise_on_error=False)):
+                    if isinstance(result, Exception):
+                        log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
                 cur.execute(DELETE_RELAYED, {"ids": [row["id"] for row in rows]})
         moved += len(rows)
         if len(rows) < RELAY_BATCH:

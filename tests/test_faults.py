@@ -206,3 +206,13 @@ def test_a_killed_pooled_connection_is_replaced_on_the_next_request(app, api, db
         for row in cur.fetchall():
             cur.execute("KILL %s", (row["id"],))
     assert api.post("/groups", {"master": 1, "name": "after kill"})[0] == 200
+
+
+def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_rest(api, db, r, demo, caplog):
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    r.set(f"users_{demo['id']}_2", "not a hash")  # the sync-key HDEL for uid 2 gets WRONGTYPE
+    assert api.post(f"/groups/{gid}/members", [2, 3])[0] == 200
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox") == [{"n": 0}]
+    events = queue(r, "group_event_queue")
+    assert [(e["name"], e.get("member_id")) for e in events][-2:] == [("group_member_add", 2), ("group_member_add", 3)]
+    assert "refused by Redis, dropped" in caplog.text
