@@ -173,9 +173,12 @@ def resolve_token(r, token: str) -> tuple[int, int, str] | None:
 def save_settings(r, appid: int, uid: int, settings: dict, user_event_queue: str) -> None:
     """Write name / do_not_disturb / mute / forbidden in one MULTI; queue user_forbidden."""
     key = user_key(appid, uid)
+    token = r.hget(key, "access_token") if "name" in settings else None
     pipe = r.pipeline(transaction=True)
     if "name" in settings:
         pipe.hset(key, "name", settings["name"])
+        if token:  # the token's user_name too, as a grant with a new name would
+            pipe.hset(f"access_token_{token}", "user_name", settings["name"])
     if "do_not_disturb" in settings:
         peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
         pipe.hset(key, f"peer_{peer}", flag(on))

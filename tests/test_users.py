@@ -342,3 +342,11 @@ def test_device_bind_without_a_token_field_is_400(ann, demo, r, path):
     status, body = ann.post(path, {})
     assert_error(status, body, 400, code=1001)
     assert user_hash(r, demo, 7) == before
+
+
+def test_a_new_name_in_the_settings_reaches_the_token_hash_too(api, demo, r, db):
+    token = token_for(api, 5, "old")
+    assert api.post("/users/5", {"name": "new"})[0] == 200
+    assert r.hget(f"access_token_{token}", "user_name") == "new"
+    assert r.hget(f"users_{demo['id']}_5", "name") == "new"
+    assert rows(db, "SELECT name FROM user WHERE uid = 5") == [{"name": "new"}]
