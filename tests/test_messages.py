@@ -302,3 +302,46 @@ def test_a_refused_post_adds_nothing_to_the_histories(small_queue, demo, r):
         post_ok(small_queue, "/messages/peers", BODIES["/messages/peers"])
     assert small_queue.post("/messages/peers", BODIES["/messages/peers"])[0] == 503
     assert r.llen(f"history_{demo['id']}_1") == r.llen(f"history_{demo['id']}_2") == 3
+
+
+# --- POST /messages/peers/batch ------------------------------------------------------------------
+
+BATCH = "/messages/peers/batch"
+
+
+def batch_of(n):
+    return [{"sender": 1, "receiver": 100 + i, "content": f"m{i}"} for i in range(n)]
+
+
+def test_a_batch_queues_every_message_in_order_and_answers_their_ids(api, demo, r):
+    status, body = api.post(BATCH, batch_of(3))
+    assert status == 200, body
+    items = queue(r, "im_message_queue")
+    assert [i["id"] for i in items] == body["data"]["ids"] and len(set(body["data"]["ids"])) == 3
+    assert [(i["kind"], i["sender"], i["receiver"], i["content"]) for i in items] == [
+        ("peer", 1, 100 + n, f"m{n}") for n in range(3)]
+    assert r.llen(f"history_{demo['id']}_1") == 3 and r.llen(f"history_{demo['id']}_102") == 1
+
+
+@pytest.mark.parametrize("body, field", [
+    ([], "messages"), (batch_of(501), "messages"),
+    (batch_of(2) + [{"sender": 1, "receiver": -1, "content": "x"}], "messages.2.receiver"),
+    ({"messages": "x"}, "messages"),
+])
+def test_a_bad_batch_is_400_naming_the_field_and_queues_nothing(api, r, body, field):
+    status, answer = api.post(BATCH, body)
+    assert_error(status, answer, 400, field)
+    assert r.keys("*") == []
+
+
+def test_a_retried_batch_queues_nothing_more(api, r):
+    first = api.post(BATCH, batch_of(2), headers={"Idempotency-Key": "b-1"})
+    assert api.post(BATCH, batch_of(2), headers={"Idempotency-Key": "b-1"}) == first
+    assert len(queue(r, "im_message_queue")) == 2
+
+
+def test_a_batch_to_a_full_queue_is_503_and_queues_nothing(small_queue, r):
+    r.lpush("im_message_queue", *["x"] * 3)
+    status, body = small_queue.post(BATCH, batch_of(2))
+    assert_error(status, body, 503, code=7002)
+    assert r.llen("im_message_queue") == 3
