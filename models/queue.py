@@ -40,8 +40,8 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def dumps(item) -> str:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+# Made once: json.dumps() with options builds a new encoder on every call.
+dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def reserve_ids(conn, n: int) -> int:

@@ -13,15 +13,18 @@ def test_a_request_id_is_passed_through_or_made(client):
     assert len(made) == 32 and made != client.get("/healthz").headers["X-Request-ID"]
 
 
-def test_the_access_log_is_one_json_line_with_the_request_id(app, api, demo, caplog):
+def test_the_access_log_is_one_json_line_with_the_request_id(api, demo, caplog):
     caplog.set_level(logging.INFO, logger="im.access")
     api.get("/groups/77", headers={"X-Request-ID": "req-1"})
-    with app.test_request_context(headers={"X-Request-ID": "req-1"}):
-        from flask import g
-        g.request_id = "req-1"
-        line = json.loads(JsonFormatter().format(caplog.records[-1]))
+    line = json.loads(JsonFormatter().format(caplog.records[-1]))
     assert line["message"] == "request" and line["request_id"] == "req-1"
     assert (line["method"], line["path"], line["status"], line["appid"]) == ("GET", "/groups/77", 404, demo["id"])
+
+
+def test_log_lines_written_during_a_request_carry_its_request_id(app, client, caplog):
+    with app.test_request_context(environ_base={"im.request_id": "req-2"}):
+        record = logging.LogRecord("views.errors", logging.WARNING, "", 0, "boom", (), None)
+        assert json.loads(JsonFormatter().format(record))["request_id"] == "req-2"
 
 
 def test_metrics_count_requests_and_show_queue_lengths(api, client, r):

@@ -28,6 +28,10 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# Made once: json.loads() with options builds a new decoder on every call.
+_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 class Parser(FlaskParser):
     """Reads bodies as JSON when the Content-Type says so or says nothing (original clients
     often send none); another Content-Type is a 415. Validation failures are 400s."""
@@ -41,7 +45,7 @@ class Parser(FlaskParser):
         if req.mimetype and not core.is_json(req.mimetype):
             raise UnsupportedMediaType()
         try:
-            data = json.loads(body, parse_constant=_reject_constant)
+            data = _decode(body.decode(json.detect_encoding(body), "surrogatepass"))
             if SURROGATE_ESCAPE.search(body):  # rare: make sure no lone surrogate got through
                 json.dumps(data, ensure_ascii=False).encode()
             return data

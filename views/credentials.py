@@ -43,14 +43,16 @@ def find_app(appid: int) -> dict | None:
 
 def caller(scheme: str | None = None) -> Caller:
     """The authenticated caller; scheme "Basic" or "Bearer" insists on one kind."""
-    if "caller" not in g:
+    who = g.get("caller")
+    if who is None:
         kind, _, credentials = request.headers.get("Authorization", "").partition(" ")
         if kind not in ("Basic", "Bearer") or not credentials.strip():
             raise MissingCredentials()
-        g.caller = _server(credentials.strip()) if kind == "Basic" else _client(credentials.strip())
-    if scheme == "Basic" and not g.caller.is_server or scheme == "Bearer" and g.caller.is_server:
+        who = g.caller = _server(credentials.strip()) if kind == "Basic" else _client(credentials.strip())
+        request.environ["im.appid"] = who.appid  # for the access log line
+    if scheme == "Basic" and not who.is_server or scheme == "Bearer" and who.is_server:
         raise Forbidden(f"This endpoint needs {'server' if scheme == 'Basic' else 'client'} auth.")
-    return g.caller
+    return who
 
 
 SCHEMES = {"server": "Basic", "client": "Bearer", "any": None}

@@ -13,7 +13,7 @@ from models.errors import BatchTooLarge, InvalidField, UserNotFound
 from models.user import user_key
 from models.queue import dumps, message, push_messages
 from .common import Blueprint, Id, Schema, Uid, idempotency_key, ok, setting
-from .credentials import caller, requires
+from .credentials import Caller, caller, requires
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
 
@@ -78,19 +78,18 @@ class GroupNotificationSchema(MessageSchema):
     members = ma.fields.List(Uid(), allow_none=True)
 
 
-def queue_messages(items: list[dict], msgid: str | None, answer: dict) -> dict:
+def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
     """Queue the items in one round trip; a retry with the same Idempotency-Key (or msgid) gets the first answer."""
-    who = caller()
-    key = idempotency_key(who, msgid)
-    first = push_messages(get_redis(), setting("IM_MESSAGE_QUEUE"), setting("QUEUE_MAX_LENGTH"),
-                          setting("HISTORY_LENGTH"), items,
-                          key and (idempotency.redis_key(who.appid, key), setting("IDEMPOTENCY_TTL"), dumps(answer)))
+    key, config = idempotency_key(who, msgid), current_app.config
+    first = push_messages(get_redis(), config["IM_MESSAGE_QUEUE"], config["QUEUE_MAX_LENGTH"], config["HISTORY_LENGTH"],
+                          items, key and (idempotency.redis_key(who.appid, key), config["IDEMPOTENCY_TTL"], dumps(answer)))
     return ok(answer if first is None else json.loads(first))
 
 
 def post(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
-    item = message(next_id(), kind, caller().appid, sender, receiver, args["content"], members)
-    return queue_messages([item], args.get("msgid"), {"id": item["id"]})
+    who = caller()
+    item = message(next_id(), kind, who.appid, sender, receiver, args["content"], members)
+    return queue_messages(who, [item], args.get("msgid"), {"id": item["id"]})
 
 
 def next_id() -> int:
@@ -120,9 +119,9 @@ class PeersBatch(MethodView):
         batch = args["messages"]
         if not 0 < len(batch) <= setting("MAX_BATCH"):
             raise BatchTooLarge(f"messages: give 1 to {setting('MAX_BATCH')} messages.")
-        appid = caller().appid
-        items = [message(next_id(), "peer", appid, m["sender"], m["receiver"], m["content"]) for m in batch]
-        return queue_messages(items, args.get("msgid"), {"ids": [item["id"] for item in items]})
+        who = caller()
+        items = [message(next_id(), "peer", who.appid, m["sender"], m["receiver"], m["content"]) for m in batch]
+        return queue_messages(who, items, args.get("msgid"), {"ids": [item["id"] for item in items]})
 
 
 @blp.route("/groups")
