@@ -1,6 +1,6 @@
 """Throughput and latency of the hot endpoints under gunicorn as deployed, against a floor.
 
-Usage: .venv/bin/python bench/bench.py [--seconds 10] [--connections 32]
+Usage: .venv/bin/python bench/bench.py [--seconds 10] [--rounds 3] [--connections 32] [--only "label,..."]
 Needs wrk (apt-get install wrk), MariaDB and Redis. Uses the database gobelieve_bench and
 Redis DB 9, which it empties. Prints a table; docs/PERFORMANCE.md holds a run of it.
 """
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from statistics import median
 from pathlib import Path
 
 import pymysql
@@ -146,24 +147,26 @@ def main():
                 if round_ == 0:
                     wrk(url, LUA[script], auth, 2, args.connections)  # warm up
                 results[label].append(wrk(url, LUA[script], auth, args.seconds, args.connections))
+                print(f"round {round_ + 1}: {label}: {results[label][-1]['rps']:.0f}/s", file=sys.stderr)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait()
-    # Each endpoint's median round (by requests/s).
-    results = {label: sorted(rounds, key=lambda r: r["rps"])[len(rounds) // 2] for label, rounds in results.items()
-               if rounds}
-
-    floor = results["floor: POST /messages/peers"]["rps"]
+    floors = results.pop("floor: POST /messages/peers")
     print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} rounds, gunicorn.conf.py defaults")
-    print("| endpoint | requests/s | p50 ms | p99 ms | vs floor |\n| --- | ---: | ---: | ---: | ---: |")
-    for label, result in results.items():
-        print(f"| {label} | {result['rps']:.0f} | {result['p50']:.2f} | {result['p99']:.2f} | "
-              f"{result['rps'] / floor:.2f}x |")
-    batch = results.get("POST /messages/peers/batch (100 per request)")
+          f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, gunicorn.conf.py defaults")
+    print("Medians over the rounds; 'vs floor' is the median of each round's ratio to the floor run just before it.")
+    print("| endpoint | requests/s | p50 ms | p99 ms | vs floor | each round |\n| --- | ---: | ---: | ---: | ---: | --- |")
+    for label, rounds in {"floor: POST /messages/peers": floors, **results}.items():
+        if not rounds:
+            continue
+        ratios = [r["rps"] / f["rps"] for r, f in zip(rounds, floors)]
+        print(f"| {label} | {median(r['rps'] for r in rounds):.0f} | {median(r['p50'] for r in rounds):.2f} | "
+              f"{median(r['p99'] for r in rounds):.2f} | {median(ratios):.2f}x | "
+              f"{' '.join(f'{ratio:.2f}' for ratio in ratios)} |")
+    batch = results["POST /messages/peers/batch (100 per request)"]
     if batch:
-        print(f"\nbatch: {batch['rps'] * 100:.0f} messages/s")
+        print(f"\nbatch: {median(r['rps'] for r in batch) * 100:.0f} messages/s")
 
 
 if __name__ == "__main__":
