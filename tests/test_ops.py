@@ -41,3 +41,11 @@ def test_metrics_count_requests_and_show_queue_lengths(api, client, r):
     assert 'im_api_queue_length{queue="im_message_queue"} 1.0' in text
     assert "im_api_outbox_pending 0.0" in text
     assert "im_api_request_seconds_bucket" in text
+
+
+def test_metric_labels_stay_bounded_whatever_the_method(client):
+    for method in ("FOO", "BAR"):
+        assert client.open("/healthz", method=method).status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'endpoint="unmatched",method="other",status="405"' in text  # a 405 matches no rule
+    assert "FOO" not in text and "BAR" not in text

@@ -19,6 +19,7 @@ from .common import Blueprint, ok
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
 access_log = logging.getLogger("im.access")
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Its _count series are the request counts by endpoint and status: one metric update per request.
@@ -106,12 +107,13 @@ class Observed:
             self.record(environ, int(status), time.perf_counter() - started)
 
     def record(self, environ: dict, status: int, elapsed: float) -> None:
-        key = (environ["REQUEST_METHOD"], environ.get("im.endpoint", "unmatched"), status)
+        method = environ["REQUEST_METHOD"] if environ["REQUEST_METHOD"] in METHODS else "other"  # bounded labels
+        key = (method, environ.get("im.endpoint", "unmatched"), status)
         histogram = self.histograms.get(key) or self.histograms.setdefault(key, REQUESTS.labels(*key))
         histogram.observe(elapsed)
         if self.config["ACCESS_LOG"]:
             access_log.info("request", extra={"fields": {
-                "request_id": environ["im.request_id"], "method": key[0], "path": environ.get("PATH_INFO", ""),
+                "request_id": environ["im.request_id"], "method": environ["REQUEST_METHOD"], "path": environ.get("PATH_INFO", ""),
                 "status": status, "ms": round(elapsed * 1000, 2), "appid": environ.get("im.appid"),
                 "remote": environ.get("REMOTE_ADDR")}})
 
