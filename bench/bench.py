@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 import pymysql
 
@@ -156,7 +156,8 @@ def main():
     print(f"# {platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, gunicorn.conf.py defaults")
     print("Medians over the rounds; 'vs floor' is the median of each round's ratio to the floor run just before it.")
-    print("| endpoint | requests/s | p50 ms | p99 ms | vs floor | each round |\n| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| endpoint | requests/s | p50 ms | p99 ms | vs floor | each round |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     for label, rounds in {"floor: POST /messages/peers": floors, **results}.items():
         if not rounds:
             continue

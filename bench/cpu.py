@@ -83,8 +83,9 @@ def main():
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
             cpu[label].append((time.process_time() - started) / args.requests * 1e6)
     for label, figures in cpu.items():
-        ratio = f", {statistics.median(figures) / statistics.median(cpu['floor']):.2f}x the floor" if "floor" in cpu else ""
-        print(f"{label}: {statistics.median(figures):.0f} us CPU per request (median of {args.rounds}){ratio}")
+        us = statistics.median(figures)
+        ratio = f", {us / statistics.median(cpu['floor']):.2f}x the floor" if "floor" in cpu else ""
+        print(f"{label}: {us:.0f} us CPU per request (median of {args.rounds}){ratio}")
 
 
 if __name__ == "__main__":

@@ -81,8 +81,9 @@ class GroupNotificationSchema(MessageSchema):
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
     """Queue the items in one round trip; a retry with the same Idempotency-Key (or msgid) gets the first answer."""
     key, config = idempotency_key(who, msgid), current_app.config
+    remember = key and (idempotency.redis_key(who.appid, key), config["IDEMPOTENCY_TTL"], dumps(answer))
     first = push_messages(get_redis(), config["IM_MESSAGE_QUEUE"], config["QUEUE_MAX_LENGTH"], config["HISTORY_LENGTH"],
-                          items, key and (idempotency.redis_key(who.appid, key), config["IDEMPOTENCY_TTL"], dumps(answer)))
+                          items, remember)
     return ok(answer if first is None else json.loads(first))
 
 

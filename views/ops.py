@@ -113,9 +113,9 @@ class Observed:
         histogram.observe(elapsed)
         if self.config["ACCESS_LOG"]:
             access_log.info("request", extra={"fields": {
-                "request_id": environ["im.request_id"], "method": environ["REQUEST_METHOD"], "path": environ.get("PATH_INFO", ""),
-                "status": status, "ms": round(elapsed * 1000, 2), "appid": environ.get("im.appid"),
-                "remote": environ.get("REMOTE_ADDR")}})
+                "request_id": environ["im.request_id"], "method": environ["REQUEST_METHOD"],
+                "path": environ.get("PATH_INFO", ""), "status": status, "ms": round(elapsed * 1000, 2),
+                "appid": environ.get("im.appid"), "remote": environ.get("REMOTE_ADDR")}})
 
 
 def note_endpoint():
