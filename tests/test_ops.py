@@ -21,7 +21,7 @@ def test_the_access_log_is_one_json_line_with_the_request_id(api, demo, caplog):
     assert (line["method"], line["path"], line["status"], line["appid"]) == ("GET", "/groups/77", 404, demo["id"])
 
 
-def test_log_lines_written_during_a_request_carry_its_request_id(app, client, caplog):
+def test_log_lines_written_during_a_request_carry_its_request_id(app):
     with app.test_request_context(environ_base={"im.request_id": "req-2"}):
         record = logging.LogRecord("views.errors", logging.WARNING, "", 0, "boom", (), None)
         assert json.loads(JsonFormatter().format(record))["request_id"] == "req-2"
