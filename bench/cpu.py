@@ -61,6 +61,7 @@ def main():
     service = create_app({"MYSQL_DATABASE": DATABASE, "REDIS_DB": REDIS_DB, "ACCESS_LOG": True})
     for handler in logging.getLogger().handlers:  # keep the JSON lines' cost, not the terminal's
         handler.stream = open(os.devnull, "w")
+    service.wsgi_app.fd = os.open(os.devnull, os.O_WRONLY)  # the access lines
     auth = "Basic " + base64.b64encode(f"{appid}:{hashlib.md5(secret.encode()).hexdigest()}".encode()).decode()
     runs = {"floor": (floor, "/messages/peers", PEER), "peers": (service, "/messages/peers", PEER),
             "grant": (service, "/auth/grant", GRANT)}

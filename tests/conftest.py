@@ -17,6 +17,7 @@ TEST_CONFIG = {
     "MYSQL_DATABASE": os.environ.get("TEST_MYSQL_DATABASE", "gobelieve_test"),
     "REDIS_DB": int(os.environ.get("TEST_REDIS_DB", 15)),
     "OUTBOX_RELAY_INTERVAL": 0,
+    "ACCESS_LOG": False,  # tests/test_ops.py turns it on where it checks the line
     "TESTING": True,
 }
 TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency")

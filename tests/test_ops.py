@@ -3,6 +3,8 @@ import json
 import logging
 import re
 
+from app import create_app
+from conftest import TEST_CONFIG, Api
 from views.ops import JsonFormatter
 
 
@@ -13,12 +15,14 @@ def test_a_request_id_is_passed_through_or_made(client):
     assert len(made) == 32 and made != client.get("/healthz").headers["X-Request-ID"]
 
 
-def test_the_access_log_is_one_json_line_with_the_request_id(api, demo, caplog):
-    caplog.set_level(logging.INFO, logger="im.access")
-    api.get("/groups/77", headers={"X-Request-ID": "req-1"})
-    line = json.loads(JsonFormatter().format(caplog.records[-1]))
-    assert line["message"] == "request" and line["request_id"] == "req-1"
-    assert (line["method"], line["path"], line["status"], line["appid"]) == ("GET", "/groups/77", 404, demo["id"])
+def test_the_access_log_is_one_json_line_on_stdout_with_the_request_id(demo, capfd):
+    logged = Api(create_app(TEST_CONFIG | {"ACCESS_LOG": True}).test_client(), demo["auth"])
+    logged.get("/groups/77", headers={"X-Request-ID": "req-1"})
+    logged.get("/healthz")
+    first, second = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert first["message"] == "request" and first["request_id"] == "req-1"
+    assert (first["method"], first["path"], first["status"], first["appid"]) == ("GET", "/groups/77", 404, demo["id"])
+    assert second["path"] == "/healthz" and second["appid"] is None and len(second["request_id"]) == 32
 
 
 def test_log_lines_written_during_a_request_carry_its_request_id(app):
