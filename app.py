@@ -4,6 +4,7 @@ import threading
 import time
 
 from flask import Flask, current_app
+from flask.globals import request_ctx
 from flask_smorest import Api
 from werkzeug.routing import IntegerConverter, ValidationError
 
@@ -35,8 +36,24 @@ class UidConverter(IdConverter):
         return uid
 
 
+class App(Flask):
+    """Flask, with two things every request pays for done more cheaply."""
+
+    def ensure_sync(self, func):
+        # No view here is async: Flask would inspect each layer of every call to find out.
+        return func
+
+    def dispatch_request(self):
+        # The matched rule, for the latency histogram's label (views/ops.py, Observed): here
+        # it costs one proxy lookup, a before_request hook cost a hook call and three.
+        request = request_ctx.request
+        if request.url_rule is not None:
+            request.environ["im.endpoint"] = request.url_rule.rule
+        return super().dispatch_request()
+
+
 def create_app(overrides: dict | None = None) -> Flask:
-    app = Flask(__name__)
+    app = App(__name__)
     app.config.from_object(Config)
     app.config.update(overrides or {})
     app.json.ensure_ascii = False

@@ -64,9 +64,10 @@ def _pool(app: Flask) -> PooledDB:
 
 def get_db():
     """The request's pooled MySQL connection (autocommit; use transaction() to write)."""
-    if "db" not in g:
-        g.db = pooled_connection(current_app)
-    return g.db
+    ctx = g._get_current_object()
+    if "db" not in ctx:
+        ctx.db = pooled_connection(current_app._get_current_object())
+    return ctx.db
 
 
 def ping_mysql(conn) -> None:
@@ -76,7 +77,7 @@ def ping_mysql(conn) -> None:
 
 
 def close_db(exc=None) -> None:
-    db = g.pop("db", None)
+    db = g._get_current_object().pop("db", None)
     if db is not None:
         db.close()
 
@@ -115,4 +116,4 @@ def make_redis(config) -> redis.Redis:
 
 
 def get_redis() -> redis.Redis:
-    return current_app.extensions["redis"]
+    return current_app._get_current_object().extensions["redis"]

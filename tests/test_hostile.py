@@ -6,12 +6,14 @@ request leaves MySQL and Redis as they were.
 import json
 import os
 
+import marshmallow as ma
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app import create_app
 from conftest import TEST_CONFIG, bearer, rows, token_for
+from views.common import SLOW, Schema
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", 15))
 HYPOTHESIS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -93,3 +95,61 @@ def test_a_body_over_the_limit_is_413(api, app):
     body = json.dumps({"uid": 1, "user_name": "x" * app.config["MAX_CONTENT_LENGTH"]})
     response = api.client.post("/auth/grant", data=body, headers={**api.headers, "Content-Type": "application/json"})
     assert response.status_code == 413 and response.get_json()["meta"]["code"] == 1005
+
+
+def schemas_with_a_short_cut() -> list:
+    """An instance of every request schema whose load() can skip marshmallow (views/common.py, Schema)."""
+    found, classes = [], [Schema]
+    while classes:
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if cls().quick_fields:
+            found.append(cls())
+    return found
+
+
+QUICK = schemas_with_a_short_cut()
+SMALL_LIMITS = create_app(TEST_CONFIG | {"CUSTOMER_ID_BASE": 1000, "MAX_CONTENT_BYTES": 8})
+# Values at the edges of ids and contents (of the small app above), and of every other type.
+EDGES = [-1, 0, 999, 1000, 2**63 - 1, 2**63, True, 7.0, 7.5, "7", "x", None, [1], {}, "", "😀" * 2, "😀" * 3]
+VALUES = st.sampled_from(EDGES) | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5) \
+    | st.integers(0, 260).map(lambda n: "é" * n)
+
+
+def outcome(load, body):
+    try:
+        return load(body)
+    except ma.ValidationError as exc:
+        return exc.messages
+
+
+def marshmallow(schema):
+    return lambda body: ma.Schema.load(schema, body)
+
+
+def test_the_message_schemas_take_the_short_cut():
+    names = {type(schema).__name__ for schema in QUICK}
+    assert {"PeerMessageSchema", "GroupMessageSchema", "SystemMessageSchema", "MemberSchema"} <= names
+
+
+@pytest.mark.parametrize("schema", QUICK, ids=lambda schema: type(schema).__name__)
+def test_the_short_cut_loads_what_marshmallow_loads_at_every_edge(schema):
+    with SMALL_LIMITS.app_context():
+        valid = {name: next(v for v in (1, "a") if field.quick(v) is not SLOW) for name, field in schema.quick_fields}
+        assert schema.load(valid) == valid
+        for name, field in schema.quick_fields:
+            lengths = [getattr(field, "length", 0) + 1, getattr(field, "length", 0), getattr(field, "shortest", 0) - 1]
+            for value in EDGES + ["é" * n for n in lengths if n >= 0]:
+                body = valid | {name: value}
+                assert outcome(schema.load, body) == outcome(marshmallow(schema), body), (name, value)
+            body = {key: value for key, value in valid.items() if key != name}
+            assert outcome(schema.load, body) == outcome(marshmallow(schema), body), name
+
+
+@pytest.mark.parametrize("schema", QUICK, ids=lambda schema: type(schema).__name__)
+@HYPOTHESIS
+@given(data=st.data())
+def test_the_short_cut_loads_what_marshmallow_loads(schema, data):
+    body = data.draw(st.fixed_dictionaries({}, optional={name: VALUES for name in [*schema.fields, "extra"]}))
+    with SMALL_LIMITS.app_context():
+        assert outcome(schema.load, body) == outcome(marshmallow(schema), body)

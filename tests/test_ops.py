@@ -5,7 +5,7 @@ import re
 
 from app import create_app
 from conftest import TEST_CONFIG, Api
-from views.ops import JsonFormatter
+from views.ops import JsonFormatter, access_line
 
 
 def test_a_request_id_is_passed_through_or_made(client):
@@ -23,6 +23,16 @@ def test_the_access_log_is_one_json_line_on_stdout_with_the_request_id(demo, cap
     assert first["message"] == "request" and first["request_id"] == "req-1"
     assert (first["method"], first["path"], first["status"], first["appid"]) == ("GET", "/groups/77", 404, demo["id"])
     assert second["path"] == "/healthz" and second["appid"] is None and len(second["request_id"]) == 32
+
+
+def test_an_access_line_is_one_line_of_json_whatever_the_path():
+    path = '/a"b\\c\x01d\u00e9\n'
+    line = access_line({"im.request_id": "r-1", "REQUEST_METHOD": 'GE"T', "PATH_INFO": path}, 404, 0.0123)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    entry = json.loads(line)
+    assert (entry["path"], entry["method"], entry["status"], entry["ms"]) == (path, 'GE"T', 404, 12.3)
+    assert entry["appid"] is None and entry["request_id"] == "r-1"
+
 
 
 def test_log_lines_written_during_a_request_carry_its_request_id(app):

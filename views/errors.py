@@ -19,7 +19,7 @@ HTTP_ERRORS = {
 
 
 def _first_message(messages, path=()) -> tuple[str, str]:
-    """The dotted path and text of the first validation message (webargs nests them)."""
+    """The dotted path and text of the first validation message (marshmallow nests them)."""
     if isinstance(messages, dict):
         key, value = next(iter(messages.items()))
         return _first_message(value, path + (str(key),))
@@ -30,9 +30,7 @@ def _first_message(messages, path=()) -> tuple[str, str]:
 
 
 def field_error(messages) -> errors.InvalidField:
-    """An InvalidField naming the field, from webargs' {"json": {"field": ["..."]}}."""
-    if isinstance(messages, dict) and len(messages) == 1 and next(iter(messages)) in ("json", "query", "path"):
-        messages = next(iter(messages.values()))
+    """An InvalidField naming the field, from marshmallow's {"field": ["..."]}."""
     field, text = _first_message(messages)
     return errors.InvalidField(f"{field}: {text}" if field else text)
 
@@ -47,9 +45,6 @@ def respond(error: errors.ApiError):
 
 
 def handle_http_exception(exc: HTTPException):
-    data = getattr(exc, "data", None) or {}
-    if "messages" in data:  # a validation failure reported by webargs
-        return respond(field_error(data["messages"]))
     if exc.code == 405:
         return respond(errors.MethodNotAllowed(headers={"Allow": ", ".join(exc.valid_methods or [])}))
     if exc.code in HTTP_ERRORS:

@@ -12,7 +12,7 @@ from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, InvalidField, UserNotFound
 from models.user import user_key
 from models.queue import dumps, message, push_messages
-from .common import Blueprint, Id, Schema, Uid, idempotency_key, ok, setting
+from .common import SLOW, Blueprint, Id, Schema, Text, Uid, idempotency_key, ok, setting
 from .credentials import Caller, caller, requires
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
@@ -30,10 +30,12 @@ class Content(ma.fields.Field):
             raise ma.ValidationError(f"Longer than {setting('MAX_CONTENT_BYTES')} bytes.")
         return value
 
+    def quick(self, value):
+        return value if type(value) is str and len(value.encode()) <= setting("MAX_CONTENT_BYTES") else SLOW
+
 
 class MessageSchema(Schema):
-    msgid = ma.fields.String(validate=ma.validate.Length(min=1, max=128),
-                             metadata={"description": "idempotency key, like the Idempotency-Key header"})
+    msgid = Text(128, shortest=1, metadata={"description": "idempotency key, like the Idempotency-Key header"})
 
 
 class PeerMessageSchema(MessageSchema):
@@ -80,7 +82,7 @@ class GroupNotificationSchema(MessageSchema):
 
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
     """Queue the items in one round trip; a retry with the same Idempotency-Key (or msgid) gets the first answer."""
-    key, config = idempotency_key(who, msgid), current_app.config
+    key, config = idempotency_key(who, msgid), current_app._get_current_object().config
     remember = key and (idempotency.redis_key(who.appid, key), config["IDEMPOTENCY_TTL"], dumps(answer))
     first = push_messages(get_redis(), config["IM_MESSAGE_QUEUE"], config["QUEUE_MAX_LENGTH"], config["HISTORY_LENGTH"],
                           items, remember)
@@ -94,7 +96,7 @@ def post(kind: str, sender: int | None, receiver: int, args: dict, members: list
 
 
 def next_id() -> int:
-    return current_app.extensions["message_ids"].next()
+    return current_app._get_current_object().extensions["message_ids"].next()
 
 
 def require_group(gid: int) -> None:

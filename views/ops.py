@@ -122,18 +122,12 @@ class Observed:
 def access_line(environ: dict, status: int, elapsed: float) -> bytes:
     """The access log's JSON line, formatted directly: json.dumps of a dict with floats costs
     several times more."""
-    appid, remote = environ.get("im.appid"), environ.get("REMOTE_ADDR")
+    who, remote = environ.get("im.caller"), environ.get("REMOTE_ADDR")
     return (f'{{"ts": {time.time():.3f}, "level": "INFO", "logger": "im.access", "message": "request", '
             f'"request_id": "{environ["im.request_id"]}", "method": {_string(environ["REQUEST_METHOD"])}, '
             f'"path": {_string(environ.get("PATH_INFO", ""))}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
-            f'"appid": {"null" if appid is None else appid}, '
+            f'"appid": {"null" if who is None else who.appid}, '
             f'"remote": {"null" if remote is None else _string(remote)}}}\n').encode("utf-8", "backslashreplace")
-
-
-def note_endpoint():
-    """Keep the matched rule where Observed finds it once Flask is done with the request."""
-    if request.url_rule:
-        request.environ["im.endpoint"] = request.url_rule.rule
 
 
 class JsonFormatter(logging.Formatter):
@@ -155,7 +149,6 @@ class JsonFormatter(logging.Formatter):
 def init_app(app: Flask) -> None:
     """Request ids, metrics and JSON logs to stdout (left alone under the test runner)."""
     app.wsgi_app = Observed(app)
-    app.before_request(note_endpoint)
     app.add_url_rule("/metrics", "metrics", metrics)
     if not app.testing:
         handler = logging.StreamHandler(sys.stdout)
