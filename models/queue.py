@@ -1,13 +1,16 @@
 """The queues shared with the IM router: item shapes, message ids and the push script."""
+import hashlib
 import json
 import os
 import threading
 import time
 
+from redis.exceptions import NoScriptError
+
 from .errors import QueueFull
 
 ID_BLOCK = 1000
-_scripts = {}
+_shas = {}  # script text -> its SHA1, as Redis names it
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
@@ -103,9 +106,14 @@ def user_event(name: str, appid: int, uid: int, **fields) -> dict:
 
 
 def run_script(r, text: str, keys: list, args: list):
-    """Run a Lua script by its SHA (loading it once per Redis server)."""
-    script = _scripts.get(text) or _scripts.setdefault(text, r.register_script(text))
-    return script(keys=keys, args=args, client=r)
+    """Run a Lua script by its SHA, sending its text only when Redis does not know it yet.
+
+    (redis-py's Script object does the same with more work on every call.)"""
+    sha = _shas.get(text) or _shas.setdefault(text, hashlib.sha1(text.encode()).hexdigest())
+    try:
+        return r.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return r.eval(text, len(keys), *keys, *args)
 
 
 def history_owners(item: dict) -> list[int]:

@@ -145,6 +145,13 @@ def test_ids_do_not_repeat_after_a_redis_flush(api, r):
     assert not first & second
 
 
+def test_posts_go_on_after_redis_forgets_its_scripts(api, r):
+    post_ok(api, "/messages/peers", BODIES["/messages/peers"])
+    r.script_flush()  # as after a restart of Redis: the next post must send the script's text again
+    post_ok(api, "/messages/peers", BODIES["/messages/peers"])
+    assert len(queue(r, "im_message_queue")) == 2
+
+
 def test_messages_of_two_apps_carry_their_own_appid(api, client, demo, other, r):
     post_ok(api, "/messages/peers", BODIES["/messages/peers"])
     post_ok(Api(client, other["auth"]), "/messages/peers", BODIES["/messages/peers"])
