@@ -14,23 +14,29 @@ _shas = {}  # script text -> its SHA1, as Redis names it
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
-# round trip. Refuse (-1) when the router has fallen too far behind. With an idempotency
-# key (KEYS[2] not empty) that a first post left, push nothing and return that post's answer.
+# round trip. Refuse (-1, pushing nothing) when the items would take the queue past its
+# bound: the router has fallen too far behind. With an idempotency key (KEYS[2] not empty)
+# that a first post left, push nothing and return that post's answer.
 # KEYS: queue, idempotency key or '', then every item's history keys in turn.
 # ARGV: max queue length, history bound, idempotency ttl, answer to remember, then per item:
 # the item and its number of history keys.
+# Every redis.call costs a few microseconds of Redis's time, so the queue's length is the
+# one LPUSH answers, and a history list is trimmed only once it is longer than its bound.
 PUSH_MESSAGES = """
 if KEYS[2] ~= '' then
   local first = redis.call('GET', KEYS[2])
   if first then return first end
 end
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+local length
+for i = 5, #ARGV, 2 do length = redis.call('LPUSH', KEYS[1], ARGV[i]) end
+if length > tonumber(ARGV[1]) then
+  redis.call('LTRIM', KEYS[1], (#ARGV - 4) / 2, -1)
+  return -1
+end
 local bound, k = tonumber(ARGV[2]), 3
 for i = 5, #ARGV, 2 do
-  redis.call('LPUSH', KEYS[1], ARGV[i])
   for j = k, k + tonumber(ARGV[i + 1]) - 1 do
-    redis.call('LPUSH', KEYS[j], ARGV[i])
-    redis.call('LTRIM', KEYS[j], 0, bound - 1)
+    if redis.call('LPUSH', KEYS[j], ARGV[i]) > bound then redis.call('LTRIM', KEYS[j], 0, bound - 1) end
   end
   k = k + tonumber(ARGV[i + 1])
 end
@@ -62,19 +68,22 @@ class MessageIds:
 
     def __init__(self, connect):
         self._connect = connect
-        self._lock = threading.Lock()
-        self._pid = self._next = self._last = 0
+        self._forget()
+        # After a fork the child must not reuse the ids its parent had left.
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock, self._next, self._last = threading.Lock(), 1, 0
 
     def next(self) -> int:
         with self._lock:
-            # After a fork the child must not reuse the ids its parent had left.
-            if self._pid != os.getpid() or self._next > self._last:
+            if self._next > self._last:
                 conn = self._connect()
                 try:
                     self._last = reserve_ids(conn, ID_BLOCK)
                 finally:
                     conn.close()
-                self._next, self._pid = self._last - ID_BLOCK + 1, os.getpid()
+                self._next = self._last - ID_BLOCK + 1
             self._next += 1
             return self._next - 1
 

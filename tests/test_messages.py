@@ -1,5 +1,6 @@
 """POST /messages/...: every accepted message becomes one im_message_queue item (SPEC 5.2)."""
 import json
+import os
 import time
 
 import pytest
@@ -135,6 +136,19 @@ def test_ids_are_unique_across_processes(api):
         ids += [post_ok(api, "/messages/peers", BODIES["/messages/peers"]),
                 post_ok(second, "/messages/peers", BODIES["/messages/peers"])]
     assert len(set(ids)) == len(ids)
+
+
+def test_a_forked_worker_takes_ids_of_its_own(app):
+    ids = app.extensions["message_ids"]
+    first = ids.next()
+    read, write = os.pipe()
+    if (pid := os.fork()) == 0:  # as gunicorn forks workers from a preloaded app
+        try:
+            os.write(write, str(ids.next()).encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert int(os.read(read, 100)) != first + 1 and ids.next() == first + 1
 
 
 def test_ids_do_not_repeat_after_a_redis_flush(api, r):
@@ -352,3 +366,12 @@ def test_a_batch_to_a_full_queue_is_503_and_queues_nothing(small_queue, r):
     status, body = small_queue.post(BATCH, batch_of(2))
     assert_error(status, body, 503, code=7002)
     assert r.llen("im_message_queue") == 3
+
+
+def test_a_batch_that_would_take_the_queue_past_its_bound_is_refused_whole(small_queue, r):
+    r.lpush("im_message_queue", *["x"] * 2)
+    status, body = small_queue.post(BATCH, batch_of(2))
+    assert_error(status, body, 503, code=7002)
+    assert r.lrange("im_message_queue", 0, -1) == ["x", "x"] and r.keys("history_*") == []
+    status, body = small_queue.post(BATCH, batch_of(1))  # the last place is taken
+    assert status == 200 and r.llen("im_message_queue") == 3 and len(r.keys("history_*")) == 2

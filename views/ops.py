@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -95,8 +96,10 @@ class Observed:
 
     def __call__(self, environ: dict, start_response):
         started = time.perf_counter()
-        given = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = environ["im.request_id"] = given if REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
+        given = environ.get("HTTP_X_REQUEST_ID")
+        # random's generator is reseeded in every forked worker; os.urandom would cost a system call.
+        request_id = environ["im.request_id"] = given if given and REQUEST_ID.fullmatch(given) \
+            else f"{random.getrandbits(128):032x}"
         status = "500"  # what gunicorn answers if the app raises
 
         def start(line: str, headers: list, exc_info=None):
