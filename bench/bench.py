@@ -1,6 +1,6 @@
 """Throughput and latency of the hot endpoints under gunicorn as deployed, against a floor.
 
-Usage: .venv/bin/python bench/bench.py [--seconds 10] [--rounds 3] [--connections 32] [--only "label,..."]
+Usage: .venv/bin/python bench/bench.py [--seconds 2] [--rounds 12] [--connections 32] [--only "label,..."]
 Needs wrk (apt-get install wrk), MariaDB and Redis. Uses the database gobelieve_bench and
 Redis DB 9, which it empties. Prints a table; docs/PERFORMANCE.md holds a run of it.
 """
@@ -110,17 +110,20 @@ def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dic
         raise SystemExit(f"non-2xx answers from {url}:\n{out}")
 
     def ms(label):
-        value, unit = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
-        return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+        found = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s|m)$", out, re.M)
+        if not found:
+            raise SystemExit(f"no {label}% latency from {url}:\n{out}")
+        value, unit = found.groups()
+        return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": ms(50), "p99": ms(99)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="runs of every endpoint, in turn; the median is shown")
+    parser.add_argument("--rounds", type=int, default=12, help="runs of every endpoint, in turn; the median is shown")
     parser.add_argument("--only", help='comma-separated labels to run, e.g. "POST /auth/grant" (the floor always runs)')
     args = parser.parse_args()
 
