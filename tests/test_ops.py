@@ -34,7 +34,6 @@ def test_an_access_line_is_one_line_of_json_whatever_the_path():
     assert entry["appid"] is None and entry["request_id"] == "r-1"
 
 
-
 def test_log_lines_written_during_a_request_carry_its_request_id(app):
     with app.test_request_context(environ_base={"im.request_id": "req-2"}):
         record = logging.LogRecord("views.errors", logging.WARNING, "", 0, "boom", (), None)
