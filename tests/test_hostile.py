@@ -103,8 +103,8 @@ def schemas_with_a_short_cut() -> list:
     while classes:
         cls = classes.pop()
         classes += cls.__subclasses__()
-        if cls().quick_fields:
-            found.append(cls())
+        if (schema := cls()).quick_fields:
+            found.append(schema)
     return found
 
 
