@@ -3,18 +3,18 @@ import logging
 import threading
 import time
 
-from flask import Flask, current_app
+from flask import Flask
 from flask.globals import request_ctx
 from flask_smorest import Api
 from werkzeug.routing import IntegerConverter, ValidationError
 
 import cli
-from config import Config
+import config
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
-from models.queue import MessageIds
+from models.queue import MessageIds, Queues
 from views import BLUEPRINTS, errors, ops
-from views.common import MAX_ID
+from views.fields import MAX_ID, setting
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class UidConverter(IdConverter):
 
     def to_python(self, value):
         uid = super().to_python(value)
-        if uid >= current_app.config["CUSTOMER_ID_BASE"]:
+        if uid >= setting("CUSTOMER_ID_BASE"):
             raise ValidationError()
         return uid
 
@@ -53,9 +53,9 @@ class App(Flask):
 
 
 def create_app(overrides: dict | None = None) -> Flask:
-    app = App(__name__)
-    app.config.from_object(Config)
-    app.config.update(overrides or {})
+    """The app; every setting is parsed and checked first (config.SettingError names a bad one)."""
+    app = App(__name__, static_folder=None)
+    app.config.update(config.load(overrides))
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.url_map.converters["id"] = IdConverter
@@ -75,7 +75,8 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
-    app.extensions["message_ids"] = MessageIds(lambda: pooled_connection(app))
+    ids = MessageIds(lambda: pooled_connection(app))
+    app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)
     cli.register(app)
     return app
@@ -101,4 +102,7 @@ def start_relay_thread(app: Flask) -> threading.Thread | None:
     return thread
 
 
-app = create_app()
+try:
+    app = create_app()
+except config.SettingError as exc:  # one line, not a traceback: gunicorn, flask --help and every command stop here
+    raise SystemExit(f"bad setting: {exc}") from None

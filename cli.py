@@ -5,11 +5,10 @@ import redis
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from models import app as apps
 from models import outbox
+from models import tenant as tenants
 from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
-from models.schema import init_db
-
+from models.migrations import init_db
 
 START_HINTS = {
     "MySQL": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
@@ -63,10 +62,11 @@ def init_db_command():
 @click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
 def create_app_command(name: str, store_id: int, if_missing: bool):
     """Create an app and print its id, key and secret."""
-    row = apps.find_app_by_name(get_db(), name) if if_missing else None
+    with get_db().cursor() as cur:
+        row = tenants.find_app_by_name(cur, name) if if_missing else None
     if row is None:
         with transaction() as cur:
-            row = apps.create_app_row(cur, name, store_id)
+            row = tenants.create_app_row(cur, name, store_id)
     click.echo(f"appid={row['id']}\nkey={row['key']}\nsecret={row['secret']}")
 
 
@@ -74,7 +74,9 @@ def create_app_command(name: str, store_id: int, if_missing: bool):
 @with_appcontext
 def list_apps_command():
     """List the apps (without their secrets)."""
-    for row in apps.list_apps(get_db()):
+    with get_db().cursor() as cur:
+        found = tenants.list_apps(cur)
+    for row in found:
         state = "disabled" if row["disabled"] else "enabled"
         click.echo(f"{row['id']}\t{row['name']}\tkey={row['key']}\tstore_id={row['store_id']}\t{state}")
 
@@ -85,7 +87,7 @@ def list_apps_command():
 def disable_app_command(appid: int):
     """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
     with transaction() as cur:
-        found = apps.disable_app(cur, appid)
+        found = tenants.disable_app(cur, appid)
     if not found:
         raise click.ClickException(f"no app {appid}")
     click.echo(f"app {appid} disabled")

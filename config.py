@@ -1,69 +1,182 @@
-"""Configuration read from the environment, with defaults for a local MariaDB and Redis."""
+"""Every setting, with its default, read from the environment and checked once, when the app is made.
+
+`load()` parses each setting from create_app's overrides or the environment; a bad value
+raises SettingError naming the variable, so the process stops at start with one line
+instead of failing requests later.
+"""
+import ipaddress
 import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+class SettingError(ValueError):
+    """A setting with a value that cannot be used; the message names the variable."""
 
 
-def _list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[Any], Any]
+    default: Any
+    env: str | None = None  # the variable's name where it differs from the setting's
+
+
+def text(value) -> str:
+    return str(value)
+
+
+def optional_text(value) -> str | None:
+    return str(value) or None
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
+    def parse(value) -> int:
+        try:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected an integer") from None
+        if low is not None and number < low or high is not None and number > high:
+            raise ValueError(f"expected {low if low is not None else '...'} to {high if high is not None else '...'}")
+        return number
+    return parse
+
+
+def number(low: float = 0) -> Callable[[Any], float]:
+    def parse(value) -> float:
+        try:
+            result = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a number") from None
+        if not result >= low:  # also refuses nan
+            raise ValueError(f"expected a number of at least {low}")
+        return result
+    return parse
+
+
+def flag(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if str(value).strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def names(value) -> tuple[str, ...]:
+    """A comma-separated list ("a, b") or a list."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def rate(value) -> tuple[int, int]:
+    """"60/minute" -> (60, 60): requests allowed per window of seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(second|minute|hour|day)\s*", str(value))
+    if not match:
+        raise ValueError("expected a rate like 60/minute")
+    return int(match[1]), UNITS[match[2]]
+
+
+@dataclass(frozen=True)
+class Proxies:
+    """Peers whose X-Forwarded-For / X-Real-IP are believed; unix: peers on a unix socket."""
+    networks: tuple
+    unix: bool
+
+
+def proxies(value) -> Proxies:
+    items = names(value)
+    try:
+        networks = tuple(ipaddress.ip_network(item, strict=False) for item in items if item != "unix")
+    except ValueError:
+        raise ValueError("expected addresses, networks (CIDR) or unix, separated by commas") from None
+    return Proxies(networks, "unix" in items)
 
 
 class Config:
-    MYSQL_HOST = os.environ.get("MYSQL_HOST", "127.0.0.1")
-    MYSQL_PORT = _int("MYSQL_PORT", 3306)
-    MYSQL_USER = os.environ.get("MYSQL_USER", "root")
-    MYSQL_PASSWORD = os.environ.get("MYSQL_PASSWORD", "")
-    MYSQL_DATABASE = os.environ.get("MYSQL_DATABASE", "gobelieve")
-    MYSQL_POOL_SIZE = _int("MYSQL_POOL_SIZE", 8)
+    MYSQL_HOST = Setting(text, "127.0.0.1")
+    MYSQL_PORT = Setting(integer(1, 65535), 3306)
+    MYSQL_USER = Setting(text, "root")
+    MYSQL_PASSWORD = Setting(text, "")
+    MYSQL_DATABASE = Setting(text, "gobelieve")
+    MYSQL_POOL_SIZE = Setting(integer(1), 8)
     # Seconds: a dead or overloaded MySQL costs a request at most about this long.
-    MYSQL_TIMEOUT = _int("MYSQL_TIMEOUT", 5)
+    MYSQL_TIMEOUT = Setting(integer(1), 5)
 
-    REDIS_HOST = os.environ.get("REDIS_HOST", "127.0.0.1")
-    REDIS_PORT = _int("REDIS_PORT", 6379)
-    REDIS_DB = _int("REDIS_DB", 0)
-    REDIS_PASSWORD = os.environ.get("REDIS_PASSWORD") or None
-    REDIS_TIMEOUT = _int("REDIS_TIMEOUT", 2)
+    REDIS_HOST = Setting(text, "127.0.0.1")
+    REDIS_PORT = Setting(integer(1, 65535), 6379)
+    REDIS_DB = Setting(integer(0), 0)
+    REDIS_PASSWORD = Setting(optional_text, None)
+    REDIS_TIMEOUT = Setting(number(0.001), 2)
 
-    IM_MESSAGE_QUEUE = os.environ.get("IM_MESSAGE_QUEUE", "im_message_queue")
-    GROUP_EVENT_QUEUE = os.environ.get("GROUP_EVENT_QUEUE", "group_event_queue")
-    USER_EVENT_QUEUE = os.environ.get("USER_EVENT_QUEUE", "user_event_queue")
+    IM_MESSAGE_QUEUE = Setting(text, "im_message_queue")
+    GROUP_EVENT_QUEUE = Setting(text, "group_event_queue")
+    USER_EVENT_QUEUE = Setting(text, "user_event_queue")
     # Past this many waiting messages the router is taken to be down: posts get 503.
-    QUEUE_MAX_LENGTH = _int("QUEUE_MAX_LENGTH", 1_000_000)
-    RETRY_AFTER = _int("RETRY_AFTER", 5)
+    QUEUE_MAX_LENGTH = Setting(integer(1), 1_000_000)
+    RETRY_AFTER = Setting(integer(1), 5)
 
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
-    TRUSTED_PROXIES = _list("TRUSTED_PROXIES", "127.0.0.1,::1,unix")
-    APP_CACHE_TTL = min(_int("APP_CACHE_TTL", 30), 60)
+    TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")
+    APP_CACHE_TTL = Setting(integer(0, 60), 30)
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
-    OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", 1))
+    OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
 
     # Seconds a message post's Idempotency-Key (or msgid) is remembered.
-    IDEMPOTENCY_TTL = _int("IDEMPOTENCY_TTL", 86400)
+    IDEMPOTENCY_TTL = Setting(integer(1), 86400)
     # Messages kept in each user's history_<appid>_<uid> list (GET /messages); 0 keeps none.
-    HISTORY_LENGTH = _int("HISTORY_LENGTH", 100)
+    HISTORY_LENGTH = Setting(integer(0), 100)
     # POST /auth/customer is open to the internet: requests per client address.
-    CUSTOMER_RATE_LIMIT = os.environ.get("CUSTOMER_RATE_LIMIT", "60/minute")
+    CUSTOMER_RATE_LIMIT = Setting(rate, "60/minute")
     # Customer client ids start here; app uids must stay below it.
-    CUSTOMER_ID_BASE = _int("CUSTOMER_ID_BASE", 2**53)
+    CUSTOMER_ID_BASE = Setting(integer(1, 2**63 - 1), 2**53)
 
-    MAX_GROUP_MEMBERS = _int("MAX_GROUP_MEMBERS", 2000)
-    MAX_SUPER_GROUP_MEMBERS = _int("MAX_SUPER_GROUP_MEMBERS", 100_000)
-    MAX_BATCH = _int("MAX_BATCH", 500)
-    MAX_CONTENT_BYTES = _int("MAX_CONTENT_BYTES", 64 * 1024)
-    MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1024 * 1024)
+    MAX_GROUP_MEMBERS = Setting(integer(1), 2000)
+    MAX_SUPER_GROUP_MEMBERS = Setting(integer(1), 100_000)
+    MAX_BATCH = Setting(integer(1), 500)
+    MAX_CONTENT_BYTES = Setting(integer(1), 64 * 1024)
+    MAX_CONTENT_LENGTH = Setting(integer(1), 1024 * 1024, env="MAX_BODY_BYTES")
 
-    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    LOG_LEVEL = Setting(text, "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.
-    ACCESS_LOG = os.environ.get("ACCESS_LOG", "1") == "1"
+    ACCESS_LOG = Setting(flag, True)
 
+    # flask-smorest's, fixed.
     API_TITLE = "IM application-server API"
     API_VERSION = "1.0"
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/"
     OPENAPI_JSON_PATH = "openapi.json"
     OPENAPI_SWAGGER_UI_PATH = "docs"
-    OPENAPI_SWAGGER_UI_URL = os.environ.get(
-        "OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/"
-    )
+    OPENAPI_SWAGGER_UI_URL = Setting(text, "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def load(overrides: dict | None = None, environ=os.environ) -> dict:
+    """Every setting, parsed: an override wins over the environment, which wins over the default."""
+    overrides = overrides or {}
+    settings = {}
+    for name, declared in vars(Config).items():
+        if not name.isupper():
+            continue
+        if not isinstance(declared, Setting):
+            settings[name] = overrides.get(name, declared)
+            continue
+        variable = declared.env or name
+        raw = overrides[name] if name in overrides else environ.get(variable, declared.default)
+        try:
+            settings[name] = declared.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise SettingError(f"{variable}={raw!r}: {exc}") from None
+    if str(settings["LOG_LEVEL"]).upper() not in LOG_LEVELS:
+        raise SettingError(f"LOG_LEVEL={settings['LOG_LEVEL']!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return {**overrides, **settings}

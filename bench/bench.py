@@ -23,9 +23,9 @@ import pymysql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config import Config  # noqa: E402
+import config  # noqa: E402
 from models.db import mysql_connect_args  # noqa: E402
-from models.schema import init_db  # noqa: E402
+from models.migrations import init_db  # noqa: E402
 
 DATABASE, REDIS_DB = "gobelieve_bench", 9
 
@@ -65,12 +65,12 @@ def free_port() -> int:
 
 def prepare() -> tuple[int, str, list[int]]:
     """A fresh bench database with one app and two groups; Redis DB emptied."""
-    config = {key: getattr(Config, key) for key in dir(Config) if key.isupper()} | {"MYSQL_DATABASE": DATABASE}
-    conn = pymysql.connect(**mysql_connect_args(config, database=False))
+    settings = config.load({"MYSQL_DATABASE": DATABASE})
+    conn = pymysql.connect(**mysql_connect_args(settings, database=False))
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
-    init_db(config)
-    conn = pymysql.connect(**mysql_connect_args(config))
+    init_db(settings)
+    conn = pymysql.connect(**mysql_connect_args(settings))
     with conn.cursor() as cur:
         cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('bench', 'bench', 'bench-secret')")
         appid = cur.lastrowid

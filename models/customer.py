@@ -1,6 +1,8 @@
 """Customer service: stores, their sellers, and visitors (customers) with client ids."""
 import random
 
+from . import keys
+
 STORE_COLUMNS = "id, appid, name"
 SELECT_STORE = f"SELECT {STORE_COLUMNS} FROM store WHERE id = %(store_id)s AND appid = %(appid)s"
 INSERT_STORE = "INSERT INTO store (appid, name) VALUES (%(appid)s, %(name)s)"
@@ -61,7 +63,7 @@ def seller_statuses(r, seller_ids: list[int]) -> list[str]:
     """online / offline for each seller, from the supporters_<id> hashes (missing: offline)."""
     pipe = r.pipeline(transaction=False)
     for seller_id in seller_ids:
-        pipe.hget(f"supporters_{seller_id}", "status")
+        pipe.hget(keys.supporter(seller_id), "status")
     return ["online" if status == "online" else "offline" for status in pipe.execute()]
 
 
@@ -72,3 +74,14 @@ def choose_seller(candidates: list[dict], last_seller_id: int | None) -> dict:
             return seller
     online = [seller for seller in candidates if seller["status"] == "online"]
     return random.choice(online) if online else candidates[0]
+
+
+def last_seller(r, appid: int, uid: int, store_id: int) -> int | None:
+    """The seller the visitor was last given in this store, if any."""
+    last_store, seller_id = r.hmget(keys.user(appid, uid), "store_id", "seller_id")
+    return int(seller_id) if seller_id and last_store == str(store_id) else None
+
+
+def remember_seller(r, appid: int, uid: int, store_id: int, seller_id: int) -> None:
+    """Record the visitor's seller in its user hash (the router reads store_id and seller_id there too)."""
+    r.hset(keys.user(appid, uid), mapping={"store_id": store_id, "seller_id": seller_id})

@@ -4,11 +4,10 @@ from contextlib import contextmanager
 
 import pymysql
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from dbutils.pooled_db import PooledDB
 from flask import Flask, current_app, g
-
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 PING = "SELECT 1"
 

@@ -1,14 +1,20 @@
 """Groups and members in MySQL (the tables the router loads), with the events each change queues.
 
-Every change runs in the caller's transaction and starts by locking the group row,
-so changes to one group commit one after another and queue in that order.
+Every change runs in the caller's transaction on a group that models/group_change.py
+locked, so changes to one group commit one after another and queue in that order.
+Functions take the cursor of that transaction (or of a plain read) first.
 """
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 import pymysql
 
 from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
-from .outbox import Changes
+
+if TYPE_CHECKING:
+    from .group_change import Changes
 
 GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code"
 SELECT_GROUP = f"SELECT {GROUP_COLUMNS} FROM `group` WHERE id = %(gid)s AND appid = %(appid)s AND deleted = 0"
@@ -40,7 +46,6 @@ FROM group_member m JOIN `group` g ON g.id = m.group_id
 WHERE m.uid = %(uid)s AND m.deleted = 0 AND g.appid = %(appid)s AND g.deleted = 0
 ORDER BY g.id
 """
-LOCK_USER_GROUPS = USER_GROUPS + " FOR UPDATE"
 PAGE_MEMBERS = """
 SELECT m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
 FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
@@ -65,12 +70,21 @@ SET_NICKNAME = "UPDATE group_member SET nickname = %(nickname)s WHERE group_id =
 SET_MUTE = "UPDATE group_member SET mute = %(mute)s WHERE group_id = %(gid)s AND uid = %(uid)s"
 
 
-def find_group(cur, appid: int, gid: int, lock: bool = False) -> dict:
-    """The app's live group (row-locked when lock is set), or GroupNotFound."""
-    cur.execute(LOCK_GROUP if lock else SELECT_GROUP, {"gid": gid, "appid": appid})
-    group = cur.fetchone()
+def find_group(cur, appid: int, gid: int) -> dict:
+    """The app's live group, or GroupNotFound."""
+    cur.execute(SELECT_GROUP, {"gid": gid, "appid": appid})
+    return _found(cur.fetchone())
+
+
+def lock_group(cur, appid: int, gid: int) -> dict:
+    """The app's live group, row-locked until the transaction ends, or GroupNotFound."""
+    cur.execute(LOCK_GROUP, {"gid": gid, "appid": appid})
+    return _found(cur.fetchone())
+
+
+def _found(group: dict | None, message: str | None = None) -> dict:
     if group is None:
-        raise GroupNotFound()
+        raise GroupNotFound(message)
     return group
 
 
@@ -84,13 +98,10 @@ def members(cur, group: dict) -> list[dict]:
     return members_of_groups(cur, group["appid"], [group["id"]])[group["id"]]
 
 
-def find_group_by_code(cur, appid: int, code: str) -> dict:
+def lock_group_by_code(cur, appid: int, code: str) -> dict:
     """The app's live group with that face-to-face code, row-locked, or GroupNotFound."""
     cur.execute(LOCK_GROUP_BY_CODE, {"appid": appid, "code": code})
-    group = cur.fetchone()
-    if group is None:
-        raise GroupNotFound("No group has that code.")
-    return group
+    return _found(cur.fetchone(), "No group has that code.")
 
 
 def app_groups(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]]:
@@ -101,9 +112,9 @@ def app_groups(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]
     return total, [public(g) for g in cur.fetchall()]
 
 
-def user_groups(cur, appid: int, uid: int, lock: bool = False) -> list[dict]:
+def user_groups(cur, appid: int, uid: int) -> list[dict]:
     """The app's live groups the user is a live member of, by id."""
-    cur.execute(LOCK_USER_GROUPS if lock else USER_GROUPS, {"appid": appid, "uid": uid})
+    cur.execute(USER_GROUPS, {"appid": appid, "uid": uid})
     return cur.fetchall()
 
 
@@ -149,12 +160,12 @@ def create_group(cur, changes: Changes, group: dict, new_members: list[dict], li
 
 
 def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inviter: dict | None,
-                limit: int) -> list[int]:
-    """Add the members who are not live members yet; return their uids."""
+                limit: int) -> None:
+    """Add the members who are not live members yet."""
     live = live_members_among(cur, group["id"], [m["uid"] for m in new_members])
     joining = [m for m in new_members if m["uid"] not in live]
     if not joining:
-        return []
+        return
     cur.execute(COUNT_MEMBERS, {"gid": group["id"]})
     if cur.fetchone()["n"] + len(joining) > limit:
         raise MemberLimit()
@@ -162,7 +173,6 @@ def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inv
     for member in joining:
         changes.notify(group, "add_member", group_name=group["name"], member_id=member["uid"],
                        **_profile(member), **({"inviter": inviter} if inviter else {}))
-    return [m["uid"] for m in joining]
 
 
 def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict]) -> None:
@@ -174,8 +184,8 @@ def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict])
         changes.join(group, member["uid"])
 
 
-def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> list[int]:
-    """Soft-delete the given members who are live; return their uids."""
+def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> None:
+    """Soft-delete the given members who are live."""
     live = live_members_among(cur, group["id"], [m["uid"] for m in leaving])
     removed = []
     for member in leaving:
@@ -185,7 +195,12 @@ def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> l
             changes.notify(group, "quit_group", group_name=group["name"], member_id=member["uid"],
                            **_profile(member))
             removed.append(member["uid"])
-    return removed
+
+
+def leave_all_groups(cur, changes: Changes, appid: int, uid: int) -> None:
+    """Remove the user from every group of the app, locking each group in id order as every change does."""
+    for found in user_groups(cur, appid, uid):
+        remove_members(cur, changes, lock_group(cur, appid, found["id"]), [{"uid": uid}])
 
 
 def _profile(member: dict) -> dict:

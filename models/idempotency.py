@@ -1,4 +1,4 @@
-"""Retried requests get their first result: MySQL rows for MySQL changes, Redis keys for queue posts."""
+"""Retried group creations get their first result, kept in MySQL (message posts keep theirs in Redis)."""
 import json
 
 import pymysql
@@ -8,21 +8,23 @@ FIRST_RESULT = "SELECT result FROM idempotency WHERE appid = %(appid)s AND idem_
 RECORD = "UPDATE idempotency SET result = %(result)s WHERE appid = %(appid)s AND idem_key = %(key)s"
 
 
-def claim(cur, appid: int, key: str) -> dict | None:
+def _row_key(caller: str, key: str) -> str:
+    """One namespace per caller ("server" or "client:<uid>"); a key cannot forge the prefix."""
+    return f"{caller}:{key}"
+
+
+def claim(cur, appid: int, caller: str, key: str) -> dict | None:
     """Claim the key in the caller's transaction: None if it is ours now, else the first request's result.
 
     A concurrent request with the same key waits on the row until the first one commits."""
+    params = {"appid": appid, "key": _row_key(caller, key)}
     try:
-        cur.execute(CLAIM, {"appid": appid, "key": key})
+        cur.execute(CLAIM, params)
         return None
     except pymysql.IntegrityError:
-        cur.execute(FIRST_RESULT, {"appid": appid, "key": key})
+        cur.execute(FIRST_RESULT, params)
         return json.loads(cur.fetchone()["result"])
 
 
-def record(cur, appid: int, key: str, result: dict) -> None:
-    cur.execute(RECORD, {"appid": appid, "key": key, "result": json.dumps(result)})
-
-
-def redis_key(appid: int, key: str) -> str:
-    return f"idempotency_{appid}_{key}"
+def record(cur, appid: int, caller: str, key: str, result: dict) -> None:
+    cur.execute(RECORD, {"appid": appid, "key": _row_key(caller, key), "result": json.dumps(result)})

@@ -9,7 +9,7 @@ ids in that same order. relay() moves rows to Redis oldest first, one relayer at
 import logging
 
 from .db import transaction
-from .queue import dumps, group_event
+from .redis_io import dumps
 
 RESERVE_ACTIONS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'group_action'"
 INSERT_ITEM = "INSERT INTO outbox (command, redis_key, item) VALUES (%(command)s, %(key)s, %(item)s)"
@@ -21,8 +21,7 @@ RELAY_BATCH = 500
 log = logging.getLogger(__name__)
 
 
-def append(cur, event_queue: str, events: list[dict], message_queue: str, messages: list[dict],
-           cleared: list[tuple[str, str]] = ()) -> None:
+def append(cur, queues, events: list[dict], messages: list[dict], cleared: list[tuple[str, str]] = ()) -> None:
     """Store group events (numbered here), messages and hash fields to clear, for after the commit."""
     rows = []
     if events:
@@ -31,8 +30,8 @@ def append(cur, event_queue: str, events: list[dict], message_queue: str, messag
         for event in events:
             event.update(action_id=action_id + 1, previous_action_id=action_id)
             action_id += 1
-            rows.append({"command": "LPUSH", "key": event_queue, "item": dumps(event)})
-    rows += [{"command": "LPUSH", "key": message_queue, "item": dumps(m)} for m in messages]
+            rows.append({"command": "LPUSH", "key": queues.group_events, "item": dumps(event)})
+    rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m)} for m in messages]
     rows += [{"command": "HDEL", "key": key, "item": field} for key, field in cleared]
     if rows:
         cur.executemany(INSERT_ITEM, rows)
@@ -70,23 +69,3 @@ def pending(conn) -> int:
     with conn.cursor() as cur:
         cur.execute(COUNT_PENDING)
         return cur.fetchone()["n"]
-
-
-class Changes:
-    """The events and notifications one group transaction will queue, in order."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.notes: list[tuple[int, int, str, dict]] = []
-        self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
-
-    def event(self, name: str, group: dict, **fields) -> None:
-        self.events.append(group_event(name, group["appid"], group["id"], **fields))
-
-    def join(self, group: dict, uid: int) -> None:
-        """A member (re)joins: its event, and the router's old sync position in the group goes."""
-        self.event("group_member_add", group, member_id=uid)
-        self.cleared.append((f"users_{group['appid']}_{uid}", f"group_sync_key_{group['id']}"))
-
-    def notify(self, group: dict, op: str, **body) -> None:
-        self.notes.append((group["appid"], group["id"], op, body))

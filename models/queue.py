@@ -1,16 +1,14 @@
-"""The queues shared with the IM router: item shapes, message ids and the push script."""
-import hashlib
+"""The queues shared with the IM router: item shapes, message ids, and the Queues object that pushes."""
 import json
 import os
 import threading
 import time
 
-from redis.exceptions import NoScriptError
-
+from . import keys
 from .errors import QueueFull
+from .redis_io import dumps, run_script
 
 ID_BLOCK = 1000
-_shas = {}  # script text -> its SHA1, as Redis names it
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
@@ -47,10 +45,6 @@ return 0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# Made once: json.dumps() with options builds a new encoder on every call.
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def reserve_ids(conn, n: int) -> int:
@@ -114,17 +108,6 @@ def user_event(name: str, appid: int, uid: int, **fields) -> dict:
     return {"name": name, "appid": appid, "uid": uid, **fields, "timestamp": now_ms()}
 
 
-def run_script(r, text: str, keys: list, args: list):
-    """Run a Lua script by its SHA, sending its text only when Redis does not know it yet.
-
-    (redis-py's Script object does the same with more work on every call.)"""
-    sha = _shas.get(text) or _shas.setdefault(text, hashlib.sha1(text.encode()).hexdigest())
-    try:
-        return r.evalsha(sha, len(keys), *keys, *args)
-    except NoScriptError:
-        return r.eval(text, len(keys), *keys, *args)
-
-
 def history_owners(item: dict) -> list[int]:
     """Whose history lists a queued message goes to: its sender and its receiving user.
 
@@ -135,19 +118,41 @@ def history_owners(item: dict) -> list[int]:
     return owners
 
 
-def push_messages(r, queue: str, max_length: int, history_length: int, items: list[dict],
-                  idempotency: tuple[str, int, str] | None = None) -> str | None:
-    """LPUSH items on the message queue and the users' history lists, unless the queue is full.
+class Queues:
+    """The queues shared with the router, made once from the settings (create_app): their names,
+    bounds and the message-id source, with the Redis client that pushes to them."""
 
-    idempotency is (Redis key, seconds to keep it, the answer to remember): when a first
-    post already used the key, nothing is pushed and the first answer is returned."""
-    key, ttl, answer = idempotency or ("", 0, "")
-    keys, args = [queue, key], [max_length, history_length, ttl, answer]
-    for item in items:
-        owners = history_owners(item) if history_length > 0 else []
-        keys += [f"history_{item['appid']}_{uid}" for uid in owners]
-        args += [dumps(item), len(owners)]
-    result = run_script(r, PUSH_MESSAGES, keys, args)
-    if result == -1:
-        raise QueueFull()
-    return None if result == 0 else result
+    def __init__(self, r, ids: MessageIds, config):
+        self.redis, self.ids = r, ids
+        self.messages = config["IM_MESSAGE_QUEUE"]
+        self.group_events = config["GROUP_EVENT_QUEUE"]
+        self.user_events = config["USER_EVENT_QUEUE"]
+        self.max_length = config["QUEUE_MAX_LENGTH"]
+        self.history_length = config["HISTORY_LENGTH"]
+        self.idempotency_ttl = config["IDEMPOTENCY_TTL"]
+
+    def names(self) -> tuple[str, ...]:
+        return self.messages, self.group_events, self.user_events
+
+    def push_messages(self, items: list[dict], answer: dict, idempotency: tuple[int, str, str] | None = None) -> dict:
+        """LPUSH items on the message queue and the users' history lists, unless the queue is full
+        (QueueFull); return the answer.
+
+        idempotency is (appid, caller, key): when a first post already used the key, nothing
+        is pushed and the first post's answer is returned."""
+        key = keys.idempotency(self.messages, *idempotency) if idempotency else ""
+        script_keys, args = [self.messages, key], [self.max_length, self.history_length, self.idempotency_ttl,
+                                                   dumps(answer) if key else ""]
+        for item in items:
+            owners = history_owners(item) if self.history_length > 0 else []
+            script_keys += [keys.history(item["appid"], uid) for uid in owners]
+            args += [dumps(item), len(owners)]
+        result = run_script(self.redis, PUSH_MESSAGES, script_keys, args)
+        if result == -1:
+            raise QueueFull()
+        return answer if result == 0 else json.loads(result)
+
+
+def history(r, appid: int, uid: int) -> list[dict]:
+    """The user's recent messages, newest first."""
+    return [json.loads(raw) for raw in r.lrange(keys.history(appid, uid), 0, -1)]

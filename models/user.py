@@ -2,7 +2,9 @@
 import secrets
 import time
 
-from .queue import dumps, run_script, user_event
+from . import keys
+from .queue import user_event
+from .redis_io import dumps, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
@@ -26,12 +28,13 @@ DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
 # Get the user's token, or make the candidate its token; count the user. Also answer whether
 # the token is new and the name the user hash holds, so the caller knows if MySQL needs a write.
 # One round trip, atomic, so two concurrent grants for a new user agree on one token.
+# ARGV[4] is the token keys' prefix (models/keys.py).
 GRANT = """
 local token, created = redis.call('HGET', KEYS[1], 'access_token'), 0
-if not token or redis.call('EXISTS', 'access_token_' .. token) == 0 then
+if not token or redis.call('EXISTS', ARGV[4] .. token) == 0 then
   token, created = ARGV[1], 1
   redis.call('HSET', KEYS[1], 'access_token', token)
-  redis.call('HSET', 'access_token_' .. token, 'user_id', ARGV[2], 'app_id', ARGV[3], 'user_name', '')
+  redis.call('HSET', ARGV[4] .. token, 'user_id', ARGV[2], 'app_id', ARGV[3], 'user_name', '')
 end
 redis.call('PFADD', KEYS[2], ARGV[2])
 return {token, created, redis.call('HGET', KEYS[1], 'name')}
@@ -48,19 +51,15 @@ return 0
 """
 
 
-# Delete the user's token and tell the router; 0 when the user had none.
+# Delete the user's token and tell the router; 0 when the user had none. ARGV[2]: the token keys' prefix.
 REVOKE = """
 local token = redis.call('HGET', KEYS[1], 'access_token')
 if not token then return 0 end
-redis.call('DEL', 'access_token_' .. token)
+redis.call('DEL', ARGV[2] .. token)
 redis.call('HDEL', KEYS[1], 'access_token')
 redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1
 """
-
-
-def user_key(appid: int, uid: int) -> str:
-    return f"users_{appid}_{uid}"
 
 
 def flag(on: bool) -> str:
@@ -74,31 +73,31 @@ def record_user(cur, appid: int, uid: int, name: str | None) -> None:
 
 def grant_token(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
     """(the user's permanent token, whether it was made just now, the name the user hash holds)."""
-    keys = [user_key(appid, uid), f"statistics_users_{appid}"]
-    token, created, name = run_script(r, GRANT, keys, [secrets.token_urlsafe(32), uid, appid])
+    token, created, name = run_script(r, GRANT, [keys.user(appid, uid), keys.statistics_users(appid)],
+                                      [secrets.token_urlsafe(32), uid, appid, keys.TOKEN_PREFIX])
     return token, created == 1, name
 
 
 def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
     """The user's name in its hash and in its token's hash (user_name), where the router reads them."""
     pipe = r.pipeline(transaction=True)
-    pipe.hset(user_key(appid, uid), "name", name)
-    pipe.hset(f"access_token_{token}", "user_name", name)
+    pipe.hset(keys.user(appid, uid), "name", name)
+    pipe.hset(keys.token(token), "user_name", name)
     pipe.execute()
 
 
 def forget_token(r, appid: int, uid: int, token: str) -> None:
     """Undo a token made moments ago that was never handed out."""
     pipe = r.pipeline(transaction=True)
-    pipe.delete(f"access_token_{token}")
-    pipe.hdel(user_key(appid, uid), "access_token")
+    pipe.delete(keys.token(token))
+    pipe.hdel(keys.user(appid, uid), "access_token")
     pipe.execute()
 
 
-def revoke_token(r, appid: int, uid: int, user_event_queue: str) -> bool:
+def revoke_token(r, user_event_queue: str, appid: int, uid: int) -> bool:
     """Delete the user's token at once and queue user_token_revoked; False when it had none."""
     event = dumps(user_event("user_token_revoked", appid, uid))
-    return run_script(r, REVOKE, [user_key(appid, uid), user_event_queue], [event]) == 1
+    return run_script(r, REVOKE, [keys.user(appid, uid), user_event_queue], [event, keys.TOKEN_PREFIX]) == 1
 
 
 def find_user(cur, appid: int, uid: int) -> dict | None:
@@ -143,7 +142,7 @@ def delete_user(cur, appid: int, uid: int) -> bool:
 
 def forget_profile(r, appid: int, uid: int) -> None:
     """Drop the name and avatar copied into the user hash."""
-    r.hdel(user_key(appid, uid), "name", "avatar")
+    r.hdel(keys.user(appid, uid), "name", "avatar")
 
 
 def save_profiles(r, appid: int, users: list[dict]) -> None:
@@ -152,40 +151,40 @@ def save_profiles(r, appid: int, users: list[dict]) -> None:
     for user in users:
         profile = {key: user[key] for key in ("name", "avatar") if user.get(key) is not None}
         if profile:
-            pipe.hset(user_key(appid, user["uid"]), mapping=profile)
+            pipe.hset(keys.user(appid, user["uid"]), mapping=profile)
     pipe.execute()
 
 
 def settings(r, appid: int, uid: int) -> dict:
     """The user's forbidden and mute flags as booleans."""
-    forbidden, mute = r.hmget(user_key(appid, uid), "forbidden", "mute")
+    forbidden, mute = r.hmget(keys.user(appid, uid), "forbidden", "mute")
     return {"forbidden": forbidden == "1", "mute": mute == "1"}
 
 
 def resolve_token(r, token: str) -> tuple[int, int, str] | None:
     """(appid, uid, user_name) of a client access token, or None when it is unknown."""
-    uid, appid, name = r.hmget(f"access_token_{token}", "user_id", "app_id", "user_name")
+    uid, appid, name = r.hmget(keys.token(token), "user_id", "app_id", "user_name")
     if uid is None or appid is None:
         return None
     return int(appid), int(uid), name or ""
 
 
-def save_settings(r, appid: int, uid: int, settings: dict, user_event_queue: str) -> None:
+def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
     """Write name / do_not_disturb / mute / forbidden in one MULTI; queue user_forbidden."""
-    key = user_key(appid, uid)
+    key = keys.user(appid, uid)
     token = r.hget(key, "access_token") if "name" in settings else None
     pipe = r.pipeline(transaction=True)
     if "name" in settings:
         pipe.hset(key, "name", settings["name"])
         if token:  # the token's user_name too, as a grant with a new name would
-            pipe.hset(f"access_token_{token}", "user_name", settings["name"])
+            pipe.hset(keys.token(token), "user_name", settings["name"])
     if "do_not_disturb" in settings:
         peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        pipe.hset(key, f"peer_{peer}", flag(on))
+        pipe.hset(key, keys.peer_quiet_field(peer), flag(on))
         if on:
-            pipe.sadd(f"{key}_peer_do_not_disturb", peer)
+            pipe.sadd(keys.quiet_peers(appid, uid), peer)
         else:
-            pipe.srem(f"{key}_peer_do_not_disturb", peer)
+            pipe.srem(keys.quiet_peers(appid, uid), peer)
     if "mute" in settings:
         pipe.hset(key, "mute", flag(settings["mute"]))
     if "forbidden" in settings:
@@ -197,13 +196,13 @@ def save_settings(r, appid: int, uid: int, settings: dict, user_event_queue: str
 
 def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
     """The member's do-not-disturb flag for one group (the seeds' "quiet")."""
-    key = user_key(appid, uid)
+    key = keys.user(appid, uid)
     pipe = r.pipeline(transaction=True)
-    pipe.hset(key, f"group_{gid}", flag(quiet))
+    pipe.hset(key, keys.group_quiet_field(gid), flag(quiet))
     if quiet:
-        pipe.sadd(f"{key}_group_do_not_disturb", gid)
+        pipe.sadd(keys.quiet_groups(appid, uid), gid)
     else:
-        pipe.srem(f"{key}_group_do_not_disturb", gid)
+        pipe.srem(keys.quiet_groups(appid, uid), gid)
     pipe.execute()
 
 
@@ -211,7 +210,7 @@ def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
     """The user's quiet flag (0/1) for each group."""
     if not gids:
         return {}
-    values = r.hmget(user_key(appid, uid), [f"group_{gid}" for gid in gids])
+    values = r.hmget(keys.user(appid, uid), [keys.group_quiet_field(gid) for gid in gids])
     return {gid: int(value == "1") for gid, value in zip(gids, values)}
 
 
@@ -222,7 +221,7 @@ def bind_devices(r, appid: int, uid: int, tokens: dict) -> None:
     for field, value in tokens.items():
         fields[field] = value
         fields[field.replace("_device_token", "_timestamp")] = now
-    r.hset(user_key(appid, uid), mapping=fields)
+    r.hset(keys.user(appid, uid), mapping=fields)
 
 
 def unbind_devices(r, appid: int, uid: int, tokens: dict) -> None:
@@ -230,4 +229,9 @@ def unbind_devices(r, appid: int, uid: int, tokens: dict) -> None:
     args = []
     for field, value in tokens.items():
         args += [field, value, field.replace("_device_token", "_timestamp")]
-    run_script(r, UNBIND, [user_key(appid, uid)], args)
+    run_script(r, UNBIND, [keys.user(appid, uid)], args)
+
+
+def unread(r, appid: int, uid: int) -> int:
+    """The router-owned unread badge count of the user."""
+    return int(r.hget(keys.user(appid, uid), "unread") or 0)

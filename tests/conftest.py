@@ -8,10 +8,10 @@ import pymysql
 import pytest
 import redis
 
+import config
 from app import create_app
-from config import Config
 from models.db import mysql_connect_args
-from models.schema import init_db
+from models.migrations import init_db
 
 TEST_CONFIG = {
     "MYSQL_DATABASE": os.environ.get("TEST_MYSQL_DATABASE", "gobelieve_test"),
@@ -24,7 +24,7 @@ TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer
 
 
 def _config() -> dict:
-    return {key: getattr(Config, key) for key in dir(Config) if key.isupper()} | TEST_CONFIG
+    return config.load(TEST_CONFIG)
 
 
 @pytest.fixture(scope="session")

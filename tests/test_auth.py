@@ -3,9 +3,9 @@ import base64
 import hashlib
 
 import pytest
+from conftest import TEST_CONFIG, Api, basic, bearer, make_app, queue, rows, token_for
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, basic, bearer, make_app, queue, rows, token_for
 
 GRANT = "/auth/grant"
 

@@ -3,9 +3,9 @@ import re
 
 import pymysql
 import pytest
+from conftest import TEST_CONFIG, Api, basic, rows
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, basic, rows
 from models.db import mysql_connect_args
 
 

@@ -8,7 +8,6 @@ import json
 from contextlib import contextmanager
 
 import pytest
-
 from conftest import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
 
 FORBIDDEN, NOT_MASTER, MUST_TRANSFER, CODE_IN_USE = 2007, 4003, 4007, 4006

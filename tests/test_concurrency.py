@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import queue, rows
 
 ROOT = Path(__file__).resolve().parent.parent

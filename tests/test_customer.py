@@ -4,9 +4,9 @@ per-user history lists that POST /messages/... fill and GET /messages reads."""
 import json
 
 import pytest
+from conftest import TEST_CONFIG, Api, assert_error, bearer, make_app, queue, rows, token_for
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, assert_error, bearer, make_app, queue, rows, token_for
 
 BASE = 2**53  # CUSTOMER_ID_BASE's default
 CUSTOMER = "/auth/customer"

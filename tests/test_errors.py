@@ -1,8 +1,8 @@
 """The error envelope everywhere (SPEC 3), hostile bodies, probes and the OpenAPI document."""
 import pytest
+from conftest import TEST_CONFIG, rows
 
 from app import create_app
-from conftest import TEST_CONFIG, rows
 
 GRANT = "/auth/grant"
 PEERS = "/messages/peers"

@@ -8,12 +8,12 @@ import time
 
 import pymysql
 import pytest
+from conftest import TEST_CONFIG, Api, basic, bearer, queue, rows, token_for
+from test_concurrency import free_port
 
 from app import create_app, start_relay_thread
-from conftest import TEST_CONFIG, Api, basic, bearer, queue, rows, token_for
 from models.db import mysql_connect_args
-from models.schema import init_db
-from test_concurrency import free_port
+from models.migrations import init_db
 
 
 def wait_for(check, seconds=20, what="it"):

@@ -4,10 +4,21 @@ import json
 import time
 
 import pytest
-
 from conftest import Api
-from test_groups import (assert_chain, assert_error, assert_now_s, create, events, flush_queues, member_rows,
-                         messages, notes, router_members, run_together, snapshot)
+from test_groups import (
+    assert_chain,
+    assert_error,
+    assert_now_s,
+    create,
+    events,
+    flush_queues,
+    member_rows,
+    messages,
+    notes,
+    router_members,
+    run_together,
+    snapshot,
+)
 
 OK = {"data": {"success": True}}
 

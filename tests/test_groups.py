@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
+from conftest import TEST_CONFIG, Api, basic, queue, rows, token_for
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, basic, queue, rows, token_for
 from models import outbox
 
 EVENTS, MESSAGES = "group_event_queue", "im_message_queue"

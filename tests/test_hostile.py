@@ -9,11 +9,12 @@ import os
 import marshmallow as ma
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import TEST_CONFIG, bearer, rows, token_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import create_app
-from conftest import TEST_CONFIG, bearer, rows, token_for
-from views.common import SLOW, Schema
+from views.fields import SLOW, Schema
 
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", 15))
 HYPOTHESIS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -98,7 +99,7 @@ def test_a_body_over_the_limit_is_413(api, app):
 
 
 def schemas_with_a_short_cut() -> list:
-    """An instance of every request schema whose load() can skip marshmallow (views/common.py, Schema)."""
+    """An instance of every request schema whose load() can skip marshmallow (views/fields.py, Schema)."""
     found, classes = [], [Schema]
     while classes:
         cls = classes.pop()

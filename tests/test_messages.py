@@ -4,9 +4,9 @@ import os
 import time
 
 import pytest
+from conftest import TEST_CONFIG, Api, assert_error, queue
 
 from app import create_app
-from conftest import TEST_CONFIG, Api, assert_error, queue
 
 MESSAGE_QUEUE = "im_message_queue"
 GID = 4242
@@ -139,7 +139,7 @@ def test_ids_are_unique_across_processes(api):
 
 
 def test_a_forked_worker_takes_ids_of_its_own(app):
-    ids = app.extensions["message_ids"]
+    ids = app.extensions["queues"].ids
     first = ids.next()
     read, write = os.pipe()
     if (pid := os.fork()) == 0:  # as gunicorn forks workers from a preloaded app

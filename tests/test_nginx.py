@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import basic, make_app
 from test_concurrency import free_port
 from test_faults import wait_for

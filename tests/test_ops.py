@@ -3,8 +3,9 @@ import json
 import logging
 import re
 
-from app import create_app
 from conftest import TEST_CONFIG, Api
+
+from app import create_app
 from views.ops import JsonFormatter, access_line
 
 

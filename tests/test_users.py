@@ -2,7 +2,6 @@
 import time
 
 import pytest
-
 from conftest import Api, assert_error, bearer, queue, rows, token_for
 
 KINDS = ["apns", "pushkit", "xg", "xm", "hw", "gcm", "jp"]

@@ -4,8 +4,10 @@ from flask.views import MethodView
 
 from models import user as users
 from models.db import get_db, get_redis
-from .common import Blueprint, Id, Schema, Text, Uid, ok, setting
+
+from .common import Blueprint, ok, queues
 from .credentials import caller, requires
+from .fields import Id, Schema, Text, Uid
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")
 
@@ -54,5 +56,5 @@ class Revoke(MethodView):
     @blp.arguments(RevokeSchema)
     def post(self, args):
         """Revoke the user's token at once (the router hears of it); the next grant makes a new one."""
-        users.revoke_token(get_redis(), caller().appid, args["uid"], setting("USER_EVENT_QUEUE"))
+        users.revoke_token(get_redis(), queues().user_events, caller().appid, args["uid"])
         return ok()

@@ -11,10 +11,12 @@ from functools import lru_cache, wraps
 import flask_smorest
 from flask import current_app, request
 
-from models import app as apps
+from models import tenant as tenants
 from models.db import get_db, get_redis
 from models.errors import AppDisabled, BadSecret, BadToken, Forbidden, IpNotAllowed, MissingCredentials, UnknownApp
 from models.user import resolve_token
+
+from .fields import setting
 
 
 @dataclass(frozen=True)
@@ -30,15 +32,15 @@ class Caller:
 
 def find_app(appid: int) -> dict | None:
     """The app row from a short-lived per-process cache; misses are not cached."""
-    app = current_app._get_current_object()
-    cache = app.extensions["app_cache"]
+    cache = current_app._get_current_object().extensions["app_cache"]
     hit = cache.get(appid)
     if hit and hit[0] > time.monotonic():
         return hit[1]
-    row = apps.find_app(get_db(), appid)
+    with get_db().cursor() as cur:
+        row = tenants.find_app(cur, appid)
     if row is not None:
         row["secret_md5"] = hashlib.md5(row["secret"].encode()).hexdigest()
-        cache[appid] = (time.monotonic() + app.config["APP_CACHE_TTL"], row)
+        cache[appid] = (time.monotonic() + setting("APP_CACHE_TTL"), row)
     return row
 
 
@@ -91,7 +93,7 @@ def _server(credentials: str) -> Caller:
         raise BadSecret()
     if app["disabled"]:
         raise AppDisabled()
-    if app["allowed_ips"] and not _address_allowed(client_address(), app["allowed_ips"]):
+    if app["allowed_ips"] and not _in(client_address(), _networks(app["allowed_ips"])):
         raise IpNotAllowed()
     return Caller(appid, None)
 
@@ -122,10 +124,6 @@ def _in(address: str, networks: tuple) -> bool:
     return any(ip in net for net in networks)
 
 
-def _address_allowed(address: str, allowed: str) -> bool:
-    return _in(address, _networks(allowed))
-
-
 def client_address() -> str:
     """The client's address: proxy headers count only when the peer is a trusted proxy.
 
@@ -134,12 +132,11 @@ def client_address() -> str:
     trusts peers on a unix socket (nginx in front of gunicorn on the same host).
     """
     peer = request.remote_addr or ""
-    proxies = current_app.config["TRUSTED_PROXIES"]
-    trusted = _networks(",".join(p for p in proxies if p != "unix"))
-    on_unix_socket = not _in(peer, _ANY) and "unix" in proxies
-    if not (_in(peer, trusted) or on_unix_socket):
+    proxies = setting("TRUSTED_PROXIES")
+    on_unix_socket = proxies.unix and not _in(peer, _ANY)
+    if not (_in(peer, proxies.networks) or on_unix_socket):
         return peer
     for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
-        if hop.strip() and not _in(hop, trusted):
+        if hop.strip() and not _in(hop, proxies.networks):
             return hop.strip()
     return request.headers.get("X-Real-IP", peer).strip()

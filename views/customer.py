@@ -2,15 +2,16 @@
 import marshmallow as ma
 from flask.views import MethodView
 
-from models import app as apps
 from models import customer as customers
+from models import tenant as tenants
 from models.db import get_db, get_redis, transaction
 from models.errors import AppDisabled, InvalidField, RateLimited, SellerNotFound, StoreNotConfigured, StoreNotFound
 from models.ratelimit import retry_after
-from models.user import user_key
+
 from .auth import issue_token
-from .common import Blueprint, Id, Schema, Text, ok, setting
+from .common import Blueprint, ok
 from .credentials import caller, client_address, requires
+from .fields import Id, Schema, Text, setting
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
 
@@ -45,7 +46,8 @@ class CustomerToken(MethodView):
         wait = retry_after(get_redis(), f"customer_{client_address()}", setting("CUSTOMER_RATE_LIMIT"))
         if wait is not None:
             raise RateLimited(headers={"Retry-After": str(wait)})
-        app = apps.find_app(get_db(), args["appid"])  # uncached: a store set a moment ago counts
+        with get_db().cursor() as cur:
+            app = tenants.find_app(cur, args["appid"])  # uncached: a store set a moment ago counts
         if app is None:
             raise InvalidField("appid: no such app.")
         if app["disabled"]:
@@ -74,10 +76,8 @@ class Supporters(MethodView):
             raise SellerNotFound("The store has no seller.")
         for seller, status in zip(candidates, customers.seller_statuses(r, [s["seller_id"] for s in candidates])):
             seller["status"] = status
-        last_store, last_seller = r.hmget(user_key(who.appid, who.uid), "store_id", "seller_id")
-        last = int(last_seller) if last_seller and last_store == str(args["store_id"]) else None
-        seller = customers.choose_seller(candidates, last)
-        r.hset(user_key(who.appid, who.uid), mapping={"store_id": args["store_id"], "seller_id": seller["seller_id"]})
+        seller = customers.choose_seller(candidates, customers.last_seller(r, who.appid, who.uid, args["store_id"]))
+        customers.remember_seller(r, who.appid, who.uid, args["store_id"], seller["seller_id"])
         return ok(seller)
 
 

@@ -3,10 +3,12 @@ import logging
 
 import pymysql
 import redis
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from models import errors
+
+from .fields import setting
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def respond(error: errors.ApiError):
     response = jsonify(meta={"code": error.code, "message": error.message})
     response.status_code = error.status
     if error.status in (429, 503):
-        response.headers["Retry-After"] = str(current_app.config["RETRY_AFTER"])
+        response.headers["Retry-After"] = str(setting("RETRY_AFTER"))
     response.headers.update(error.headers)
     return response
 

@@ -7,9 +7,10 @@ from models import idempotency
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
 from models.user import group_quiet, set_group_quiet
-from .common import (Blueprint, Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, group_change,
-                     idempotency_key, ok, page, setting)
+
+from .common import Blueprint, group_change, idempotency_scope, ok, page
 from .credentials import Caller, caller, requires
+from .fields import Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("group", __name__, description="Groups and members")
 
@@ -110,7 +111,7 @@ def require_caller_member(cur, group: dict, who: Caller) -> None:
 
 
 @route("")
-class Groups(MethodView):
+class GroupList(MethodView):
     @requires("any")
     @blp.arguments(GroupListSchema, location="query")
     def get(self, args):
@@ -146,14 +147,14 @@ class Groups(MethodView):
                 members.insert(0, {"uid": who.uid})
         gid = args.pop("group_id", None)
         group = {**args, "id": gid, "appid": who.appid, "super": int(args["super"]), "code": args["code"] or None}
-        key = idempotency_key(who)
-        with group_change() as (cur, changes):
-            first = key and idempotency.claim(cur, who.appid, key)
+        scope = idempotency_scope(who)
+        with group_change(who.appid) as (cur, _, changes):
+            first = scope and idempotency.claim(cur, *scope)
             if first:
                 return ok(first)
             result = {"group_id": groups.create_group(cur, changes, group, members, member_limit(group))}
-            if key:
-                idempotency.record(cur, who.appid, key, result)
+            if scope:
+                idempotency.record(cur, *scope, result)
         return ok(result)
 
 
@@ -165,7 +166,7 @@ class Group(MethodView):
         who = caller()
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
-            members = groups.members(cur, group)
+            members = groups.members_of_groups(cur, who.appid, [gid])[gid]
         if not who.is_server and who.uid not in {m["uid"] for m in members}:
             return ok({key: group[key] for key in ("id", "name", "cover", "super")} | {"member_count": len(members)})
         return ok(groups.public(group) | {"members": members})
@@ -175,8 +176,7 @@ class Group(MethodView):
     def patch(self, args, gid):
         """Rename, change the notice or cover, or transfer to another member (master only)."""
         who = caller()
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             require_master(group, who)
             if "master" in args and not groups.live_members_among(cur, gid, [args["master"]]):
                 raise InvalidField("master: the new master must be a member of the group.")
@@ -187,20 +187,18 @@ class Group(MethodView):
     def delete(self, gid):
         """Disband the group (master only)."""
         who = caller()
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             require_master(group, who)
             groups.disband_group(cur, changes, group)
         return ok()
 
 
-@route("/<id:gid>/upgrade")
+@blp.route("/groups/<id:gid>/upgrade")  # server only: no /client/groups alias
 class Upgrade(MethodView):
     @requires("server")
     def post(self, gid):
         """Turn a normal group into a super group."""
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, caller().appid, gid, lock=True)
+        with group_change(caller().appid, gid) as (cur, group, changes):
             groups.upgrade_group(cur, changes, group)
         return ok()
 
@@ -225,8 +223,7 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         # A client invites as itself, whatever the body says.
         inviter = args.get("inviter") if who.is_server else {"uid": who.uid, "name": who.name}
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             require_caller_member(cur, group, who)
             groups.add_members(cur, changes, group, members, inviter, member_limit(group))
         return ok()
@@ -238,8 +235,7 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         if not members:
             raise InvalidField("members: give at least one member to remove.")
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             require_master(group, who)
             if not who.is_server and who.uid in {m["uid"] for m in members}:
                 raise MasterMustTransfer()
@@ -256,8 +252,7 @@ class Join(MethodView):
         who = caller()
         if who.uid >= setting("CUSTOMER_ID_BASE"):
             raise Forbidden("Customer-service visitors cannot join groups.")
-        with group_change() as (cur, changes):
-            group = groups.find_group_by_code(cur, who.appid, args["code"])
+        with group_change(who.appid, code=args["code"]) as (cur, group, changes):
             groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
         return ok({"group_id": group["id"]})
 
@@ -268,8 +263,7 @@ class Member(MethodView):
     def delete(self, gid, mid):
         """Leave the group (a client for itself) or remove a member (the master)."""
         who = caller()
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             if not who.is_server:
                 if mid != who.uid:
                     require_master(group, who)
@@ -285,8 +279,7 @@ class Member(MethodView):
         who = caller()
         if not who.is_server and mid != who.uid and set(args) != {"mute"}:
             raise Forbidden("A client can only change its own do_not_disturb and nickname.")
-        with group_change() as (cur, changes):
-            group = groups.find_group(cur, who.appid, gid, lock=True)
+        with group_change(who.appid, gid) as (cur, group, changes):
             groups.require_member(cur, group, mid)
             if "mute" in args:
                 require_master(group, who)

@@ -1,19 +1,18 @@
 """/messages: messages an app server posts; each becomes one im_message_queue item."""
-import json
-
 import marshmallow as ma
-from flask import current_app
 from flask.views import MethodView
 
 from models import customer as customers
 from models import group as groups
-from models import idempotency
+from models import queue
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, InvalidField, UserNotFound
-from models.user import user_key
-from models.queue import dumps, message, push_messages
-from .common import SLOW, Blueprint, Id, Schema, Text, Uid, idempotency_key, ok, setting
+from models.redis_io import dumps
+from models.user import unread
+
+from .common import Blueprint, idempotency_scope, ok, queues
 from .credentials import Caller, caller, requires
+from .fields import SLOW, Id, Schema, Text, Uid, setting
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
 
@@ -82,39 +81,33 @@ class GroupNotificationSchema(MessageSchema):
 
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
     """Queue the items in one round trip; a retry with the same Idempotency-Key (or msgid) gets the first answer."""
-    key, config = idempotency_key(who, msgid), current_app._get_current_object().config
-    remember = key and (idempotency.redis_key(who.appid, key), config["IDEMPOTENCY_TTL"], dumps(answer))
-    first = push_messages(get_redis(), config["IM_MESSAGE_QUEUE"], config["QUEUE_MAX_LENGTH"], config["HISTORY_LENGTH"],
-                          items, remember)
-    return ok(answer if first is None else json.loads(first))
+    return ok(queues().push_messages(items, answer, idempotency_scope(who, msgid)))
 
 
-def post(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
+def queue_message(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
+    """Queue one message of the caller's app; answer its id."""
     who = caller()
-    item = message(next_id(), kind, who.appid, sender, receiver, args["content"], members)
+    item = queue.message(queues().ids.next(), kind, who.appid, sender, receiver, args["content"], members)
     return queue_messages(who, [item], args.get("msgid"), {"id": item["id"]})
 
 
-def next_id() -> int:
-    return current_app._get_current_object().extensions["message_ids"].next()
-
-
 def require_group(gid: int) -> None:
+    """GroupNotFound unless the caller's app has this live group."""
     with get_db().cursor() as cur:
         groups.find_group(cur, caller().appid, gid)
 
 
 @blp.route("/peers")
-class Peers(MethodView):
+class PeerMessages(MethodView):
     @requires("server")
     @blp.arguments(PeerMessageSchema)
     def post(self, args):
         """Send a message from one user to another."""
-        return post("peer", args["sender"], args["receiver"], args)
+        return queue_message("peer", args["sender"], args["receiver"], args)
 
 
 @blp.route("/peers/batch")
-class PeersBatch(MethodView):
+class PeerMessageBatch(MethodView):
     @requires("server")
     @blp.arguments(PeerBatchSchema)
     def post(self, args):
@@ -123,72 +116,73 @@ class PeersBatch(MethodView):
         if not 0 < len(batch) <= setting("MAX_BATCH"):
             raise BatchTooLarge(f"messages: give 1 to {setting('MAX_BATCH')} messages.")
         who = caller()
-        items = [message(next_id(), "peer", who.appid, m["sender"], m["receiver"], m["content"]) for m in batch]
+        ids = queues().ids
+        items = [queue.message(ids.next(), "peer", who.appid, m["sender"], m["receiver"], m["content"]) for m in batch]
         return queue_messages(who, items, args.get("msgid"), {"ids": [item["id"] for item in items]})
 
 
 @blp.route("/groups")
-class Groups(MethodView):
+class GroupMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
         """Send a message to a group (receiver is the group id) in the sender's name."""
         require_group(args["receiver"])
-        return post("group", args["sender"], args["receiver"], args)
+        return queue_message("group", args["sender"], args["receiver"], args)
 
 
 @blp.route("/systems")
-class Systems(MethodView):
+class SystemMessages(MethodView):
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
         """Send a system message to a user."""
-        return post("system", None, args["receiver"], args)
+        return queue_message("system", None, args["receiver"], args)
 
 
 @blp.route("/notifications")
-class Notifications(MethodView):
+class NotificationMessages(MethodView):
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
         """Send a notification to a user, delivered only while the user is online."""
-        return post("notification", None, args["receiver"], args)
+        return queue_message("notification", None, args["receiver"], args)
 
 
 @blp.route("/groups/notifications")
-class GroupNotifications(MethodView):
+class GroupNotificationMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupNotificationSchema)
     def post(self, args):
         """Send a notification to a group's members (or to the members listed)."""
         require_group(args["group_id"])
-        return post("group_notification", None, args["group_id"], args, args.get("members"))
+        return queue_message("group_notification", None, args["group_id"], args, args.get("members"))
 
 
 @blp.route("/rooms")
-class Rooms(MethodView):
+class RoomMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
         """Send a message to a chat room (receiver is the room id)."""
-        return post("room", args["sender"], args["receiver"], args)
+        return queue_message("room", args["sender"], args["receiver"], args)
 
 
 @blp.route("")
-class History(MethodView):
+class MessageHistory(MethodView):
     @requires("client")
     @blp.arguments(HistorySchema, location="query")
     def get(self, args):
         """The caller's recent messages, newest first (?store= keeps one store's customer-service messages)."""
         who = caller()
-        items = [json.loads(raw) for raw in get_redis().lrange(f"history_{who.appid}_{who.uid}", 0, -1)]
+        items = queue.history(get_redis(), who.appid, who.uid)
         if "store" in args:
             items = [i for i in items if i.get("kind") == "customer" and i.get("store_id") == args["store"]]
         return ok(items)
 
 
 @blp.route("/offline")
-class Offline(MethodView):
+class OfflineCount(MethodView):
     @requires("any")
     @blp.arguments(OfflineSchema, location="query")
     def get(self, args):
@@ -202,5 +196,5 @@ class Offline(MethodView):
                 raise UserNotFound("No such customer.")
         if uid is None:
             raise InvalidField("uid: give uid or customer_id.")
-        count = int(get_redis().hget(user_key(who.appid, uid), "unread") or 0)
+        count = unread(get_redis(), who.appid, uid)
         return ok({"count": count, "new": int(count > 0)})

@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from models import outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Unavailable
+
 from .common import Blueprint, ok
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
@@ -57,9 +58,9 @@ class BacklogCollector:
         lengths = GaugeMetricFamily("im_api_queue_length", "Items waiting in a Redis queue", labels=["queue"])
         backlog = GaugeMetricFamily("im_api_outbox_pending", "Committed queue items not yet in Redis")
         try:
-            r = self.app.extensions["redis"]
-            for name in ("IM_MESSAGE_QUEUE", "GROUP_EVENT_QUEUE", "USER_EVENT_QUEUE"):
-                lengths.add_metric([self.app.config[name]], r.llen(self.app.config[name]))
+            queues = self.app.extensions["queues"]
+            for name in queues.names():
+                lengths.add_metric([name], queues.redis.llen(name))
             backlog.add_metric([], outbox.pending(get_db()))
         except Exception as exc:  # a scrape must not fail because a backing service did
             logging.getLogger(__name__).warning("metrics: %s", exc)

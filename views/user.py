@@ -6,9 +6,10 @@ from models import group as groups
 from models import user as users
 from models.db import get_db, get_redis, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
-from .common import (Blueprint, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, group_change, ok, page,
-                     setting)
+
+from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
+from .fields import MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
 
@@ -49,7 +50,7 @@ class RegisterSchema(Schema):
 
 
 @blp.route("/users")
-class Users(MethodView):
+class UserList(MethodView):
     @requires("server")
     @blp.arguments(RegisterSchema)
     def post(self, args):
@@ -99,13 +100,10 @@ class User(MethodView):
     def delete(self, uid):
         """Delete the user: its profile, its token, and its place in every group (with events)."""
         appid = caller().appid
-        with group_change() as (cur, changes):
+        with group_change(appid) as (cur, _, changes):
             existed = users.delete_user(cur, appid, uid)
-            # Lock each group before its member row, in id order, as every group change does.
-            for found in groups.user_groups(cur, appid, uid):
-                group = groups.find_group(cur, appid, found["id"], lock=True)
-                groups.remove_members(cur, changes, group, [{"uid": uid}])
-        revoked = users.revoke_token(get_redis(), appid, uid, setting("USER_EVENT_QUEUE"))
+            groups.leave_all_groups(cur, changes, appid, uid)
+        revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
         users.forget_profile(get_redis(), appid, uid)
         if not (existed or revoked or changes.events):
             raise UserNotFound()
@@ -116,7 +114,7 @@ class User(MethodView):
     def post(self, args, uid):
         """Change the user's settings: name, peer do-not-disturb, mute, forbidden."""
         appid = caller().appid
-        users.save_settings(get_redis(), appid, uid, args, setting("USER_EVENT_QUEUE"))
+        users.save_settings(get_redis(), queues().user_events, appid, uid, args)
         if "name" in args:
             with transaction() as cur:
                 users.record_user(cur, appid, uid, args["name"])
@@ -134,9 +132,9 @@ class UserGroups(MethodView):
             return ok([groups.public(g) for g in groups.user_groups(cur, caller().appid, uid)])
 
 
-def _devices(uid: int, tokens: dict, bind: bool):
-    appid = caller().appid
-    (users.bind_devices if bind else users.unbind_devices)(get_redis(), appid, uid, tokens)
+def save_devices(uid: int, tokens: dict, bind: bool):
+    """Bind (or unbind) the user's device tokens."""
+    (users.bind_devices if bind else users.unbind_devices)(get_redis(), caller().appid, uid, tokens)
     return ok()
 
 
@@ -146,7 +144,7 @@ class Bind(MethodView):
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
         """Bind push device tokens to the user."""
-        return _devices(uid, args, bind=True)
+        return save_devices(uid, args, bind=True)
 
 
 @blp.route("/users/<uid:uid>/unbind")
@@ -155,7 +153,7 @@ class Unbind(MethodView):
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
         """Unbind device tokens (each only while it is still the one bound)."""
-        return _devices(uid, args, bind=False)
+        return save_devices(uid, args, bind=False)
 
 
 @blp.route("/device/bind")
@@ -164,7 +162,7 @@ class DeviceBind(MethodView):
     @blp.arguments(DeviceSchema)
     def post(self, args):
         """Bind push device tokens to the calling user."""
-        return _devices(caller().uid, args, bind=True)
+        return save_devices(caller().uid, args, bind=True)
 
 
 @blp.route("/device/unbind")
@@ -173,4 +171,4 @@ class DeviceUnbind(MethodView):
     @blp.arguments(DeviceSchema)
     def post(self, args):
         """Unbind the calling user's device tokens."""
-        return _devices(caller().uid, args, bind=False)
+        return save_devices(caller().uid, args, bind=False)

@@ -1,4 +1,4 @@
-"""The `app` table: the tenants of the service and their credentials."""
+"""The `app` table: the service's tenants (apps) and their credentials."""
 import secrets
 
 SELECT_APP = """
@@ -13,17 +13,15 @@ LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at
 DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
 
 
-def find_app(conn, appid: int) -> dict | None:
+def find_app(cur, appid: int) -> dict | None:
     """The app row, or None."""
-    with conn.cursor() as cur:
-        cur.execute(SELECT_APP, {"appid": appid})
-        return cur.fetchone()
+    cur.execute(SELECT_APP, {"appid": appid})
+    return cur.fetchone()
 
 
-def find_app_by_name(conn, name: str) -> dict | None:
-    with conn.cursor() as cur:
-        cur.execute(SELECT_APP_BY_NAME, {"name": name})
-        return cur.fetchone()
+def find_app_by_name(cur, name: str) -> dict | None:
+    cur.execute(SELECT_APP_BY_NAME, {"name": name})
+    return cur.fetchone()
 
 
 def create_app_row(cur, name: str, store_id: int = 0) -> dict:
@@ -33,10 +31,9 @@ def create_app_row(cur, name: str, store_id: int = 0) -> dict:
     return {"id": cur.lastrowid, **row}
 
 
-def list_apps(conn) -> list[dict]:
-    with conn.cursor() as cur:
-        cur.execute(LIST_APPS)
-        return cur.fetchall()
+def list_apps(cur) -> list[dict]:
+    cur.execute(LIST_APPS)
+    return cur.fetchall()
 
 
 def disable_app(cur, appid: int) -> bool:
