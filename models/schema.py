@@ -15,12 +15,56 @@ CREATE TABLE IF NOT EXISTS schema_migration (
 """
 APPLIED = "SELECT version FROM schema_migration"
 RECORD = "INSERT INTO schema_migration (version) VALUES (%(version)s)"
+# What a `-- only if ...` line above a statement can ask (docs/DECISIONS.md, "Conditional steps").
+COLUMN_EXISTS = ("SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                 "AND TABLE_NAME = %(table)s AND COLUMN_NAME = %(name)s")
+INDEX_EXISTS = ("SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = %(table)s AND INDEX_NAME = %(name)s LIMIT 1")
+TABLE_IN_OTHER_COLLATION = ("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
+                            "AND TABLE_NAME = %(table)s AND TABLE_COLLATION <> %(name)s")
+DATABASE_IN_OTHER_COLLATION = ("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE() "
+                               "AND DEFAULT_COLLATION_NAME <> %(name)s")
+CONDITIONS = [  # (what the line says after "-- only if", the query, whether it must find a row)
+    (r"column `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", COLUMN_EXISTS, False),
+    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` exists", INDEX_EXISTS, True),
+    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", INDEX_EXISTS, False),
+    (r"table `(?P<table>\w+)` is not (?P<name>\w+)", TABLE_IN_OTHER_COLLATION, True),
+    (r"database is not (?P<name>\w+)", DATABASE_IN_OTHER_COLLATION, True),
+]
 
 
-def statements(text: str) -> list[str]:
-    """The statements of a schema file (split at a ';' that ends a line; no comment lines)."""
-    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in re.split(r";\s*$", text, flags=re.M) if s.strip()]
+def condition(line: str) -> tuple[str, dict, bool]:
+    """(query, parameters, whether it must find a row) for one `-- only if ...` line."""
+    said = line.strip().removeprefix("-- only if").strip()
+    for pattern, query, must_find in CONDITIONS:
+        if found := re.fullmatch(pattern, said):
+            return query, found.groupdict(), must_find
+    raise ValueError(f"cannot read this condition: {line.strip()!r}")
+
+
+def statements(text: str) -> list[tuple[list[tuple[str, dict, bool]], str]]:
+    """The statements of a schema file (split at a ';' that ends a line), each with the
+    conditions of the `-- only if ...` lines above it; other comment lines are dropped."""
+    found, conditions, lines = [], [], []
+    for line in text.splitlines():
+        if line.lstrip().startswith("-- only if"):
+            conditions.append(condition(line))
+        elif not line.lstrip().startswith("--"):
+            lines.append(line)
+            if line.rstrip().endswith(";"):
+                found.append((conditions, "\n".join(lines).strip().removesuffix(";").rstrip()))
+                conditions, lines = [], []
+    found.append((conditions, "\n".join(lines).strip()))
+    return [(c, s) for c, s in found if s]
+
+
+def holds(cur, conditions) -> bool:
+    """Whether every condition holds in the current database."""
+    for query, params, must_find in conditions:
+        cur.execute(query, params)
+        if (cur.fetchone() is not None) != must_find:
+            return False
+    return True
 
 
 def init_db(config) -> list[str]:
@@ -28,7 +72,8 @@ def init_db(config) -> list[str]:
     name = config["MYSQL_DATABASE"]
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"MYSQL_DATABASE must be letters, digits and _: {name!r}")
-    conn = pymysql.connect(**mysql_connect_args(config, database=False))
+    # No read timeout: taking over a big table (sql/005) can run for minutes.
+    conn = pymysql.connect(**mysql_connect_args(config, database=False) | {"read_timeout": None})
     try:
         with conn.cursor() as cur:
             cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
@@ -40,8 +85,9 @@ def init_db(config) -> list[str]:
             for path in sorted(SQL_DIR.glob("*.sql")):
                 if path.name in done:
                     continue
-                for statement in statements(path.read_text()):
-                    cur.execute(statement)
+                for conditions, statement in statements(path.read_text()):
+                    if holds(cur, conditions):
+                        cur.execute(statement)
                 cur.execute(RECORD, {"version": path.name})
                 applied.append(path.name)
         return applied
