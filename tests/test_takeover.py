@@ -255,3 +255,37 @@ def test_conditions_are_read_strictly():
         ({"table": "t", "name": "a"}, True), ({"table": "t", "name": "b"}, False)]
     with pytest.raises(ValueError, match="cannot read"):
         statements("-- only if column t.c is missing\nSELECT 1;\n")  # no backticks: a typo, not ignored
+
+
+def test_an_older_gobelieve_schema_gets_its_missing_columns(app, databases):
+    """GoBelieve's first schema had groups without super, notice and deleted, members with only
+    their two ids, and no friend or blacklist tables."""
+    config = {**app.config, "MYSQL_DATABASE": databases["gobelieve"]}
+    server = connect(config, database=False)
+    with server.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{databases['gobelieve']}` DEFAULT CHARACTER SET utf8")
+        cur.execute(f"USE `{databases['gobelieve']}`")
+        cur.execute("CREATE TABLE `group` (id BIGINT AUTO_INCREMENT PRIMARY KEY, appid BIGINT, master BIGINT, "
+                    "name VARCHAR(255)) DEFAULT CHARSET=utf8")
+        cur.execute("CREATE TABLE group_member (group_id BIGINT, uid BIGINT, PRIMARY KEY (group_id, uid)) "
+                    "DEFAULT CHARSET=utf8")
+        cur.execute("INSERT INTO `group` (id, appid, master, name) VALUES (5, 7, 100, 'old'), (6, NULL, NULL, NULL)")
+        cur.execute("INSERT INTO group_member (group_id, uid) VALUES (5, 100), (5, 101)")
+    server.close()
+    take_over(config)
+    fresh = {**config, "MYSQL_DATABASE": databases["fresh"]}
+    init_db(fresh)
+    assert schema_of(config) == schema_of(fresh)
+    kept = data_of(config)
+    assert kept["group"] == [
+        {"id": 5, "appid": 7, "master": 100, "super": 0, "name": "old", "notice": "", "cover": "", "code": None,
+         "deleted": 0},
+        {"id": 6, "appid": 0, "master": 0, "super": 0, "name": "", "notice": "", "cover": "", "code": None,
+         "deleted": 0}]
+    assert kept["group_member"] == [{"group_id": 5, "uid": uid, "timestamp": 0, "nickname": "", "mute": 0,
+                                     "deleted": 0} for uid in (100, 101)]
+    assert kept["friend"] == kept["blacklist"] == []
+    conn = connect(config)
+    assert rows(conn, ROUTER_MEMBERS, 5) == [{"uid": 100, "timestamp": 0, "mute": 0},
+                                             {"uid": 101, "timestamp": 0, "mute": 0}]
+    conn.close()
