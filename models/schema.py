@@ -15,34 +15,38 @@ CREATE TABLE IF NOT EXISTS schema_migration (
 """
 APPLIED = "SELECT version FROM schema_migration"
 RECORD = "INSERT INTO schema_migration (version) VALUES (%(version)s)"
-# What a `-- only if ...` line above a statement can ask (docs/DECISIONS.md, "Conditional steps").
-COLUMN_EXISTS = ("SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
-                 "AND TABLE_NAME = %(table)s AND COLUMN_NAME = %(name)s")
-INDEX_EXISTS = ("SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() "
-                "AND TABLE_NAME = %(table)s AND INDEX_NAME = %(name)s LIMIT 1")
-TABLE_IN_OTHER_COLLATION = ("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
-                            "AND TABLE_NAME = %(table)s AND TABLE_COLLATION <> %(name)s")
-DATABASE_IN_OTHER_COLLATION = ("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = DATABASE() "
-                               "AND DEFAULT_COLLATION_NAME <> %(name)s")
-CONDITIONS = [  # (what the line says after "-- only if", the query, whether it must find a row)
-    (r"column `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", COLUMN_EXISTS, False),
-    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` exists", INDEX_EXISTS, True),
-    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", INDEX_EXISTS, False),
-    (r"table `(?P<table>\w+)` is not (?P<name>\w+)", TABLE_IN_OTHER_COLLATION, True),
-    (r"database is not (?P<name>\w+)", DATABASE_IN_OTHER_COLLATION, True),
+# Whether a `-- only if ...` line holds (docs/DECISIONS.md, "Conditional steps"): one query
+# for every kind, so that only named constants reach execute().
+CONDITION = """
+SELECT 1 FROM information_schema.COLUMNS WHERE %(kind)s = 'column'
+  AND TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %(table)s AND COLUMN_NAME = %(name)s
+UNION ALL SELECT 1 FROM information_schema.STATISTICS WHERE %(kind)s = 'index'
+  AND TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %(table)s AND INDEX_NAME = %(name)s
+UNION ALL SELECT 1 FROM information_schema.TABLES WHERE %(kind)s = 'other table collation'
+  AND TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %(table)s AND TABLE_COLLATION <> %(name)s
+UNION ALL SELECT 1 FROM information_schema.SCHEMATA WHERE %(kind)s = 'other database collation'
+  AND SCHEMA_NAME = DATABASE() AND DEFAULT_COLLATION_NAME <> %(name)s
+LIMIT 1
+"""
+CONDITIONS = [  # (what the line says after "-- only if", what CONDITION asks, whether it must find a row)
+    (r"column `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", "column", False),
+    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` exists", "index", True),
+    (r"index `(?P<table>\w+)`\.`(?P<name>\w+)` is missing", "index", False),
+    (r"table `(?P<table>\w+)` is not (?P<name>\w+)", "other table collation", True),
+    (r"database is not (?P<name>\w+)", "other database collation", True),
 ]
 
 
-def condition(line: str) -> tuple[str, dict, bool]:
-    """(query, parameters, whether it must find a row) for one `-- only if ...` line."""
+def condition(line: str) -> tuple[dict, bool]:
+    """(parameters of CONDITION, whether it must find a row) for one `-- only if ...` line."""
     said = line.strip().removeprefix("-- only if").strip()
-    for pattern, query, must_find in CONDITIONS:
+    for pattern, kind, must_find in CONDITIONS:
         if found := re.fullmatch(pattern, said):
-            return query, found.groupdict(), must_find
+            return {"kind": kind, "table": None} | found.groupdict(), must_find
     raise ValueError(f"cannot read this condition: {line.strip()!r}")
 
 
-def statements(text: str) -> list[tuple[list[tuple[str, dict, bool]], str]]:
+def statements(text: str) -> list[tuple[list[tuple[dict, bool]], str]]:
     """The statements of a schema file (split at a ';' that ends a line), each with the
     conditions of the `-- only if ...` lines above it; other comment lines are dropped."""
     found, conditions, lines = [], [], []
@@ -60,8 +64,8 @@ def statements(text: str) -> list[tuple[list[tuple[str, dict, bool]], str]]:
 
 def holds(cur, conditions) -> bool:
     """Whether every condition holds in the current database."""
-    for query, params, must_find in conditions:
-        cur.execute(query, params)
+    for params, must_find in conditions:
+        cur.execute(CONDITION, params)
         if (cur.fetchone() is not None) != must_find:
             return False
     return True

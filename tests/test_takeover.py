@@ -251,8 +251,8 @@ def test_conditions_are_read_strictly():
             "ALTER TABLE t\n  RENAME INDEX a TO b;\nSELECT 1;\n")
     (first, rename), (none, select) = statements(text)
     assert rename == "ALTER TABLE t\n  RENAME INDEX a TO b" and select == "SELECT 1" and none == []
-    assert [(params, must_find) for _, params, must_find in first] == [
-        ({"table": "t", "name": "a"}, True), ({"table": "t", "name": "b"}, False)]
+    assert first == [({"kind": "index", "table": "t", "name": "a"}, True),
+                     ({"kind": "index", "table": "t", "name": "b"}, False)]
     with pytest.raises(ValueError, match="cannot read"):
         statements("-- only if column t.c is missing\nSELECT 1;\n")  # no backticks: a typo, not ignored
 
