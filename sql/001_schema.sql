@@ -27,7 +27,9 @@ CREATE TABLE IF NOT EXISTS `group` (
   `created_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `updated_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,
   -- NULL for disbanded groups, so a code is unique among an app's live groups only.
-  `live_code` VARCHAR(64) AS (IF(`deleted` = 0, `code`, NULL)) PERSISTENT,
+  -- STORED (MySQL 8.0 and MariaDB 10.6+); this file once said PERSISTENT, MariaDB's older
+  -- spelling of the same thing, so databases made from it need no migration.
+  `live_code` VARCHAR(64) AS (IF(`deleted` = 0, `code`, NULL)) STORED,
   PRIMARY KEY (`id`),
   KEY `idx_appid_deleted_id` (`appid`, `deleted`, `id`),
   UNIQUE KEY `uniq_appid_live_code` (`appid`, `live_code`)
@@ -91,6 +93,8 @@ CREATE TABLE IF NOT EXISTS `outbox` (
   `id` BIGINT NOT NULL AUTO_INCREMENT,
   `command` VARCHAR(8) NOT NULL DEFAULT 'LPUSH' COMMENT 'LPUSH an item on a queue, or HDEL a field',
   `redis_key` VARCHAR(255) NOT NULL DEFAULT '',
+  -- The one non-key column without a default: MySQL 8.0 takes no literal default on a TEXT
+  -- column, and rows here are written only by the service.
   `item` MEDIUMTEXT NOT NULL,
   `created_at` TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   PRIMARY KEY (`id`)

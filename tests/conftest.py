@@ -20,7 +20,8 @@ TEST_CONFIG = {
     "ACCESS_LOG": False,  # tests/test_ops.py turns it on where it checks the line
     "TESTING": True,
 }
-TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency")
+TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency", "friend",
+          "blacklist")
 
 
 def _config() -> dict:
