@@ -119,6 +119,7 @@ class Config:
     IM_MESSAGE_QUEUE = Setting(text, "im_message_queue")
     GROUP_EVENT_QUEUE = Setting(text, "group_event_queue")
     USER_EVENT_QUEUE = Setting(text, "user_event_queue")
+    RELATIONSHIP_EVENT_QUEUE = Setting(text, "relationship_event_queue")
     # Past this many waiting messages the router is taken to be down: posts get 503.
     QUEUE_MAX_LENGTH = Setting(integer(1), 1_000_000)
     RETRY_AFTER = Setting(integer(1), 5)

@@ -1,11 +1,11 @@
-"""The unit of work of every group change: lock, change, number, store, commit, relay.
+"""The unit of work of every group change: lock, change, store, commit, relay.
 
     with group_change(conn, queues, appid, gid) as (cur, group, changes):
         groups.add_members(cur, changes, group, ...)
 
 locks the group row first (so changes to one group commit one after another and queue in
-that order), hands the locked group to the block, and when the block ends numbers the
-notifications, appends the events and notifications to the outbox in the same
+that order), hands the locked group to the block, and when the block ends gives the notifications their
+message ids, appends the events and notifications to the outbox in the same
 transaction, commits, and relays the outbox to Redis before the response. If Redis or
 MySQL fails just then, the change still stands and the background relay delivers its
 items, in order, once the service is back. An exception in the block rolls it all back.
@@ -61,7 +61,7 @@ def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, co
             group = None if gid is None else groups.lock_group(cur, appid, gid)
         yield cur, group, changes
         notes = [group_notification(queues.ids.next(), *note) for note in changes.notes]
-        outbox.append(cur, queues, changes.events, notes, changes.cleared)
+        outbox.append(cur, queues, group_events=changes.events, messages=notes, cleared=changes.cleared)
     if changes:
         try:
             outbox.relay(conn, queues.redis)

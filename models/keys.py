@@ -69,3 +69,14 @@ def idempotency(queue: str, appid: int, caller: str, key: str) -> str:
 def rate_limit(name: str) -> str:
     """String: hits in the current window of a rate limit."""
     return f"rate_limit_{name}"
+
+
+def relayed(queue: str) -> str:
+    """String: the highest outbox seq pushed to the queue (models/outbox.py)."""
+    return f"{{{queue}}}:relayed"
+
+
+def posted(queue: str, message_id: int) -> str:
+    """String: a message post's answer, kept a minute under its first message's id, so that a push
+    redis-py resends after a timeout (its first copy having run) is not queued twice."""
+    return f"{{{queue}}}:posted:{message_id}"

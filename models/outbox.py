@@ -1,67 +1,147 @@
 """The transactional outbox: Redis writes stored with the change they belong to, then relayed.
 
-A group change appends its events, notifications and cleared sync keys in its own
-transaction, so a committed change always has them and a rolled-back one never does. The action_id
-chain comes from a MySQL counter whose row stays locked until the change commits: ids
-are handed out in commit order with no gaps, and outbox rows get their auto-increment
-ids in that same order. relay() moves rows to Redis oldest first, one relayer at a time.
+A change appends its events, notifications and cleared sync keys in its own transaction,
+so a committed change always has them and a rolled-back one never does. Nothing global is
+locked while the change runs: events are numbered by the relay, which runs one at a time
+(a MySQL named lock) and takes committed rows in id order. Rows of one group are appended
+while its row is locked, so their ids, and so their action_ids, follow the group's commit
+order; the chain has no gaps because only the relay hands out numbers.
+
+relay() first numbers rows in MySQL (seq, the relay order; action_id for events) and
+commits, then pushes them; each queue keeps the highest seq pushed to it (keys.relayed), and
+the push script skips rows at or below it, atomically with the pushes. A push that Redis
+ran although its reply was lost, or rows pushed just before a crash, are never pushed twice.
 """
+import json
 import logging
+from collections import defaultdict
 
+from . import keys
 from .db import transaction
-from .redis_io import dumps
+from .redis_io import dumps, run_script
 
-RESERVE_ACTIONS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'group_action'"
-INSERT_ITEM = "INSERT INTO outbox (command, redis_key, item) VALUES (%(command)s, %(key)s, %(item)s)"
-LOCK_RELAY = "SELECT value FROM sequence WHERE name = 'outbox_relay' FOR UPDATE"
-PENDING = "SELECT id, command, redis_key, item FROM outbox ORDER BY id LIMIT %(limit)s"
+INSERT_ITEM = """
+INSERT INTO outbox (command, redis_key, item, chain) VALUES (%(command)s, %(key)s, %(item)s, %(chain)s)
+"""
+TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
+RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
+UNNUMBERED = "SELECT id, chain, item FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
+RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
+NUMBER = "UPDATE outbox SET seq = %(seq)s, item = %(item)s WHERE id = %(id)s"
+NUMBERED = "SELECT id, seq, command, redis_key, item FROM outbox WHERE seq IS NOT NULL ORDER BY seq LIMIT %(limit)s"
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
+RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
+GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their `sequence` rows
+
+# LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
+# mark. KEYS: queue, its mark. ARGV: seq, item, seq, item, ... A push Redis refuses (the key
+# holds another type) is skipped and its seq returned, so one bad row cannot hold back the rest.
+PUSH_RELAYED = """
+local mark = tonumber(redis.call('GET', KEYS[2]) or '0')
+local top, refused = mark, {}
+for i = 1, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > mark then
+    local done = redis.pcall('LPUSH', KEYS[1], ARGV[i + 1])
+    if type(done) == 'table' and done.err then refused[#refused + 1] = seq end
+    if seq > top then top = seq end
+  end
+end
+if top > mark then redis.call('SET', KEYS[2], top) end
+return refused
+"""
 log = logging.getLogger(__name__)
 
 
-def append(cur, queues, events: list[dict], messages: list[dict], cleared: list[tuple[str, str]] = ()) -> None:
-    """Store group events (numbered here), messages and hash fields to clear, for after the commit."""
-    rows = []
-    if events:
-        cur.execute(RESERVE_ACTIONS, {"n": len(events)})
-        action_id = cur.lastrowid - len(events)
-        for event in events:
-            event.update(action_id=action_id + 1, previous_action_id=action_id)
-            action_id += 1
-            rows.append({"command": "LPUSH", "key": queues.group_events, "item": dumps(event)})
-    rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m)} for m in messages]
-    rows += [{"command": "HDEL", "key": key, "item": field} for key, field in cleared]
+def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> None:
+    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit."""
+    rows = [{"command": "LPUSH", "key": queues.group_events, "item": dumps(e), "chain": GROUP_CHAIN}
+            for e in group_events]
+    rows += [{"command": "LPUSH", "key": queues.relationship_events, "item": dumps(e), "chain": RELATIONSHIP_CHAIN}
+             for e in relationship_events]
+    rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m), "chain": ""} for m in messages]
+    rows += [{"command": "HDEL", "key": key, "item": field, "chain": ""} for key, field in cleared]
     if rows:
         cur.executemany(INSERT_ITEM, rows)
 
 
 def relay(conn, r) -> int:
-    """Move every committed outbox item to its Redis list in order; return how many moved.
+    """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
-    At least once: if MySQL fails after the Redis push, the items are pushed again
-    by the next relay (routers drop an action_id they have already seen). A command
-    that Redis refuses for good (say, a queue key holding a string) is logged and
-    dropped, so one bad row cannot hold back everything after it.
-    """
-    moved = 0
-    while True:
-        with transaction(conn) as cur:
-            cur.execute(LOCK_RELAY)
-            cur.execute(PENDING, {"limit": RELAY_BATCH})
-            rows = cur.fetchall()
+    If another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it
+    (or to the next relay) and return 0."""
+    with conn.cursor() as cur:
+        cur.execute(TAKE_RELAY_LOCK, {"seconds": RELAY_LOCK_WAIT})
+        if not cur.fetchone()["got"]:
+            log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
+            return 0
+    try:
+        moved = 0
+        while True:
+            _number(conn)
+            with conn.cursor() as cur:
+                cur.execute(NUMBERED, {"limit": RELAY_BATCH})
+                rows = cur.fetchall()
             if rows:
-                pipe = r.pipeline(transaction=True)
-                for row in rows:
-                    pipe.execute_command(row["command"], row["redis_key"], row["item"])
-                for row, result in zip(rows, pipe.execute(raise_on_error=False)):
-                    if isinstance(result, Exception):
-                        log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
-                cur.execute(DELETE_RELAYED, {"ids": [row["id"] for row in rows]})
-        moved += len(rows)
-        if len(rows) < RELAY_BATCH:
-            return moved
+                _push(r, rows)
+                with conn.cursor() as cur:
+                    cur.execute(DELETE_RELAYED, {"ids": [row["id"] for row in rows]})
+            moved += len(rows)
+            if len(rows) < RELAY_BATCH:
+                return moved
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(RELEASE_RELAY_LOCK)
+
+
+def _number(conn) -> None:
+    """Give committed rows not numbered yet their seq and, for events, their action_ids; commit."""
+    with transaction(conn) as cur:
+        cur.execute(UNNUMBERED, {"limit": RELAY_BATCH})
+        rows = cur.fetchall()
+        if not rows:
+            return
+        next_seq = _reserve(cur, "outbox_seq", len(rows))
+        chains = defaultdict(list)
+        for row in rows:
+            if row["chain"]:
+                chains[row["chain"]].append(row)
+        for chain, events in chains.items():
+            action_id = _reserve(cur, chain, len(events)) - 1
+            for row in events:
+                event = json.loads(row["item"])
+                event.update(action_id=action_id + 1, previous_action_id=action_id)
+                row["item"], action_id = dumps(event), action_id + 1
+        cur.executemany(NUMBER, [{"id": row["id"], "seq": next_seq + i, "item": row["item"]}
+                                 for i, row in enumerate(rows)])
+
+
+def _reserve(cur, name: str, n: int) -> int:
+    """Take n numbers of a `sequence` counter; return the first."""
+    cur.execute(RESERVE, {"name": name, "n": n})
+    return cur.lastrowid - n + 1
+
+
+def _push(r, rows: list[dict]) -> None:
+    """Push numbered rows: one script per queue (skipping what it already has), HDELs in a pipeline."""
+    pushes, fields = defaultdict(list), []
+    for row in rows:
+        if row["command"] == "LPUSH":
+            pushes[row["redis_key"]] += [row["seq"], row["item"]]
+        else:
+            fields.append(row)
+    for queue, args in pushes.items():
+        for seq in run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args):
+            log.error("outbox row seq %s refused by Redis (%s is not a list), dropped", seq, queue)
+    if fields:
+        pipe = r.pipeline(transaction=False)
+        for row in fields:
+            pipe.hdel(row["redis_key"], row["item"])
+        for row, result in zip(fields, pipe.execute(raise_on_error=False)):
+            if isinstance(result, Exception):  # the key holds another type: nothing to retry
+                log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
 
 
 def pending(conn) -> int:

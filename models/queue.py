@@ -9,22 +9,21 @@ from .errors import QueueFull
 from .redis_io import dumps, run_script
 
 ID_BLOCK = 1000
+RESENT_POST_TTL = 60  # seconds: a resent push arrives within the client's retry, a few seconds at most
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
 # round trip. Refuse (-1, pushing nothing) when the items would take the queue past its
-# bound: the router has fallen too far behind. With an idempotency key (KEYS[2] not empty)
-# that a first post left, push nothing and return that post's answer.
-# KEYS: queue, idempotency key or '', then every item's history keys in turn.
+# bound: the router has fallen too far behind. When the post's key (KEYS[2]: its Idempotency-Key,
+# or its first message's id) was left by a first post, push nothing and return that post's answer.
+# KEYS: queue, the post's key, then every item's history keys in turn.
 # ARGV: max queue length, history bound, idempotency ttl, answer to remember, then per item:
 # the item and its number of history keys.
 # Every redis.call costs a few microseconds of Redis's time, so the queue's length is the
 # one LPUSH answers, and a history list is trimmed only once it is longer than its bound.
 PUSH_MESSAGES = """
-if KEYS[2] ~= '' then
-  local first = redis.call('GET', KEYS[2])
-  if first then return first end
-end
+local first = redis.call('GET', KEYS[2])
+if first then return first end
 local length
 for i = 5, #ARGV, 2 do length = redis.call('LPUSH', KEYS[1], ARGV[i]) end
 if length > tonumber(ARGV[1]) then
@@ -38,7 +37,7 @@ for i = 5, #ARGV, 2 do
   end
   k = k + tonumber(ARGV[i + 1])
 end
-if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3]) end
+redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
 return 0
 """
 
@@ -99,7 +98,7 @@ def group_notification(msg_id: int, appid: int, group_id: int, op: str, body: di
 
 
 def group_event(name: str, appid: int, group_id: int, **fields) -> dict:
-    """A group_event_queue item; the outbox fills in action_id and previous_action_id."""
+    """A group_event_queue item; the outbox relay fills in action_id and previous_action_id."""
     return {"name": name, "appid": appid, "group_id": group_id, **fields, "timestamp": now_ms()}
 
 
@@ -127,22 +126,27 @@ class Queues:
         self.messages = config["IM_MESSAGE_QUEUE"]
         self.group_events = config["GROUP_EVENT_QUEUE"]
         self.user_events = config["USER_EVENT_QUEUE"]
+        self.relationship_events = config["RELATIONSHIP_EVENT_QUEUE"]
         self.max_length = config["QUEUE_MAX_LENGTH"]
         self.history_length = config["HISTORY_LENGTH"]
         self.idempotency_ttl = config["IDEMPOTENCY_TTL"]
 
     def names(self) -> tuple[str, ...]:
-        return self.messages, self.group_events, self.user_events
+        return self.messages, self.group_events, self.user_events, self.relationship_events
 
     def push_messages(self, items: list[dict], answer: dict, idempotency: tuple[int, str, str] | None = None) -> dict:
         """LPUSH items on the message queue and the users' history lists, unless the queue is full
         (QueueFull); return the answer.
 
         idempotency is (appid, caller, key): when a first post already used the key, nothing
-        is pushed and the first post's answer is returned."""
-        key = keys.idempotency(self.messages, *idempotency) if idempotency else ""
-        script_keys, args = [self.messages, key], [self.max_length, self.history_length, self.idempotency_ttl,
-                                                   dumps(answer) if key else ""]
+        is pushed and the first post's answer is returned. Without one, the first item's id is
+        the key for a minute: a push resent by redis-py's retry after a timeout, whose first
+        copy did run, pushes nothing."""
+        if idempotency:
+            key, ttl = keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
+        else:
+            key, ttl = keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
+        script_keys, args = [self.messages, key], [self.max_length, self.history_length, ttl, dumps(answer)]
         for item in items:
             owners = history_owners(item) if self.history_length > 0 else []
             script_keys += [keys.history(item["appid"], uid) for uid in owners]

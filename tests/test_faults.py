@@ -4,6 +4,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import pymysql
@@ -12,6 +13,7 @@ from conftest import TEST_CONFIG, Api, basic, bearer, queue, rows, token_for
 from test_concurrency import free_port
 
 from app import create_app, start_relay_thread
+from models import outbox
 from models.db import mysql_connect_args
 from models.migrations import init_db
 
@@ -216,3 +218,59 @@ def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_re
     events = queue(r, "group_event_queue")
     assert [(e["name"], e.get("member_id")) for e in events][-2:] == [("group_member_add", 2), ("group_member_add", 3)]
     assert "refused by Redis, dropped" in caplog.text
+
+
+def test_a_redis_stall_during_group_changes_queues_every_event_exactly_once(flaky_redis_app, own_redis, demo, db):
+    """kill -STOP on Redis for longer than REDIS_TIMEOUT while members are added: a relay whose reply
+    timed out ran when Redis resumed; the rows it had pushed are not pushed a second time."""
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    r = flaky_redis_app.extensions["redis"]
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    statuses = []
+
+    def add(uids):
+        client = Api(flaky_redis_app.test_client(), demo["auth"])
+        statuses.extend(client.post(f"/groups/{gid}/members", [uid])[0] for uid in uids)
+
+    threads = [threading.Thread(target=add, args=(range(100 + 5 * n, 105 + 5 * n),)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    time.sleep(2.5)
+    os.kill(own_redis.proc.pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 40  # committed in MySQL whatever Redis did; the outbox holds the rest
+    conn = pymysql.connect(**mysql_connect_args(flaky_redis_app.config))
+    outbox.relay(conn, r)
+    conn.close()
+    events = queue(r, "group_event_queue")
+    adds = [e["member_id"] for e in events if e["name"] == "group_member_add"]
+    assert sorted(adds) == [1] + list(range(100, 140))  # each once
+    assert chain_ok(events) and len({e["action_id"] for e in events}) == len(events)
+    ids = [m["id"] for m in queue(r, "im_message_queue")]
+    assert len(ids) == len(set(ids)) == 41  # the create notification and one add_member each
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0
+
+
+def test_a_message_post_resent_after_a_redis_stall_is_queued_once(flaky_redis_app, own_redis, demo):
+    """Redis frozen past REDIS_TIMEOUT: redis-py resends the push on a new connection and, once
+    Redis resumes, both copies run; the post's own key makes the second one push nothing."""
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    r = flaky_redis_app.extensions["redis"]
+    answer = {}
+    post = threading.Thread(target=lambda: answer.update(
+        zip(("status", "body"), api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "x"}))))
+    assert api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": "warm"})[0] == 200  # script loaded
+    r.delete("im_message_queue")
+    os.kill(own_redis.proc.pid, signal.SIGSTOP)
+    post.start()
+    time.sleep(1.6)  # past the first timeout (1 s): the retry is on its way too
+    os.kill(own_redis.proc.pid, signal.SIGCONT)
+    post.join()
+    items = queue(r, "im_message_queue")
+    assert answer["status"] in (200, 503), answer
+    assert len(items) == (1 if answer["status"] == 200 else len(items)) and len(items) <= 1, items
+    if answer["status"] == 200:
+        assert items[0]["id"] == answer["body"]["data"]["id"]

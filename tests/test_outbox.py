@@ -1,0 +1,112 @@
+"""The outbox relay: numbering at relay time, exactly once into Redis, nothing global held by a change."""
+import threading
+import time
+
+import pymysql
+from conftest import queue, rows
+
+from models import outbox
+from models.db import mysql_connect_args
+from models.group_change import group_change
+from models.queue import group_event, message
+
+
+def pending_change(app, db, appid, gid, n=3):
+    """Outbox rows of a change on group gid (n events, n messages), committed and not relayed."""
+    queues = app.extensions["queues"]
+    with db.cursor() as cur:
+        cur.execute("BEGIN")
+        outbox.append(cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
+                                                 for uid in range(1, n + 1)],
+                      messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}")
+                                for _ in range(n)])
+        cur.execute("COMMIT")
+
+
+def numbered_rows(db):
+    return rows(db, "SELECT id, seq, command, redis_key, item FROM outbox WHERE seq IS NOT NULL ORDER BY seq")
+
+
+def test_rows_pushed_just_before_a_crash_are_not_pushed_again(app, db, r, demo):
+    pending_change(app, db, demo["id"], 5)
+    outbox._number(db)
+    outbox._push(r, numbered_rows(db))  # ... and the relay died before deleting the rows
+    assert len(queue(r, "group_event_queue")) == 3
+    assert outbox.relay(db, r) == 6  # the next relay finds them again
+    events = queue(r, "group_event_queue")
+    assert [e["member_id"] for e in events] == [1, 2, 3]
+    assert len({e["action_id"] for e in events}) == 3
+    assert len(queue(r, "im_message_queue")) == 3
+    assert rows(db, "SELECT COUNT(*) AS n FROM outbox") == [{"n": 0}]
+
+
+def test_a_push_redis_ran_twice_queues_once(app, db, r, demo):
+    """What redis-py's retry does after a timeout whose command did run: the script skips it."""
+    pending_change(app, db, demo["id"], 5)
+    outbox._number(db)
+    numbered = numbered_rows(db)
+    outbox._push(r, numbered)
+    outbox._push(r, numbered)
+    assert len(queue(r, "group_event_queue")) == 3 and len(queue(r, "im_message_queue")) == 3
+    marks = {queue_name: max(row["seq"] for row in numbered if row["redis_key"] == queue_name)
+             for queue_name in ("group_event_queue", "im_message_queue")}
+    assert {name: int(r.get(f"{{{name}}}:relayed")) for name in marks} == marks
+
+
+def test_events_are_numbered_by_the_relay_gap_free_and_numbering_survives_a_failed_push(app, db, r, demo):
+    before = rows(db, "SELECT value FROM sequence WHERE name = 'group_action'")[0]["value"]
+    pending_change(app, db, demo["id"], 5)
+    stored = rows(db, "SELECT item FROM outbox WHERE chain = 'group_action'")
+    assert all("action_id" not in row["item"] for row in stored)  # not numbered inside the change
+    outbox._number(db)
+    first = [row["item"] for row in numbered_rows(db)]
+    pending_change(app, db, demo["id"], 6)
+    outbox.relay(db, r)
+    events = queue(r, "group_event_queue")
+    assert [e["action_id"] for e in events] == list(range(before + 1, before + 7))
+    assert [e["previous_action_id"] for e in events] == list(range(before, before + 6))
+    assert [e["group_id"] for e in events] == [5, 5, 5, 6, 6, 6]
+    assert first[0] in [item for item in r.lrange("group_event_queue", 0, -1)]  # numbered once, kept
+
+
+def test_a_group_change_holds_no_global_lock_while_it_runs(app, db, r, demo, api):
+    """With the action counter row locked by someone else, a change still commits: it does not touch it."""
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    holder = pymysql.connect(**mysql_connect_args(app.config))
+    with holder.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT value FROM sequence WHERE name = 'group_action' FOR UPDATE")
+    answer = {}
+    change = threading.Thread(target=lambda: answer.setdefault("status", api.post(f"/groups/{gid}/members", [2])[0]))
+    change.start()
+    deadline = time.monotonic() + 3  # less than the lock wait timeout: seen while the counter is still locked
+    while not rows(db, "SELECT uid FROM group_member WHERE group_id = %s AND uid = 2", gid):
+        assert time.monotonic() < deadline, "the change waited for the action counter"
+        time.sleep(0.02)
+    holder.rollback()
+    holder.close()
+    change.join()
+    assert answer["status"] == 200
+    outbox.relay(db, r)
+    events = queue(r, "group_event_queue")
+    assert [(e["name"], e.get("member_id")) for e in events][-1] == ("group_member_add", 2)
+
+
+def test_the_unit_of_work_locks_the_group_itself(app, db, demo, api):
+    """group_change takes the group's row lock: a second change of the same group waits for the first."""
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    conn = pymysql.connect(**mysql_connect_args(app.config))
+    other = pymysql.connect(**mysql_connect_args(app.config) | {"read_timeout": 10})
+    queues = app.extensions["queues"]
+    with group_change(conn, queues, demo["id"], gid) as (cur, group, changes):
+        assert group["id"] == gid
+        with other.cursor() as probe:
+            probe.execute("SET SESSION innodb_lock_wait_timeout = 1")
+            try:
+                probe.execute("SELECT id FROM `group` WHERE id = %s FOR UPDATE", (gid,))
+                locked = False
+            except pymysql.err.OperationalError as exc:
+                locked = exc.args[0] == 1205  # lock wait timeout
+    assert locked
+    conn.close()
+    other.close()
