@@ -1,37 +1,56 @@
-"""deploy/nginx.conf in front of gunicorn on a unix socket, as deployed: addresses, allow-lists, 413s."""
+"""deploy/nginx.conf in front of gunicorn on a unix socket, as deployed: TLS, the redirect, addresses,
+allow-lists, and nginx's own refusals in the JSON envelope."""
 import http.client
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import basic, make_app
 from test_concurrency import free_port
 from test_faults import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")
+OPENSSL = shutil.which("openssl")
+pytestmark = pytest.mark.skipif(NGINX is None or OPENSSL is None,
+                                reason="nginx or openssl is not installed (apt-get install nginx-light openssl)")
 CLIENT = "127.0.0.2"  # the test's client address: a loopback address that is not a trusted proxy
+SOCKET, CERT, KEY = "unix:/run/im-api/gunicorn.sock", "/etc/nginx/tls/im-api.crt", "/etc/nginx/tls/im-api.key"
 
 
-@pytest.fixture
-def site(app):
-    """nginx on a free port -> gunicorn on a unix socket; yields the port."""
-    tmp = Path(tempfile.mkdtemp(prefix="im-api-nginx-"))
-    tmp.chmod(0o755)  # nginx's workers run as an unprivileged user and must reach the socket
-    sock, port = tmp / "gunicorn.sock", free_port()
-    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_DB": str(app.config["REDIS_DB"]),
-           "TRUSTED_PROXIES": "unix", "WEB_CONCURRENCY": "2", "ACCESS_LOG": "0"}
-    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"unix:{sock}",
-                                 "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    site_conf = (ROOT / "deploy/nginx.conf").read_text().replace("unix:/run/im-api/gunicorn.sock", f"unix:{sock}")
-    site_conf = site_conf.replace("listen 80;", f"listen 127.0.0.1:{port};")
+@dataclass
+class Site:
+    http: int  # the plain-HTTP port (listen 80 in deploy/nginx.conf)
+    https: int  # the TLS port (listen 443)
+    tls: ssl.SSLContext  # a client context that trusts the test's self-signed certificate
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, made now, and its key."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def start_nginx(tmp: Path, sock: Path) -> tuple[subprocess.Popen, Site]:
+    """deploy/nginx.conf with only the socket, ports and certificate paths rewritten."""
+    cert, key = self_signed(tmp)
+    http_port, https_port = free_port(), free_port()
+    conf = (ROOT / "deploy/nginx.conf").read_text()
+    for old, new in ((SOCKET, f"unix:{sock}"), ("listen 80;", f"listen 127.0.0.1:{http_port};"),
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"), (CERT, str(cert)), (KEY, str(key))):
+        assert old in conf, f"deploy/nginx.conf no longer has {old!r}"
+        conf = conf.replace(old, new)
     (tmp / "nginx.conf").write_text(f"""
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log;
@@ -40,15 +59,29 @@ http {{
     access_log off;
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
-{site_conf}
+{conf}
 }}
 """)
     nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-g", "daemon off;"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return nginx, Site(http_port, https_port, ssl.create_default_context(cafile=str(cert)))
+
+
+@pytest.fixture(scope="module")
+def site(app):
+    """nginx on free ports -> gunicorn on a unix socket (one pair for the module's tests)."""
+    tmp = Path(tempfile.mkdtemp(prefix="im-api-nginx-"))
+    tmp.chmod(0o755)  # nginx's workers run as an unprivileged user and must reach the socket
+    sock = tmp / "gunicorn.sock"
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_DB": str(app.config["REDIS_DB"]),
+           "TRUSTED_PROXIES": "unix", "WEB_CONCURRENCY": "2", "ACCESS_LOG": "0"}
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"unix:{sock}",
+                                 "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx, site = start_nginx(tmp, sock)
     try:
         wait_for(sock.exists, what="gunicorn's socket")
-        wait_for(lambda: request(port, "GET", "/healthz")[0] == 200, what="nginx")
-        yield port
+        wait_for(lambda: request(site, "GET", "/healthz")[0] == 200, what="nginx")
+        yield site
     finally:
         for proc in (nginx, gunicorn):
             proc.terminate()
@@ -56,8 +89,11 @@ http {{
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def request(port, method, path, body=None, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(CLIENT, 0))
+def request(site, method, path, body=None, headers=None, tls=True):
+    """One request from CLIENT over HTTPS (verifying the certificate) or plain HTTP; (status, body, headers)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", site.https, timeout=10, source_address=(CLIENT, 0),
+                                       context=site.tls) if tls else \
+        http.client.HTTPConnection("127.0.0.1", site.http, timeout=10, source_address=(CLIENT, 0))
     try:
         data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
         conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
@@ -70,10 +106,33 @@ def request(port, method, path, body=None, headers=None):
         conn.close()
 
 
-def test_requests_and_request_ids_pass_through(site, demo):
+def test_https_reaches_the_app_and_request_ids_pass_through(site, demo):
     status, raw, headers = request(site, "POST", "/auth/grant", {"uid": 1}, {**demo["auth"], "X-Request-ID": "r-1"})
-    assert status == 200 and json.loads(raw)["data"]["token"]
+    assert status == 200 and set(json.loads(raw)) == {"data"} and json.loads(raw)["data"]["token"]
     assert headers["X-Request-ID"] == "r-1"
+    with socket.create_connection(("127.0.0.1", site.https)) as plain, \
+            site.tls.wrap_socket(plain, server_hostname="127.0.0.1") as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+def test_old_tls_versions_are_refused(site):
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer TLS 1.1, so that the refusal is nginx's
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with socket.create_connection(("127.0.0.1", site.https)) as plain, pytest.raises(ssl.SSLError):
+        old.wrap_socket(plain, server_hostname="127.0.0.1")
+
+
+def test_plain_http_redirects_to_https_but_answers_health_probes(site, demo):
+    for method in ("GET", "POST"):
+        status, _, headers = request(site, method, "/groups?start=0", {"uid": 1}, demo["auth"], tls=False)
+        assert status == 308 and headers["Location"] == "https://127.0.0.1/groups?start=0"
+    status, _, headers = request(site, "GET", "/users", headers={"Host": "api.example.com"}, tls=False)
+    assert status == 308 and headers["Location"] == "https://api.example.com/users"
+    status, raw, _ = request(site, "GET", "/healthz", tls=False)
+    assert status == 200 and json.loads(raw) == {"data": {"status": "ok"}}
 
 
 def test_the_allow_list_sees_the_client_address_nginx_saw(site, db):
@@ -88,9 +147,10 @@ def test_the_allow_list_sees_the_client_address_nginx_saw(site, db):
 
 
 def test_bodies_over_the_limit_are_413_in_the_envelope(site, demo):
-    status, raw, _ = request(site, "POST", "/messages/peers", b"x" * (2 * 1024 * 1024), demo["auth"])
+    status, raw, headers = request(site, "POST", "/messages/peers", b"x" * (2 * 1024 * 1024), demo["auth"])
     assert status == 413 and json.loads(raw) == {
         "meta": {"code": 1005, "message": "The request body is too large."}}
+    assert headers["Content-Type"] == "application/json"
     status, raw, _ = request(site, "POST", "/messages/peers",
                              {"sender": 1, "receiver": 2, "content": "x" * 900_000}, demo["auth"])
     assert status == 400 and json.loads(raw)["meta"]["message"].startswith("content:")
@@ -98,3 +158,4 @@ def test_bodies_over_the_limit_are_413_in_the_envelope(site, demo):
 
 def test_metrics_are_only_for_the_local_host(site):
     assert request(site, "GET", "/metrics")[0] == 403
+
