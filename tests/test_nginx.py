@@ -74,7 +74,7 @@ def site(app):
     tmp.chmod(0o755)  # nginx's workers run as an unprivileged user and must reach the socket
     sock = tmp / "gunicorn.sock"
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_DB": str(app.config["REDIS_DB"]),
-           "TRUSTED_PROXIES": "unix", "WEB_CONCURRENCY": "2", "ACCESS_LOG": "0"}
+           "TRUSTED_PROXIES": "unix", "WEB_CONCURRENCY": "2", "ACCESS_LOG": "0", "QUEUE_MAX_LENGTH": "5"}
     gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"unix:{sock}",
                                  "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     nginx, site = start_nginx(tmp, sock)
@@ -86,6 +86,20 @@ def site(app):
         for proc in (nginx, gunicorn):
             proc.terminate()
             proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def app_down():
+    """nginx as deployed, with no gunicorn behind it."""
+    tmp = Path(tempfile.mkdtemp(prefix="im-api-nginx-"))
+    nginx, site = start_nginx(tmp, tmp / "nobody-listens.sock")
+    try:
+        wait_for(lambda: request(site, "GET", "/healthz")[0] != 0, what="nginx")
+        yield site
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -104,6 +118,41 @@ def request(site, method, path, body=None, headers=None, tls=True):
         return 0, b"", {}
     finally:
         conn.close()
+
+
+def raw_request(site, data: bytes, tls=True) -> tuple[int, dict, bytes]:
+    """Send bytes as they are (nothing checks them on the way), read one answer: (status, headers, body)."""
+    sock = socket.create_connection(("127.0.0.1", site.https if tls else site.http), timeout=10,
+                                    source_address=(CLIENT, 0))
+    if tls:
+        sock = site.tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    with sock:
+        sock.sendall(data)
+        answer = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            if not chunk or (_ and len(body) >= int(parse_head(head)[1].get("content-length", 1 << 30))):
+                break
+    status, headers = parse_head(head)
+    return status, headers, body
+
+
+def parse_head(head: bytes) -> tuple[int, dict]:
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+    return int(lines[0].split()[1]), {name.strip().lower(): value.strip() for name, value in fields.items()}
+
+
+def assert_envelope(status, headers, body, expected_status, code):
+    assert status == expected_status, body
+    assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/json", headers
+    meta = json.loads(body)["meta"]
+    assert set(json.loads(body)) == {"meta"} and meta["code"] == code and meta["message"], body
 
 
 def test_https_reaches_the_app_and_request_ids_pass_through(site, demo):
@@ -135,6 +184,16 @@ def test_plain_http_redirects_to_https_but_answers_health_probes(site, demo):
     assert status == 200 and json.loads(raw) == {"data": {"status": "ok"}}
 
 
+def test_plain_http_on_the_tls_port_is_a_400_in_the_envelope(site):
+    with socket.create_connection(("127.0.0.1", site.https), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert_envelope(*parse_head(head), body, 400, 1001)
+
+
 def test_the_allow_list_sees_the_client_address_nginx_saw(site, db):
     allowed = make_app(db, name="allowed", allowed_ips=f"{CLIENT}/32")
     elsewhere = make_app(db, name="elsewhere", allowed_ips="127.0.0.3")
@@ -156,6 +215,69 @@ def test_bodies_over_the_limit_are_413_in_the_envelope(site, demo):
     assert status == 400 and json.loads(raw)["meta"]["message"].startswith("content:")
 
 
+REFUSALS = {  # what nginx itself refuses, before the app sees anything
+    "malformed request line": (b"GARBAGE\r\n\r\n", 400, 1001),
+    "two Host headers": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, 1001),
+    "URI over 8 KiB": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, 1001),
+    "header over 8 KiB": (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431, 1001),
+    "headers over 32 KiB": (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-H%d: %s\r\n" % (i, b"a" * 7000) for i in range(6)) + b"\r\n", 431, 1001),
+    "body over 1 MiB": (b"POST /messages/peers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+                        b"Content-Length: 2097152\r\n\r\n{", 413, 1005),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
+def test_nginx_refusals_are_in_the_envelope(site, case, tls):
+    data, status, code = REFUSALS[case]
+    assert_envelope(*raw_request(site, data, tls=tls), status, code)
+
+
+@pytest.mark.parametrize("length", [5000, 8170, 8180, 8185, 8190, 8195, 8200])
+def test_long_uris_are_json_from_nginx_or_the_app_never_html(site, length):
+    # gunicorn's own refusals are HTML: its request-line limit is above what nginx lets through.
+    status, headers, body = raw_request(site, b"GET /" + b"a" * length + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status in (404, 414) and headers["content-type"] == "application/json", body
+    assert json.loads(body)["meta"]["code"] == (1003 if status == 404 else 1001)
+
+
+@pytest.mark.parametrize("length", [7000, 8170, 8180, 8185, 8190, 8195, 8200])
+def test_long_headers_are_json_from_nginx_or_the_app_never_html(site, length):
+    status, headers, body = raw_request(site, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * length +
+                                        b"\r\nConnection: close\r\n\r\n")
+    assert status in (200, 431) and headers["content-type"] == "application/json", body
+
+
+def test_many_header_fields_are_json_not_gunicorns_html(site):
+    status, headers, body = raw_request(site, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-H%d: a\r\n" % i for i in range(150)) + b"Connection: close\r\n\r\n")
+    assert_envelope(status, headers, body, 431, 1001)
+
+
+def test_the_apps_own_errors_pass_unchanged(site, demo):
+    status, raw, headers = request(site, "POST", "/auth/grant", {"uid": "x"}, demo["auth"])
+    assert_envelope(status, headers, raw, 400, 1001)
+    assert json.loads(raw)["meta"]["message"].startswith("uid:")
+    assert "X-Request-ID" in headers  # the app's answer, not a page of nginx's
+
+
+def test_the_apps_503s_pass_unchanged(site, demo, r):
+    r.lpush("im_message_queue", *["{}"] * 5)  # the site's QUEUE_MAX_LENGTH
+    status, raw, headers = request(site, "POST", "/messages/peers", {"sender": 1, "receiver": 2, "content": "hi"},
+                                   demo["auth"])
+    assert_envelope(status, headers, raw, 503, 7002)
+    assert "X-Request-ID" in headers and headers["Retry-After"]
+
+
 def test_metrics_are_only_for_the_local_host(site):
-    assert request(site, "GET", "/metrics")[0] == 403
+    status, raw, headers = request(site, "GET", "/metrics")
+    assert_envelope(status, headers, raw, 403, 2007)
+
+
+def test_an_app_that_is_down_is_a_503_in_the_envelope(app_down):
+    for tls in (True, False):
+        status, raw, headers = request(app_down, "GET", "/healthz", tls=tls)
+        assert_envelope(status, headers, raw, 503, 7001)
+        assert headers["Retry-After"] == "5"
 
