@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 
+from gunicorn.glogging import Logger
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Requests mostly wait on MySQL and Redis: a few threads per process keep each core busy
 # while a worker blocks on I/O. More processes than cores buys little here.
@@ -34,6 +36,26 @@ limit_request_line = 8190
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+class JsonLogger(Logger):
+    """gunicorn's own lines (stderr) and its access lines, when asked for, as JSON like the app's.
+
+    Not logconfig_dict: any logconfig turns gunicorn's access logging on, which costs every
+    request the building of its log fields even when nothing writes them.
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        # Imported here, not at the top: by now the app's directory is on sys.path.
+        from views.ops import JsonFormatter
+
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+
+logger_class = JsonLogger
 
 # gunicorn's runtime control socket (for gunicornc) only when a path is given, so that several
 # instances on one host (tests, the benchmark) never share $HOME/.gunicorn/gunicorn.ctl.
