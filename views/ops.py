@@ -160,6 +160,7 @@ def init_app(app: Flask) -> None:
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(app.config["LOG_LEVEL"])
-        # JsonFormatter writes none of these: skip gathering them for every record (logging HOWTO, "Optimization").
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        # JsonFormatter writes neither: skip gathering them for every record (logging HOWTO, "Optimization").
+        # Not logProcesses / logThreads: other formatters (gunicorn's) read %(process)d, which None breaks.
+        logging.logMultiprocessing = False
         logging._srcfile = None

@@ -1,0 +1,50 @@
+"""gunicorn as deployed (gunicorn.conf.py): every line it and the app write is a JSON line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from test_concurrency import free_port
+from test_faults import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def healthy(port) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_gunicorns_lines_and_the_apps_are_json_without_logging_errors(app):
+    port = free_port()
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"],
+           "REDIS_DB": str(app.config["REDIS_DB"]), "WEB_CONCURRENCY": "1", "GUNICORN_ACCESS_LOG": "-"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
+                                     f"127.0.0.1:{port}", "app:app"], cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            wait_for(lambda: healthy(port), what="gunicorn")
+            gunicorn.send_signal(signal.SIGHUP)  # a reload sets gunicorn's logging up again
+            wait_for(lambda: err.seek(0) or err.read().count(b"Booting worker") >= 2, what="the reload")
+            wait_for(lambda: healthy(port), what="gunicorn after the reload")
+        finally:
+            gunicorn.send_signal(signal.SIGTERM)
+            assert gunicorn.wait(timeout=40) == 0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    assert "Traceback" not in stdout + stderr and "--- Logging error ---" not in stdout + stderr, stderr
+    lines = {"stdout": stdout.splitlines(), "stderr": stderr.splitlines()}
+    records = {name: [json.loads(line) for line in text] for name, text in lines.items()}  # each line is JSON
+    assert {r["logger"] for r in records["stdout"]} == {"im.access", "gunicorn.access"}
+    messages = [r["message"] for r in records["stderr"]]
+    for wanted in ("Starting gunicorn", "Booting worker", "Handling signal: hup", "Shutting down: Master"):
+        assert any(message.startswith(wanted) for message in messages), messages
+    assert all(r["logger"] == "gunicorn.error" and r["level"] in ("INFO", "WARNING") for r in records["stderr"])
