@@ -29,5 +29,6 @@ run: venv
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
 
 test: test-venv
+	$(VENV)/bin/ruff check .
 	$(FLASK) check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
