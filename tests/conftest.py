@@ -1,8 +1,12 @@
 """Fixtures: the app on a dedicated test database and Redis DB, emptied around every test."""
 import base64
 import hashlib
+import itertools
 import json
 import os
+import socket
+import threading
+import time
 
 import pymysql
 import pytest
@@ -171,24 +175,38 @@ def assert_ok(status, body):
 
 
 def assert_error(status, body, expected_status, field=None, code=None):
-    """A failure in the envelope, with the status, and the field named and the code when given."""
+    """A failure in the envelope {"meta": {"code": int, "message": non-empty str}} with this status; the
+    message starts with the field's name and the business code is this one, when they are given."""
     assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str)
+    assert set(body) == {"meta"} and set(body["meta"]) == {"code", "message"}, body
+    assert isinstance(body["meta"]["code"], int) and isinstance(body["meta"]["message"], str), body
+    assert body["meta"]["message"], body
     if field is not None:
-        assert field in body["meta"]["message"], body
+        assert body["meta"]["message"].startswith(field), body
     if code is not None:
         assert body["meta"]["code"] == code, body
 
 
+# Every table with the order its rows are compared in (sequence holds the group_action counter).
+SNAPSHOT_TABLES = {
+    "app": "id", "user": "appid, uid", "`group`": "id", "group_member": "group_id, uid", "outbox": "id",
+    "idempotency": "appid, idem_key", "store": "id", "seller": "id", "customer": "id", "sequence": "name",
+}
+
+
+def redis_state(r) -> dict:
+    """Every key of the test Redis DB with its value (strings as DUMPed bytes: some are HyperLogLogs)."""
+    read = {"hash": r.hgetall, "set": r.smembers, "list": lambda key: r.lrange(key, 0, -1),
+            "zset": lambda key: r.zrange(key, 0, -1, withscores=True)}
+    return {key: read.get(r.type(key), r.dump)(key) for key in sorted(r.keys("*"))}
+
+
 def snapshot(db, r) -> dict:
-    """Everything a refused call must leave alone: the user and group tables, the outbox and all of Redis."""
-    return {
-        "user": rows(db, "SELECT * FROM user ORDER BY appid, uid"),
-        "group": rows(db, "SELECT * FROM `group` ORDER BY id"),
-        "group_member": rows(db, "SELECT * FROM group_member ORDER BY group_id, uid"),
-        "outbox": rows(db, "SELECT id, redis_key, item FROM outbox ORDER BY id"),
-        "redis": {key: r.dump(key) for key in sorted(r.keys("*"))},
-    }
+    """Everything a refused call must leave alone: every row of every table, the sequence counters
+    included, and every Redis key with its value."""
+    state = {table.strip("`"): rows(db, f"SELECT * FROM {table} ORDER BY {order}")
+             for table, order in SNAPSHOT_TABLES.items()}
+    return state | {"redis": redis_state(r)}
 
 
 def assert_refused(db, r, call, status, code):
@@ -196,5 +214,107 @@ def assert_refused(db, r, call, status, code):
     before = snapshot(db, r)
     got, body = call()
     assert_error(got, body, status, code=code)
-    assert body["meta"]["message"]
     assert snapshot(db, r) == before
+
+
+def nothing_written(db, r):
+    """No row in any table but app and no Redis key at all."""
+    for table in TABLES:
+        if table != "app":
+            assert rows(db, f"SELECT * FROM {table}") == [], table
+    assert r.keys("*") == []
+
+
+@pytest.fixture
+def other_api(client, other):
+    return Api(client, other["auth"])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on at the moment."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, seconds=20, what="it"):
+    """Poll check() every 50 ms until it is true; fail the test after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+# --- groups: made through the API, and what they leave in MySQL and the Redis queues ------------
+
+EVENTS, MESSAGES = "group_event_queue", "im_message_queue"
+# The stock GoBelieve router loads a group's members with exactly this query.
+ROUTER_MEMBERS = "SELECT uid, timestamp, mute FROM group_member WHERE group_id=%s AND deleted=0"
+
+
+def create(api, members=(1, 2, 3), master=1, name="team", **fields) -> int:
+    """Create a group through the API and return its id."""
+    status, body = api.post("/groups", {"master": master, "name": name, "members": list(members), **fields})
+    assert status == 200, body
+    return body["data"]["group_id"]
+
+
+def events(r) -> list[dict]:
+    return queue(r, EVENTS)
+
+
+def messages(r) -> list[dict]:
+    return queue(r, MESSAGES)
+
+
+def notes(r) -> list[dict]:
+    """The decoded contents ({op: body}) of the group notifications queued, oldest first."""
+    items = messages(r)
+    assert all(item["kind"] == "group_notification" for item in items), items
+    return [json.loads(item["content"]) for item in items]
+
+
+def flush_queues(r) -> None:
+    r.delete(EVENTS, MESSAGES)
+
+
+def member_rows(db, gid) -> dict[int, dict]:
+    """Every group_member row of the group, live or not, by uid."""
+    found = rows(db, "SELECT uid, timestamp, nickname, mute, deleted FROM group_member WHERE group_id=%s", gid)
+    return {row["uid"]: row for row in found}
+
+
+def router_members(db, gid) -> list[int]:
+    return sorted(row["uid"] for row in rows(db, ROUTER_MEMBERS, gid))
+
+
+def assert_chain(items: list[dict], after: int | None = None) -> None:
+    """Each event's action_id is the one before plus 1, and previous_action_id names it."""
+    for item in items:
+        assert item["action_id"] == item["previous_action_id"] + 1, item
+    for before, item in itertools.pairwise(items):
+        assert item["previous_action_id"] == before["action_id"], (before, item)
+    if after is not None and items:
+        assert items[0]["previous_action_id"] == after
+
+
+def assert_now_s(value: int) -> None:
+    assert abs(value - time.time()) < 10, value
+
+
+def run_together(app, headers, calls: list[tuple]) -> list[int]:
+    """Make the (method, path, body) calls at the same moment, one thread and client each; their statuses."""
+    barrier, statuses = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def work(index: int, method: str, path: str, body) -> None:
+        client = Api(app.test_client(), headers)
+        barrier.wait()
+        statuses[index] = client.call(method, path, body)[0]
+
+    threads = [threading.Thread(target=work, args=(i, *call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses

@@ -3,27 +3,15 @@ import base64
 import hashlib
 
 import pytest
-from conftest import TEST_CONFIG, Api, basic, bearer, make_app, queue, rows, token_for
+from conftest import TEST_CONFIG, Api, assert_error, basic, bearer, make_app, nothing_written, queue, rows, token_for
 
 from app import create_app
 
 GRANT = "/auth/grant"
 
 
-def assert_error(status, body, expected_status, code=None):
-    assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["message"], str) and body["meta"]["message"]
-    if code is not None:
-        assert body["meta"]["code"] == code, body
-
-
 def raw_basic(text: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
-
-
-def nothing_written(db, r):
-    assert not rows(db, "SELECT * FROM user")
-    assert r.keys("*") == []
 
 
 def insert_group(db, appid, gid, members=(1, 2), master=1):
@@ -45,7 +33,7 @@ def insert_group(db, appid, gid, members=(1, 2), master=1):
 ], ids=["none", "empty", "basic-no-credentials", "basic-blank", "other-scheme", "unknown-scheme"])
 def test_missing_or_unknown_credentials_are_401(client, demo, db, r, headers):
     status, body = Api(client, headers).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2001)
+    assert_error(status, body, 401, code=2001)
     nothing_written(db, r)
 
 
@@ -54,7 +42,7 @@ def test_missing_or_unknown_credentials_are_401(client, demo, db, r, headers):
                          ids=["punctuation", "padding-inside", "percent", "not-utf8"])
 def test_garbled_basic_credentials_are_401(client, demo, db, r, credentials):
     status, body = Api(client, {"Authorization": "Basic " + credentials}).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2001)
+    assert_error(status, body, 401, code=2001)
     nothing_written(db, r)
 
 
@@ -76,7 +64,7 @@ def test_appid_out_of_range_is_401(client, demo, db, r, appid):
 
 def test_unknown_app_is_401(client, demo, db, r):
     status, body = Api(client, basic(demo["id"] + 1000, demo["secret"])).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2002)
+    assert_error(status, body, 401, code=2002)
     nothing_written(db, r)
 
 
@@ -88,7 +76,7 @@ def test_wrong_secret_is_401(client, demo, other, db, r, secret_of):
         "raw-secret-not-md5": raw_basic(f"{demo['id']}:{demo['secret']}"),
     }[secret_of]
     status, body = Api(client, headers).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2003)
+    assert_error(status, body, 401, code=2003)
     nothing_written(db, r)
 
 
@@ -101,14 +89,14 @@ def test_upper_case_hex_digest_is_accepted(client, demo):
 
 def test_auth_is_checked_before_the_body(client):
     response = client.post(GRANT, data=b"{not json", content_type="application/json")
-    assert_error(response.status_code, response.get_json(), 401, 2001)
+    assert_error(response.status_code, response.get_json(), 401, code=2001)
 
 
 def test_app_inserted_by_hand_works_at_once(client, db):
     appid, secret = 987654, "hand-made"
     headers = basic(appid, secret)
     status, body = Api(client, headers).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2002)
+    assert_error(status, body, 401, code=2002)
     with db.cursor() as cur:  # only the columns that matter: the rest have defaults
         cur.execute("INSERT INTO app (id, secret) VALUES (%s, %s)", (appid, secret))
     status, body = Api(client, headers).post(GRANT, {"uid": 1})
@@ -134,7 +122,7 @@ SERVER_CALLS = [
 def test_disabled_app_gets_403_with_server_auth(client, db, r, method, path, body):
     app_row = make_app(db, name="off", disabled=1)
     status, answer = Api(client, app_row["auth"]).call(method, path, body)
-    assert_error(status, answer, 403, 2006)
+    assert_error(status, answer, 403, code=2006)
     nothing_written(db, r)
     assert not rows(db, "SELECT id FROM `group`")
 
@@ -152,7 +140,7 @@ def test_disabled_app_gets_403_with_client_auth(client, db, r, method, path, bod
     app_row = make_app(db, name="off", disabled=1)
     r.hset("access_token_tok", mapping={"user_id": 7, "app_id": app_row["id"], "user_name": ""})
     status, answer = Api(client, bearer("tok")).call(method, path, body)
-    assert_error(status, answer, 403, 2006)
+    assert_error(status, answer, 403, code=2006)
     assert r.keys("users_*") == []
     assert not rows(db, "SELECT id FROM `group`")
 
@@ -160,7 +148,7 @@ def test_disabled_app_gets_403_with_client_auth(client, db, r, method, path, bod
 def test_disabled_app_with_wrong_secret_is_still_401(client, db):
     app_row = make_app(db, name="off", disabled=1)
     status, body = Api(client, basic(app_row["id"], "wrong")).post(GRANT, {"uid": 1})
-    assert_error(status, body, 401, 2003)
+    assert_error(status, body, 401, code=2003)
 
 
 # --- per-app IP allow-list ------------------------------------------------------------------------
@@ -207,7 +195,7 @@ def test_ip_allow_list(client, db, r, peer, headers, expected):
         assert status == 200, body
         assert r.hget(f"users_{app_row['id']}_1", "access_token") == body["data"]["token"]
     else:
-        assert_error(status, body, 403, 2005)
+        assert_error(status, body, 403, code=2005)
         nothing_written(db, r)
 
 
@@ -227,7 +215,7 @@ def test_trusted_proxies_come_from_config(db, r):
     # 127.0.0.1 is no longer trusted under this configuration
     from_localhost = api.post(GRANT, {"uid": 2}, headers={"X-Forwarded-For": "10.1.2.3"},
                               environ_base={"REMOTE_ADDR": "127.0.0.1"})
-    assert_error(*from_localhost, 403, 2005)
+    assert_error(*from_localhost, 403, code=2005)
     assert r.exists(f"users_{app_row['id']}_2") == 0
 
 
@@ -252,7 +240,7 @@ def test_bad_token_is_401(client, demo, r, token_hash):
     if token_hash is not None:
         r.hset("access_token_tok", mapping={k: demo["id"] if v == "APP" else v for k, v in token_hash.items()})
     status, body = Api(client, bearer("tok")).post("/device/bind", {"apns_device_token": "t"})
-    assert_error(status, body, 401, 2004)
+    assert_error(status, body, 401, code=2004)
     assert r.keys("users_*") == []
 
 
@@ -280,7 +268,7 @@ def test_another_apps_group_is_404(api, client, demo, other, db, r, as_client, m
     # uid 1 of the demo app is a different person from uid 1 of the other app, who owns the group
     caller = Api(client, bearer(token_for(api, 1))) if as_client else api
     status, answer = caller.call(method, path.format(gid=4242), body)
-    assert_error(status, answer, 404, 4001)
+    assert_error(status, answer, 404, code=4001)
     assert rows(db, "SELECT name, deleted FROM `group` WHERE id=4242") == [{"name": "g", "deleted": 0}]
     assert rows(db, "SELECT uid FROM group_member WHERE group_id=4242 AND deleted=0 ORDER BY uid") == [
         {"uid": 1}, {"uid": 2}]
@@ -318,7 +306,7 @@ def test_client_token_on_server_only_endpoint_is_403(api, client, demo, db, r, m
     token = token_for(api, 7)
     before = r.hgetall(f"users_{demo['id']}_7")
     status, answer = Api(client, bearer(token)).call(method, path, body)
-    assert_error(status, answer, 403, 2007)
+    assert_error(status, answer, 403, code=2007)
     assert r.hgetall(f"users_{demo['id']}_7") == before
     assert r.keys("access_token_*") == [f"access_token_{token}"]
     for name in ("im_message_queue", "group_event_queue", "user_event_queue"):
@@ -329,5 +317,5 @@ def test_client_token_on_server_only_endpoint_is_403(api, client, demo, db, r, m
 @pytest.mark.parametrize("path", ["/device/bind", "/device/unbind"])
 def test_server_credentials_on_client_only_endpoint_is_403(api, r, path):
     status, body = api.post(path, {"apns_device_token": "t"})
-    assert_error(status, body, 403, 2007)
+    assert_error(status, body, 403, code=2007)
     assert r.keys("users_*") == []

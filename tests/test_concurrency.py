@@ -11,16 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import queue, rows
+from conftest import free_port, queue, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS, UIDS, THREADS, CALLS = 3, 12, 16, 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ ELSEWHERE = "198.51.100.7"  # an untrusted peer (not 127.0.0.1 / ::1)
 
 
 
-def assert_nothing_written(db, r):
+def assert_no_customer_token_or_user_hash(db, r):
     """No customer row and no token or user hash for anyone."""
     assert rows(db, "SELECT id FROM customer") == []
     assert r.keys("access_token_*") == [] and r.keys("users_*") == []
@@ -155,7 +155,7 @@ def test_customer_of_an_unusable_app_is_refused_and_nothing_is_written(anon, db,
     }[case]()
     answer = anon.post(CUSTOMER, {"appid": appid, "customer_id": "visitor-1"})
     assert_error(*answer, status, field, code=code)
-    assert_nothing_written(db, r)
+    assert_no_customer_token_or_user_hash(db, r)
 
 
 def test_a_store_set_a_moment_ago_counts(anon, api, demo):
@@ -185,7 +185,7 @@ def test_bad_customer_input_is_400_naming_the_field_and_writes_nothing(anon, dem
     body = {key: demo["id"] if value == "APPID" else value for key, value in body.items()}
     status, answer = anon.post(CUSTOMER, body)
     assert_error(status, answer, 400, field, code=1001)
-    assert_nothing_written(db, r)
+    assert_no_customer_token_or_user_hash(db, r)
 
 
 @pytest.mark.parametrize("raw", ["[1, 2]", "not json", '"text"'])
@@ -193,7 +193,7 @@ def test_a_customer_body_that_is_not_an_object_is_400(client, demo, store, db, r
     response = client.post(CUSTOMER, data=raw, headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.get_json()
     assert set(response.get_json()) == {"meta"}
-    assert_nothing_written(db, r)
+    assert_no_customer_token_or_user_hash(db, r)
 
 
 # --- client ids are not app uids --------------------------------------------------------------

@@ -25,11 +25,6 @@ def make_group(api, master, members, name="team") -> int:
     return assert_ok(*api.post("/groups", {"master": master, "name": name, "members": members}))["group_id"]
 
 
-@pytest.fixture
-def other_api(client, other):
-    return Api(client, other["auth"])
-
-
 def walk(api, path, key, count) -> list:
     """Every item of a paged listing, fetched `count` at a time; checks total/start/count on the way."""
     found, start = [], 0

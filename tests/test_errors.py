@@ -1,6 +1,6 @@
 """The error envelope everywhere (SPEC 3), hostile bodies, probes and the OpenAPI document."""
 import pytest
-from conftest import TEST_CONFIG, rows
+from conftest import TEST_CONFIG, nothing_written, rows
 
 from app import create_app
 
@@ -28,11 +28,6 @@ def assert_envelope(response, status, code=None):
     assert "Traceback" not in body["meta"]["message"] and "<" not in body["meta"]["message"]
     if code is not None:
         assert body["meta"]["code"] == code, body
-
-
-def nothing_written(db, r):
-    assert not rows(db, "SELECT * FROM user")
-    assert r.keys("*") == []
 
 
 # (id, method, path, raw body, content type, use server auth, status, business code)

@@ -9,21 +9,12 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic, bearer, queue, rows, token_for
-from test_concurrency import free_port
+from conftest import TEST_CONFIG, Api, basic, bearer, free_port, queue, rows, token_for, wait_for
 
 from app import create_app, start_relay_thread
 from models import outbox
 from models.db import mysql_connect_args
 from models.migrations import init_db
-
-
-def wait_for(check, seconds=20, what="it"):
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class Server:

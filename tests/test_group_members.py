@@ -4,8 +4,7 @@ import json
 import time
 
 import pytest
-from conftest import Api
-from test_groups import (
+from conftest import (
     assert_chain,
     assert_error,
     assert_now_s,
@@ -21,11 +20,6 @@ from test_groups import (
 )
 
 OK = {"data": {"success": True}}
-
-
-@pytest.fixture
-def other_api(client, other):
-    return Api(client, other["auth"])
 
 
 def add(api, gid, body) -> None:

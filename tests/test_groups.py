@@ -1,53 +1,42 @@
 """Server-auth groups: create, read, update, disband, upgrade, and what each change leaves in
 MySQL, the outbox and the Redis queues (events with their action_id chain, notifications)."""
-import itertools
 import json
-import socket
 import threading
 import time
 
 import pytest
-from conftest import TEST_CONFIG, Api, basic, queue, rows, token_for
+from conftest import (
+    TEST_CONFIG,
+    Api,
+    assert_chain,
+    assert_error,
+    assert_now_s,
+    basic,
+    create,
+    events,
+    flush_queues,
+    free_port,
+    member_rows,
+    messages,
+    notes,
+    router_members,
+    rows,
+    run_together,
+    snapshot,
+    token_for,
+)
 
 from app import create_app
 from models import outbox
 
-EVENTS, MESSAGES = "group_event_queue", "im_message_queue"
-# The stock GoBelieve router loads groups with exactly these two queries.
+# The stock GoBelieve router loads groups with this query (and their members with conftest.ROUTER_MEMBERS).
 ROUTER_GROUP = "SELECT id, appid, super FROM `group` WHERE id=%s AND deleted=0"
-ROUTER_MEMBERS = "SELECT uid, timestamp, mute FROM group_member WHERE group_id=%s AND deleted=0"
 
 
 # --- helpers -------------------------------------------------------------------------------
 
-def create(api, members=(1, 2, 3), master=1, name="team", **fields) -> int:
-    """Create a group through the API and return its id."""
-    status, body = api.post("/groups", {"master": master, "name": name, "members": list(members), **fields})
-    assert status == 200, body
-    return body["data"]["group_id"]
-
-
-def events(r) -> list[dict]:
-    return queue(r, EVENTS)
-
-
-def messages(r) -> list[dict]:
-    return queue(r, MESSAGES)
-
-
-def notes(r) -> list[dict]:
-    """The decoded contents ({op: body}) of the group notifications queued, oldest first."""
-    items = messages(r)
-    assert all(item["kind"] == "group_notification" for item in items), items
-    return [json.loads(item["content"]) for item in items]
-
-
 def ops(r) -> list[str]:
     return [op for note in notes(r) for op in note]
-
-
-def flush_queues(r) -> None:
-    r.delete(EVENTS, MESSAGES)
 
 
 def group_row(db, gid) -> dict | None:
@@ -55,18 +44,8 @@ def group_row(db, gid) -> dict | None:
     return found[0] if found else None
 
 
-def member_rows(db, gid) -> dict[int, dict]:
-    """Every group_member row of the group, live or not, by uid."""
-    found = rows(db, "SELECT uid, timestamp, nickname, mute, deleted FROM group_member WHERE group_id=%s", gid)
-    return {row["uid"]: row for row in found}
-
-
 def router_group(db, gid) -> list[dict]:
     return list(rows(db, ROUTER_GROUP, gid))
-
-
-def router_members(db, gid) -> list[int]:
-    return sorted(row["uid"] for row in rows(db, ROUTER_MEMBERS, gid))
 
 
 def action_counter(db) -> int:
@@ -77,82 +56,16 @@ def outbox_size(db) -> int:
     return rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"]
 
 
-def redis_state(r) -> dict:
-    """Every key of the test Redis DB with its value, to compare before and after a call."""
-    read = {"hash": r.hgetall, "set": r.smembers, "list": lambda key: r.lrange(key, 0, -1), "string": r.get}
-    return {key: read[r.type(key)](key) for key in r.scan_iter()}
-
-
-def snapshot(db, r) -> dict:
-    """All that a group change may touch: a failed call must leave it exactly as it was."""
-    return {
-        "groups": rows(db, "SELECT * FROM `group` ORDER BY id"),
-        "members": rows(db, "SELECT * FROM group_member ORDER BY group_id, uid"),
-        "outbox": rows(db, "SELECT * FROM outbox"),
-        "action_counter": action_counter(db),
-        "redis": redis_state(r),
-    }
-
-
-def assert_chain(items: list[dict], after: int | None = None) -> None:
-    """Each event's action_id is the one before plus 1, and previous_action_id names it."""
-    for item in items:
-        assert item["action_id"] == item["previous_action_id"] + 1, item
-    for before, item in itertools.pairwise(items):
-        assert item["previous_action_id"] == before["action_id"], (before, item)
-    if after is not None and items:
-        assert items[0]["previous_action_id"] == after
-
-
 def assert_now_ms(value: int) -> None:
     assert abs(value - time.time() * 1000) < 10_000, value
 
 
-def assert_now_s(value: int) -> None:
-    assert abs(value - time.time()) < 10, value
-
-
-def assert_error(status, body, expected_status, field=None) -> None:
-    assert status == expected_status, body
-    assert set(body) == {"meta"} and isinstance(body["meta"]["code"], int), body
-    if field:
-        assert body["meta"]["message"].startswith(field), body
-
-
-def run_together(app, headers, calls: list[tuple]) -> list[int]:
-    """Make the (method, path, body) calls at the same moment, one thread and client each; their statuses."""
-    barrier, statuses = threading.Barrier(len(calls)), [None] * len(calls)
-
-    def work(index: int, method: str, path: str, body) -> None:
-        client = Api(app.test_client(), headers)
-        barrier.wait()
-        statuses[index] = client.call(method, path, body)[0]
-
-    threads = [threading.Thread(target=work, args=(i, *call)) for i, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return statuses
-
-
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # --- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture
-def other_api(client, other):
-    return Api(client, other["auth"])
-
 
 @pytest.fixture(scope="module")
 def dead_redis_app(app):
     """The same database, but Redis on a port nobody listens on."""
-    return create_app(TEST_CONFIG | {"REDIS_PORT": unused_port(), "REDIS_TIMEOUT": 1})
+    return create_app(TEST_CONFIG | {"REDIS_PORT": free_port(), "REDIS_TIMEOUT": 1})
 
 
 @pytest.fixture
