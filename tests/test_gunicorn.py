@@ -8,8 +8,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from test_concurrency import free_port
-from test_faults import wait_for
+from conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
