@@ -56,6 +56,7 @@ SELECT m.group_id, m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.ti
 FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
 WHERE m.group_id IN %(gids)s AND m.deleted = 0 ORDER BY m.group_id, m.uid
 """
+LIVE_UIDS = "SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 ORDER BY uid"
 COUNT_MEMBERS = "SELECT COUNT(*) AS n FROM group_member WHERE group_id = %(gid)s AND deleted = 0"
 LIVE_MEMBERS_AMONG = """
 SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 AND uid IN %(uids)s
@@ -154,7 +155,8 @@ def create_group(cur, changes: Changes, group: dict, new_members: list[dict], li
     group = {**group, "id": group["id"] or cur.lastrowid}
     changes.event("group_create", group, super=group["super"])
     _insert_members(cur, changes, group, new_members)
-    changes.notify(group, "create", master=group["master"], name=group["name"], super=group["super"],
+    changes.notify(group, "create", to=[m["uid"] for m in new_members], master=group["master"], name=group["name"],
+                   super=group["super"],
                    members=[m["uid"] for m in new_members])
     return group["id"]
 
@@ -171,7 +173,7 @@ def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inv
         raise MemberLimit()
     _insert_members(cur, changes, group, joining)
     for member in joining:
-        changes.notify(group, "add_member", group_name=group["name"], member_id=member["uid"],
+        changes.notify(group, "add_member", to=[member["uid"]], group_name=group["name"], member_id=member["uid"],
                        **_profile(member), **({"inviter": inviter} if inviter else {}))
 
 
@@ -192,7 +194,8 @@ def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> N
         if member["uid"] in live and member["uid"] not in removed:
             cur.execute(REMOVE_MEMBER, {"gid": group["id"], "uid": member["uid"]})
             changes.event("group_member_remove", group, member_id=member["uid"])
-            changes.notify(group, "quit_group", group_name=group["name"], member_id=member["uid"],
+            changes.notify(group, "quit_group", to=[member["uid"]], group_name=group["name"],
+                           member_id=member["uid"],
                            **_profile(member))
             removed.append(member["uid"])
 
@@ -218,11 +221,14 @@ def update_group(cur, changes: Changes, group: dict, fields: dict) -> None:
 
 
 def disband_group(cur, changes: Changes, group: dict) -> None:
-    """Soft-delete the group and its member rows: one group_disband, no per-member removes."""
+    """Soft-delete the group and its member rows: one group_disband, no per-member removes; the
+    notification names the members, who see it even after the router dropped the group."""
+    cur.execute(LIVE_UIDS, {"gid": group["id"]})
+    live_uids = [row["uid"] for row in cur.fetchall()]
     cur.execute(DISBAND_GROUP, {"gid": group["id"]})
     cur.execute(DISBAND_MEMBERS, {"gid": group["id"]})
     changes.event("group_disband", group)
-    changes.notify(group, "disband", name=group["name"])
+    changes.notify(group, "disband", to=live_uids, name=group["name"])
 
 
 def upgrade_group(cur, changes: Changes, group: dict) -> None:

@@ -29,7 +29,7 @@ class Changes:
 
     def __init__(self):
         self.events: list[dict] = []
-        self.notes: list[tuple[int, int, str, dict]] = []
+        self.notes: list[tuple[int, int, str, dict, list[int]]] = []
         self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
 
     def __bool__(self) -> bool:
@@ -43,8 +43,9 @@ class Changes:
         self.event("group_member_add", group, member_id=uid)
         self.cleared.append((keys.user(group["appid"], uid), keys.group_sync_field(group["id"])))
 
-    def notify(self, group: dict, op: str, **body) -> None:
-        self.notes.append((group["appid"], group["id"], op, body))
+    def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:
+        """A group notification; `to` lists who must see it besides the members the router knows (SPEC 5.2)."""
+        self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
 @contextmanager

@@ -91,10 +91,11 @@ def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: in
     return item
 
 
-def group_notification(msg_id: int, appid: int, group_id: int, op: str, body: dict) -> dict:
-    """A group_notification message whose content is one GoBelieve operation object."""
+def group_notification(msg_id: int, appid: int, group_id: int, op: str, body: dict, members: list[int]) -> dict:
+    """A group_notification message whose content is one GoBelieve operation object; members: who
+    must see it besides the group's members as the router knows them (a leaver, a joiner...)."""
     content = {op: {"group_id": group_id, "timestamp": int(time.time()), **body}}
-    return message(msg_id, "group_notification", appid, None, group_id, dumps(content))
+    return message(msg_id, "group_notification", appid, None, group_id, dumps(content), members)
 
 
 def group_event(name: str, appid: int, group_id: int, **fields) -> dict:

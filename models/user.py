@@ -156,9 +156,9 @@ def save_profiles(r, appid: int, users: list[dict]) -> None:
 
 
 def settings(r, appid: int, uid: int) -> dict:
-    """The user's forbidden and mute flags as booleans."""
-    forbidden, mute = r.hmget(keys.user(appid, uid), "forbidden", "mute")
-    return {"forbidden": forbidden == "1", "mute": mute == "1"}
+    """The user's forbidden, mute and notification_on flags as booleans (notification_on: on unless "0")."""
+    forbidden, mute, notification_on = r.hmget(keys.user(appid, uid), "forbidden", "mute", "notification_on")
+    return {"forbidden": forbidden == "1", "mute": mute == "1", "notification_on": notification_on != "0"}
 
 
 def resolve_token(r, token: str) -> tuple[int, int, str] | None:
@@ -170,7 +170,7 @@ def resolve_token(r, token: str) -> tuple[int, int, str] | None:
 
 
 def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """Write name / do_not_disturb / mute / forbidden in one MULTI; queue user_forbidden."""
+    """Write name / do_not_disturb / mute / notification_on / forbidden in one MULTI; queue user_forbidden."""
     key = keys.user(appid, uid)
     token = r.hget(key, "access_token") if "name" in settings else None
     pipe = r.pipeline(transaction=True)
@@ -185,8 +185,9 @@ def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict
             pipe.sadd(keys.quiet_peers(appid, uid), peer)
         else:
             pipe.srem(keys.quiet_peers(appid, uid), peer)
-    if "mute" in settings:
-        pipe.hset(key, "mute", flag(settings["mute"]))
+    for name in ("mute", "notification_on"):
+        if name in settings:
+            pipe.hset(key, name, flag(settings[name]))
     if "forbidden" in settings:
         forbidden = int(settings["forbidden"])
         pipe.hset(key, "forbidden", forbidden)

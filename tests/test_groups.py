@@ -717,3 +717,17 @@ def test_a_rejoin_while_redis_is_down_clears_the_sync_key_once_relayed(api, dead
     assert r.hget(key, f"group_sync_key_{gid}") == "42"
     outbox.relay(db, r)
     assert r.hgetall(key) == {"name": "bob"}
+
+
+def test_every_group_notification_names_who_must_see_it_besides_the_routers_members(api, r):
+    """SPEC 5.2: create: the initial members; add_member and quit_group: the member; disband: the
+    members just before it; the others: []. A leaver so sees its own quit_group, and a disband
+    reaches members even after the router dropped the group."""
+    gid = create(api, members=(1, 2, 3))
+    assert api.post(f"/groups/{gid}/members", [4])[0] == 200
+    assert api.delete(f"/groups/{gid}/members/2")[0] == 200
+    assert api.patch(f"/groups/{gid}", {"name": "renamed"})[0] == 200
+    assert api.delete(f"/groups/{gid}")[0] == 200
+    found = [(next(iter(json.loads(m["content"]))), m["members"]) for m in messages(r)]
+    assert found == [("create", [1, 2, 3]), ("add_member", [4]), ("quit_group", [2]), ("update_name", []),
+                     ("disband", [1, 3, 4])]

@@ -160,11 +160,14 @@ def test_peer_do_not_disturb_keeps_other_peers(api, demo, r):
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("value,stored", [(True, "1"), (False, "0")])
-def test_mute_is_stored_as_a_flag(api, demo, r, method, value, stored):
-    status, body = api.call(method, "/users/7", {"mute": value})
+@pytest.mark.parametrize("name", ["mute", "notification_on"])
+def test_mute_and_notification_on_are_stored_as_flags_in_the_user_hash(api, demo, r, method, value, stored, name):
+    status, body = api.call(method, "/users/7", {name: value})
     assert status == 200, body
-    assert user_hash(r, demo, 7) == {"mute": stored}
+    assert user_hash(r, demo, 7) == {name: stored}  # users_<appid>_<uid>, where the router reads them at login
     assert queue(r, "user_event_queue") == []
+    assert api.call("POST", "/users", [{"uid": 7}])[0] == 200
+    assert api.get("/users/7")[1]["data"][name] is value
 
 
 @pytest.mark.parametrize("method", METHODS)

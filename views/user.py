@@ -23,6 +23,7 @@ class SettingsSchema(OneOrMoreSchema):
     name = Text()
     do_not_disturb = ma.fields.Nested(DoNotDisturbSchema)
     mute = ma.fields.Boolean()
+    notification_on = ma.fields.Boolean(metadata={"description": "push on (the router reads it at login)"})
     forbidden = ma.fields.Boolean()
 
 
@@ -77,7 +78,7 @@ class UserList(MethodView):
 class User(MethodView):
     @requires("server")
     def get(self, uid):
-        """The user's profile and its forbidden and mute settings."""
+        """The user's profile and its forbidden, mute and notification_on settings."""
         appid = caller().appid
         with get_db().cursor() as cur:
             profile = users.find_user(cur, appid, uid)
@@ -112,7 +113,7 @@ class User(MethodView):
     @requires("server")
     @blp.arguments(SettingsSchema)
     def post(self, args, uid):
-        """Change the user's settings: name, peer do-not-disturb, mute, forbidden."""
+        """Change the user's settings: name, peer do-not-disturb, mute, forbidden, notification_on."""
         appid = caller().appid
         users.save_settings(get_redis(), queues().user_events, appid, uid, args)
         if "name" in args:
