@@ -17,6 +17,10 @@ INSERT INTO customer (appid, customer_id, name, avatar) VALUES (%(appid)s, %(cus
 ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id)
 """
 SELECT_CUSTOMER = "SELECT id FROM customer WHERE appid = %(appid)s AND customer_id = %(customer_id)s"
+CUSTOMER_BY_ID = "SELECT id FROM customer WHERE appid = %(appid)s AND id = %(id)s"
+SELECT_SELLER = """
+SELECT id AS seller_id, name, avatar FROM seller WHERE id = %(seller_id)s AND store_id = %(store_id)s AND deleted = 0
+"""
 
 
 def find_store(cur, appid: int, store_id: int) -> dict | None:
@@ -57,6 +61,18 @@ def find_client_id(cur, appid: int, customer_id: str, base: int) -> int | None:
     cur.execute(SELECT_CUSTOMER, {"appid": appid, "customer_id": customer_id})
     row = cur.fetchone()
     return None if row is None else base + row["id"]
+
+
+def client_id_exists(cur, appid: int, client_id: int, base: int) -> bool:
+    """Whether the client id belongs to one of the app's customers."""
+    cur.execute(CUSTOMER_BY_ID, {"appid": appid, "id": client_id - base})
+    return cur.fetchone() is not None
+
+
+def find_seller(cur, store_id: int, seller_id: int) -> dict | None:
+    """The store's current seller with that id, or None."""
+    cur.execute(SELECT_SELLER, {"store_id": store_id, "seller_id": seller_id})
+    return cur.fetchone()
 
 
 def seller_statuses(r, seller_ids: list[int]) -> list[str]:

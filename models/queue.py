@@ -82,10 +82,10 @@ class MessageIds:
 
 
 def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: int, content: str,
-            members: list[int] | None = None) -> dict:
-    """An im_message_queue item."""
+            members: list[int] | None = None, **fields) -> dict:
+    """An im_message_queue item; fields: a customer message's store_id and seller_id."""
     item = {"id": msg_id, "kind": kind, "appid": appid, "sender": sender, "receiver": receiver,
-            "content": content, "timestamp": now_ms()}
+            "content": content, "timestamp": now_ms(), **fields}
     if members is not None:
         item["members"] = members
     return item

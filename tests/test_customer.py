@@ -729,3 +729,73 @@ def test_a_bad_store_filter_is_400_naming_it(client, visitor, query):
 def test_get_messages_needs_client_auth(client, api):
     assert_error(*api.get("/messages"), 403)
     assert_error(*Api(client, {}).get("/messages"), 401)
+
+
+# --- POST /customer/register (the original API's widget form) ------------------------------
+
+def widget_auth(appid, key) -> dict:
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode(f"{appid}:{key}".encode()).decode()}
+
+
+def test_customer_register_answers_like_auth_customer_with_the_app_key(client, demo, store, r):
+    widget = Api(client, widget_auth(demo["id"], demo["key"]))
+    status, body = widget.post("/customer/register", {"appid": demo["id"], "customer_id": "w-1", "name": "Wi"})
+    assert status == 200, body
+    assert set(body["data"]) == {"token", "store_id", "client_id"} and body["data"]["store_id"] == store
+    again = Api(client, {}).post(CUSTOMER, {"appid": demo["id"], "customer_id": "w-1"})[1]["data"]
+    assert again == body["data"]  # the same visitor, whichever form asked
+    assert r.hget(f"access_token_{again['token']}", "user_id") == str(again["client_id"])
+
+
+@pytest.mark.parametrize("headers", ["none", "wrong key", "other appid", "secret instead of key", "bearer"])
+def test_customer_register_without_the_app_key_is_401_and_makes_nothing(client, demo, other, store, db, r, headers):
+    auth = {"none": {}, "wrong key": widget_auth(demo["id"], "nope"),
+            "other appid": widget_auth(other["id"], other["key"]),
+            "secret instead of key": widget_auth(demo["id"], demo["secret"]),
+            "bearer": {"Authorization": "Bearer " + demo["key"]}}[headers]
+    status, body = Api(client, auth).post("/customer/register", {"appid": demo["id"], "customer_id": "w-2"})
+    assert_error(status, body, 401)
+    assert_no_customer_token_or_user_hash(db, r)
+
+
+# --- POST /messages/customers ------------------------------------------------------------------
+
+def test_a_seller_messages_a_visitor_as_a_customer_item(api, demo, store, visitor, r):
+    seller = add_seller(api, store, "Sam")
+    for who in ({"customer_id": "visitor-1"}, {"client_id": visitor["client_id"]}):
+        status, body = api.post("/messages/customers", {"store_id": store, "seller_id": seller, **who,
+                                                        "content": "hello"})
+        assert status == 200, body
+    items = queue(r, MESSAGE_QUEUE)
+    assert [i["id"] for i in items] == [i["id"] for i in items if i["kind"] == "customer"] and len(items) == 2
+    assert {k: v for k, v in items[0].items() if k not in ("id", "timestamp")} == {
+        "kind": "customer", "appid": demo["id"], "sender": seller, "receiver": visitor["client_id"],
+        "content": "hello", "store_id": store, "seller_id": seller}
+    mine = Api(api.client, bearer(visitor["token"])).get(f"/messages?store={store}")[1]["data"]
+    assert [m["id"] for m in mine] == [items[1]["id"], items[0]["id"]]  # the visitor's history shows them
+
+
+@pytest.mark.parametrize("change, status, code", [
+    ({"store_id": 999999}, 404, 5002),
+    ({"seller_id": 999999}, 404, 5003),
+    ({"customer_id": "nobody"}, 404, 3001),
+    ({"client_id": 12, "customer_id": None}, 404, 3001),
+    ({"client_id": BASE + 999999, "customer_id": None}, 404, 3001),
+    ({"customer_id": None}, 400, 1001),
+    ({"content": None}, 400, 1001),
+])
+def test_a_customer_message_to_no_one_is_refused_and_queues_nothing(api, store, visitor, r, change, status, code):
+    seller = add_seller(api, store, "Sam")
+    body = {"store_id": store, "seller_id": seller, "customer_id": "visitor-1", "content": "x", **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    assert_error(*api.post("/messages/customers", body), status, code=code)
+    assert queue(r, MESSAGE_QUEUE) == []
+
+
+def test_another_apps_store_is_not_found_for_customer_messages(client, other, store, visitor, api, r):
+    seller = add_seller(api, store, "Sam")
+    status, body = Api(client, other["auth"]).post("/messages/customers", {
+        "store_id": store, "seller_id": seller, "client_id": visitor["client_id"], "content": "x"})
+    assert_error(status, body, 404)
+    assert queue(r, MESSAGE_QUEUE) == []

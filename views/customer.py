@@ -1,11 +1,25 @@
 """Customer service: visitors' tokens, choosing a seller, and the stores and sellers behind them."""
+import base64
+import binascii
+import hmac
+
 import marshmallow as ma
+from flask import request
 from flask.views import MethodView
 
 from models import customer as customers
 from models import tenant as tenants
 from models.db import get_db, get_redis, transaction
-from models.errors import AppDisabled, InvalidField, RateLimited, SellerNotFound, StoreNotConfigured, StoreNotFound
+from models.errors import (
+    AppDisabled,
+    BadSecret,
+    InvalidField,
+    MissingCredentials,
+    RateLimited,
+    SellerNotFound,
+    StoreNotConfigured,
+    StoreNotFound,
+)
 from models.ratelimit import retry_after
 
 from .auth import issue_token
@@ -43,22 +57,49 @@ class CustomerToken(MethodView):
     @blp.arguments(CustomerSchema)
     def post(self, args):
         """A visitor's permanent token for the app's customer service (no auth; rate limited per address)."""
-        wait = retry_after(get_redis(), f"customer_{client_address()}", setting("CUSTOMER_RATE_LIMIT"))
-        if wait is not None:
-            raise RateLimited(headers={"Retry-After": str(wait)})
-        with get_db().cursor() as cur:
-            app = tenants.find_app(cur, args["appid"])  # uncached: a store set a moment ago counts
-        if app is None:
-            raise InvalidField("appid: no such app.")
-        if app["disabled"]:
-            raise AppDisabled()
-        if not app["store_id"]:
-            raise StoreNotConfigured()
-        with transaction() as cur:
-            client_id = customers.customer_client_id(cur, app["id"], args["customer_id"], setting("CUSTOMER_ID_BASE"),
-                                                     args.get("name") or "", args.get("avatar") or "")
-        token = issue_token(app["id"], client_id, args.get("name"), record=False)  # visitors are not app users
-        return ok({"token": token, "store_id": app["store_id"], "client_id": client_id})
+        return customer_token(args, app_key=None)
+
+
+@blp.route("/customer/register")
+class CustomerRegister(MethodView):
+    @blp.arguments(CustomerSchema)
+    def post(self, args):
+        """The original API's form of POST /auth/customer, with Basic auth appid:app key (the widget's call)."""
+        return customer_token(args, app_key=widget_credentials(args["appid"]))
+
+
+def widget_credentials(appid: int) -> str:
+    """The app key of a Basic appid:key header naming this appid (MissingCredentials otherwise)."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    try:
+        given_appid, _, key = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
+        if scheme.lower() != "basic" or int(given_appid) != appid or not key:
+            raise ValueError
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise MissingCredentials("Give Authorization: Basic base64(appid:app key) for the body's appid.") from None
+    return key
+
+
+def customer_token(args: dict, app_key: str | None):
+    """The visitor's token, store and client id; app_key, when given, must be the app's key."""
+    wait = retry_after(get_redis(), f"customer_{client_address()}", setting("CUSTOMER_RATE_LIMIT"))
+    if wait is not None:
+        raise RateLimited(headers={"Retry-After": str(wait)})
+    with get_db().cursor() as cur:
+        app = tenants.find_app(cur, args["appid"])  # uncached: a store set a moment ago counts
+    if app_key is not None and (app is None or not hmac.compare_digest(app["key"].encode(), app_key.encode())):
+        raise BadSecret("Wrong app id or app key.")
+    if app is None:
+        raise InvalidField("appid: no such app.")
+    if app["disabled"]:
+        raise AppDisabled()
+    if not app["store_id"]:
+        raise StoreNotConfigured()
+    with transaction() as cur:
+        client_id = customers.customer_client_id(cur, app["id"], args["customer_id"], setting("CUSTOMER_ID_BASE"),
+                                                 args.get("name") or "", args.get("avatar") or "")
+    token = issue_token(app["id"], client_id, args.get("name"), record=False)  # visitors are not app users
+    return ok({"token": token, "store_id": app["store_id"], "client_id": client_id})
 
 
 @blp.route("/supporters")

@@ -6,7 +6,7 @@ from models import customer as customers
 from models import group as groups
 from models import queue
 from models.db import get_db, get_redis
-from models.errors import BatchTooLarge, InvalidField, UserNotFound
+from models.errors import BatchTooLarge, InvalidField, SellerNotFound, StoreNotFound, UserNotFound
 from models.redis_io import dumps
 from models.user import unread
 
@@ -66,6 +66,14 @@ class PeerBatchSchema(MessageSchema):
 
 class HistorySchema(Schema):
     store = Id(metadata={"description": "keep only customer-service messages of this store"})
+
+
+class CustomerMessageSchema(MessageSchema):
+    store_id = Id(required=True)
+    seller_id = Id(required=True)
+    customer_id = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
+    client_id = Id(metadata={"description": "the visitor's client id (from POST /auth/customer), or customer_id"})
+    content = Content(required=True)
 
 
 class OfflineSchema(Schema):
@@ -166,6 +174,39 @@ class RoomMessages(MethodView):
     def post(self, args):
         """Send a message to a chat room (receiver is the room id)."""
         return queue_message("room", args["sender"], args["receiver"], args)
+
+
+@blp.route("/customers")
+class CustomerMessages(MethodView):
+    @requires("server")
+    @blp.arguments(CustomerMessageSchema)
+    def post(self, args):
+        """Send a customer-service message from one of a store's sellers to a visitor (kind customer)."""
+        who = caller()
+        with get_db().cursor() as cur:
+            client_id = visitor_client_id(cur, who.appid, args)
+            if customers.find_store(cur, who.appid, args["store_id"]) is None:
+                raise StoreNotFound()
+            if customers.find_seller(cur, args["store_id"], args["seller_id"]) is None:
+                raise SellerNotFound()
+        item = queue.message(queues().ids.next(), "customer", who.appid, args["seller_id"], client_id, args["content"],
+                             store_id=args["store_id"], seller_id=args["seller_id"])
+        return queue_messages(who, [item], args.get("msgid"), {"id": item["id"]})
+
+
+def visitor_client_id(cur, appid: int, args: dict) -> int:
+    """The client id of the visitor named by customer_id or client_id; UserNotFound when there is none."""
+    base = setting("CUSTOMER_ID_BASE")
+    if "customer_id" in args:
+        client_id = customers.find_client_id(cur, appid, args["customer_id"], base)
+    elif "client_id" in args:
+        client_id = args["client_id"] if args["client_id"] >= base and \
+            customers.client_id_exists(cur, appid, args["client_id"], base) else None
+    else:
+        raise InvalidField("customer_id: give customer_id or client_id.")
+    if client_id is None:
+        raise UserNotFound("No such customer.")
+    return client_id
 
 
 @blp.route("")
