@@ -7,6 +7,7 @@ instead of failing requests later.
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,15 @@ def names(value) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def url(value) -> str:
+    """An http(s) base URL, or empty."""
+    text_value = str(value).strip()
+    parts = urllib.parse.urlsplit(text_value)
+    if text_value and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise ValueError("expected an http:// or https:// URL")
+    return text_value
+
+
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -123,6 +133,14 @@ class Config:
     # Past this many waiting messages the router is taken to be down: posts get 503.
     QUEUE_MAX_LENGTH = Setting(integer(1), 1_000_000)
     RETRY_AFTER = Setting(integer(1), 5)
+
+    # A stock GoBelieve router's HTTP RPC: im (messages; the bridge and the offline count) and
+    # imr (online status). Empty: not configured (GET /messages/offline reads `unread`; the other
+    # router-backed reads answer 501).
+    IM_RPC_URL = Setting(url, "")
+    IMR_RPC_URL = Setting(url, "")
+    # Seconds a router-backed read waits for the router.
+    ROUTER_RPC_TIMEOUT = Setting(number(0.001), 2)
 
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
     TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")

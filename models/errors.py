@@ -128,5 +128,13 @@ class Unavailable(ApiError):
     status, code, message = 503, 7001, "A backing service (MySQL or Redis) is unavailable; retry later."
 
 
+class RouterUnavailable(ApiError):
+    status, code, message = 503, 7003, "The IM router's RPC is unavailable; retry later."
+
+
+class RouterNotConfigured(ApiError):
+    status, code, message = 501, 7004, "This read needs the IM router's RPC (IM_RPC_URL / IMR_RPC_URL), not configured."
+
+
 class QueueFull(ApiError):
     status, code, message = 503, 7002, "The message queue is full (the IM router is behind); retry later."

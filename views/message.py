@@ -4,7 +4,7 @@ from flask.views import MethodView
 
 from models import customer as customers
 from models import group as groups
-from models import queue
+from models import queue, router
 from models.db import get_db, get_redis
 from models.errors import BatchTooLarge, InvalidField, SellerNotFound, StoreNotFound, UserNotFound
 from models.redis_io import dumps
@@ -227,7 +227,8 @@ class OfflineCount(MethodView):
     @requires("any")
     @blp.arguments(OfflineSchema, location="query")
     def get(self, args):
-        """How many messages wait for the user (?uid= or ?customer_id=; a client asks for itself)."""
+        """How many messages wait for the user (?uid= or ?customer_id=; a client asks for itself): the
+        router's count when IM_RPC_URL is set (503 if it is down), else the user's `unread` badge."""
         who = caller()
         uid = who.uid if not who.is_server else args.get("uid")
         if uid is None and "customer_id" in args:
@@ -237,5 +238,8 @@ class OfflineCount(MethodView):
                 raise UserNotFound("No such customer.")
         if uid is None:
             raise InvalidField("uid: give uid or customer_id.")
-        count = unread(get_redis(), who.appid, uid)
+        if setting("IM_RPC_URL"):
+            count = router.offline_count(setting("IM_RPC_URL"), setting("ROUTER_RPC_TIMEOUT"), who.appid, uid)
+        else:  # the router-owned badge count: what a client reported unread, not what is pending
+            count = unread(get_redis(), who.appid, uid)
         return ok({"count": count, "new": int(count > 0)})

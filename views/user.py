@@ -3,9 +3,10 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from models import group as groups
+from models import router
 from models import user as users
 from models.db import get_db, get_redis, transaction
-from models.errors import BatchTooLarge, UserExists, UserNotFound
+from models.errors import BatchTooLarge, InvalidField, UserExists, UserNotFound
 
 from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
@@ -122,6 +123,64 @@ class User(MethodView):
         return ok()
 
     patch = post
+
+
+class StoredMessagesSchema(Schema):
+    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, 1000))
+    last_id = ma.fields.Integer(validate=ma.validate.Range(0, 2**63 - 1),
+                                metadata={"description": "messages after this router message id"})
+
+
+class OnlineSchema(Schema):
+    uids = ma.fields.String(required=True, metadata={"description": "comma-separated uids, at most MAX_BATCH"})
+
+
+def router_read(read, *args):
+    """A read from the router's RPC (models/router.py) with this app's settings."""
+    url = setting("IMR_RPC_URL" if read is router.online else "IM_RPC_URL")
+    return read(url, setting("ROUTER_RPC_TIMEOUT"), *args)
+
+
+@blp.route("/users/<uid:uid>/messages")
+class StoredMessages(MethodView):
+    @requires("server")
+    @blp.arguments(StoredMessagesSchema, location="query")
+    def get(self, args, uid):
+        """The user's messages in the router's store: the latest (?limit=) or those after ?last_id=
+        (needs IM_RPC_URL: 501 without it, 503 when the router is down)."""
+        appid = caller().appid
+        if "last_id" in args:
+            return ok(router_read(router.messages_after, appid, uid, args["last_id"]))
+        return ok(router_read(router.latest_messages, appid, uid, args["limit"]))
+
+
+@blp.route("/users/<uid:uid>/online")
+class UserOnline(MethodView):
+    @requires("server")
+    def get(self, uid):
+        """Whether the user is connected, from the route server (needs IMR_RPC_URL: 501 without it)."""
+        return ok({"uid": uid, "online": router_read(router.online, caller().appid, uid)})
+
+
+@blp.route("/users/online")
+class UsersOnline(MethodView):
+    @requires("server")
+    @blp.arguments(OnlineSchema, location="query")
+    def get(self, args):
+        """Online status of several users (?uids=1,2,3), from the route server (needs IMR_RPC_URL)."""
+        uids = parse_uids(args["uids"])
+        appid = caller().appid
+        return ok([{"uid": uid, "online": router_read(router.online, appid, uid)} for uid in uids])
+
+
+def parse_uids(text: str) -> list[int]:
+    """The uids of a comma-separated list (InvalidField naming uids when one is not a uid)."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not 0 < len(items) <= setting("MAX_BATCH"):
+        raise InvalidField(f"uids: give 1 to {setting('MAX_BATCH')} uids.")
+    if not all(item.isdigit() and int(item) < setting("CUSTOMER_ID_BASE") for item in items):
+        raise InvalidField("uids: each must be a uid (an integer below CUSTOMER_ID_BASE).")
+    return list(dict.fromkeys(int(item) for item in items))
 
 
 @blp.route("/users/<uid:uid>/groups")
