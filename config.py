@@ -160,6 +160,8 @@ class Config:
     MAX_GROUP_MEMBERS = Setting(integer(1), 2000)
     MAX_SUPER_GROUP_MEMBERS = Setting(integer(1), 100_000)
     MAX_BATCH = Setting(integer(1), 500)
+    # GET /groups/{gid} lists at most this many members (by uid); the rest page with ?after=.
+    MEMBERS_INLINE = Setting(integer(1), 2000)
     MAX_CONTENT_BYTES = Setting(integer(1), 64 * 1024)
     MAX_CONTENT_LENGTH = Setting(integer(1), 1024 * 1024, env="MAX_BODY_BYTES")
 

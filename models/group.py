@@ -16,7 +16,7 @@ from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMemb
 if TYPE_CHECKING:
     from .group_change import Changes
 
-GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code"
+GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code, member_count"
 SELECT_GROUP = f"SELECT {GROUP_COLUMNS} FROM `group` WHERE id = %(gid)s AND appid = %(appid)s AND deleted = 0"
 LOCK_GROUP = SELECT_GROUP + " FOR UPDATE"
 INSERT_GROUP = """
@@ -29,7 +29,8 @@ UPDATE `group` SET name = COALESCE(%(name)s, name), notice = COALESCE(%(notice)s
 WHERE id = %(gid)s
 """
 UPGRADE_GROUP = "UPDATE `group` SET super = 1 WHERE id = %(gid)s"
-DISBAND_GROUP = "UPDATE `group` SET deleted = 1 WHERE id = %(gid)s"
+DISBAND_GROUP = "UPDATE `group` SET deleted = 1, member_count = 0 WHERE id = %(gid)s"
+COUNT_MEMBERS_BY = "UPDATE `group` SET member_count = member_count + %(n)s WHERE id = %(gid)s"
 DISBAND_MEMBERS = "UPDATE group_member SET deleted = 1 WHERE group_id = %(gid)s AND deleted = 0"
 
 LOCK_GROUP_BY_CODE = f"""
@@ -37,11 +38,11 @@ SELECT {GROUP_COLUMNS} FROM `group` WHERE appid = %(appid)s AND live_code = %(co
 """
 COUNT_APP_GROUPS = "SELECT COUNT(*) AS n FROM `group` WHERE appid = %(appid)s AND deleted = 0"
 PAGE_APP_GROUPS = f"""
-SELECT {GROUP_COLUMNS} FROM `group` WHERE appid = %(appid)s AND deleted = 0
+SELECT {GROUP_COLUMNS} FROM `group` WHERE appid = %(appid)s AND deleted = 0 AND id > %(after)s
 ORDER BY id LIMIT %(count)s OFFSET %(start)s
 """
 USER_GROUPS = """
-SELECT g.id, g.appid, g.master, g.super, g.name, g.notice, g.cover, g.code
+SELECT g.id, g.appid, g.master, g.super, g.name, g.notice, g.cover, g.code, g.member_count
 FROM group_member m JOIN `group` g ON g.id = m.group_id
 WHERE m.uid = %(uid)s AND m.deleted = 0 AND g.appid = %(appid)s AND g.deleted = 0
 ORDER BY g.id
@@ -49,7 +50,7 @@ ORDER BY g.id
 PAGE_MEMBERS = """
 SELECT m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
 FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
-WHERE m.group_id = %(gid)s AND m.deleted = 0 ORDER BY m.uid LIMIT %(count)s OFFSET %(start)s
+WHERE m.group_id = %(gid)s AND m.deleted = 0 AND m.uid > %(after)s ORDER BY m.uid LIMIT %(count)s OFFSET %(start)s
 """
 MEMBERS_OF_GROUPS = """
 SELECT m.group_id, m.uid, COALESCE(u.name, '') AS name, m.nickname, m.mute, m.timestamp
@@ -57,7 +58,6 @@ FROM group_member m LEFT JOIN user u ON u.appid = %(appid)s AND u.uid = m.uid
 WHERE m.group_id IN %(gids)s AND m.deleted = 0 ORDER BY m.group_id, m.uid
 """
 LIVE_UIDS = "SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 ORDER BY uid"
-COUNT_MEMBERS = "SELECT COUNT(*) AS n FROM group_member WHERE group_id = %(gid)s AND deleted = 0"
 LIVE_MEMBERS_AMONG = """
 SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 AND uid IN %(uids)s
 """
@@ -94,22 +94,17 @@ def public(group: dict) -> dict:
     return {key: group[key] for key in ("id", "master", "name", "notice", "cover", "super", "code")}
 
 
-def members(cur, group: dict) -> list[dict]:
-    """The group's live members with their user names, by uid."""
-    return members_of_groups(cur, group["appid"], [group["id"]])[group["id"]]
-
-
 def lock_group_by_code(cur, appid: int, code: str) -> dict:
     """The app's live group with that face-to-face code, row-locked, or GroupNotFound."""
     cur.execute(LOCK_GROUP_BY_CODE, {"appid": appid, "code": code})
     return _found(cur.fetchone(), "No group has that code.")
 
 
-def app_groups(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]]:
-    """(total, one page of the app's live groups by id)."""
+def app_groups(cur, appid: int, start: int, count: int, after: int = -1) -> tuple[int, list[dict]]:
+    """(total, one page of the app's live groups by id: the count after id `after`, skipping `start`)."""
     cur.execute(COUNT_APP_GROUPS, {"appid": appid})
     total = cur.fetchone()["n"]
-    cur.execute(PAGE_APP_GROUPS, {"appid": appid, "start": start, "count": count})
+    cur.execute(PAGE_APP_GROUPS, {"appid": appid, "start": start, "count": count, "after": after})
     return total, [public(g) for g in cur.fetchall()]
 
 
@@ -119,12 +114,13 @@ def user_groups(cur, appid: int, uid: int) -> list[dict]:
     return cur.fetchall()
 
 
-def members_page(cur, group: dict, start: int, count: int) -> tuple[int, list[dict]]:
-    """(total, one page of the group's live members by uid)."""
-    cur.execute(COUNT_MEMBERS, {"gid": group["id"]})
-    total = cur.fetchone()["n"]
-    cur.execute(PAGE_MEMBERS, {"gid": group["id"], "appid": group["appid"], "start": start, "count": count})
-    return total, cur.fetchall()
+def members_page(cur, group: dict, start: int, count: int, after: int = -1) -> list[dict]:
+    """One page of the group's live members by uid: `count` after uid `after`, skipping `start`.
+
+    Keyset paging (after=) costs the same on any page; start= is kept for the original's clients."""
+    cur.execute(PAGE_MEMBERS, {"gid": group["id"], "appid": group["appid"], "start": start, "count": count,
+                               "after": after})
+    return cur.fetchall()
 
 
 def members_of_groups(cur, appid: int, gids: list[int]) -> dict[int, list[dict]]:
@@ -168,8 +164,7 @@ def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inv
     joining = [m for m in new_members if m["uid"] not in live]
     if not joining:
         return
-    cur.execute(COUNT_MEMBERS, {"gid": group["id"]})
-    if cur.fetchone()["n"] + len(joining) > limit:
+    if group["member_count"] + len(joining) > limit:
         raise MemberLimit()
     _insert_members(cur, changes, group, joining)
     for member in joining:
@@ -182,6 +177,7 @@ def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict])
     rows = [{"gid": group["id"], "uid": m["uid"], "timestamp": now} for m in new_members]
     if rows:
         cur.executemany(UPSERT_MEMBER, rows)
+        cur.execute(COUNT_MEMBERS_BY, {"gid": group["id"], "n": len(rows)})
     for member in new_members:
         changes.join(group, member["uid"])
 
@@ -198,6 +194,8 @@ def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> N
                            member_id=member["uid"],
                            **_profile(member))
             removed.append(member["uid"])
+    if removed:
+        cur.execute(COUNT_MEMBERS_BY, {"gid": group["id"], "n": -len(removed)})
 
 
 def leave_all_groups(cur, changes: Changes, appid: int, uid: int) -> None:

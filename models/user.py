@@ -17,7 +17,8 @@ EXISTING_USERS = "SELECT uid FROM user WHERE appid = %(appid)s AND uid IN %(uids
 INSERT_USER = "INSERT IGNORE INTO user (appid, uid, name, avatar) VALUES (%(appid)s, %(uid)s, %(name)s, %(avatar)s)"
 COUNT_USERS = "SELECT COUNT(*) AS n FROM user WHERE appid = %(appid)s"
 PAGE_USERS = """
-SELECT uid, name, avatar FROM user WHERE appid = %(appid)s ORDER BY uid LIMIT %(count)s OFFSET %(start)s
+SELECT uid, name, avatar FROM user WHERE appid = %(appid)s AND uid > %(after)s
+ORDER BY uid LIMIT %(count)s OFFSET %(start)s
 """
 UPDATE_USER = """
 UPDATE user SET name = COALESCE(%(name)s, name), avatar = COALESCE(%(avatar)s, avatar)
@@ -123,11 +124,11 @@ def register_users(cur, appid: int, users: list[dict]) -> list[dict]:
     return results
 
 
-def users_page(cur, appid: int, start: int, count: int) -> tuple[int, list[dict]]:
-    """(total, one page of the app's users by uid)."""
+def users_page(cur, appid: int, start: int, count: int, after: int = -1) -> tuple[int, list[dict]]:
+    """(total, one page of the app's users by uid: `count` after uid `after`, skipping `start`)."""
     cur.execute(COUNT_USERS, {"appid": appid})
     total = cur.fetchone()["n"]
-    cur.execute(PAGE_USERS, {"appid": appid, "start": start, "count": count})
+    cur.execute(PAGE_USERS, {"appid": appid, "start": start, "count": count, "after": after})
     return total, cur.fetchall()
 
 

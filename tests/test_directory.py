@@ -26,18 +26,27 @@ def make_group(api, master, members, name="team") -> int:
 
 
 def walk(api, path, key, count) -> list:
-    """Every item of a paged listing, fetched `count` at a time; checks total/start/count on the way."""
+    """Every item of a paged listing, fetched `count` at a time by ?start= and again by ?after= (keyset,
+    following `next`); checks total/start/count on the way and that both walks agree."""
     found, start = [], 0
     while True:
         page = assert_ok(*api.get(path, query_string={"start": start, "count": count}))
-        assert set(page) == {"total", "start", "count", key}
+        assert set(page) == {"total", "start", "count", key, "next"}
         assert page["start"] == start and page["count"] == len(page[key]) <= count
         found += page[key]
         if start + count >= page["total"]:
             assert len(found) == page["total"]
-            return found
+            break
         assert page["count"] == count
         start += count
+    by_key, after, id_key = [], -1, "uid" if key in ("users", "members") else "id"
+    while after is not None:
+        page = assert_ok(*api.get(path, query_string={"after": after, "count": count}))
+        by_key += page[key]
+        assert page["next"] == (page[key][-1][id_key] if page["count"] == count else None)
+        after = page["next"]
+    assert by_key == found
+    return found
 
 
 # --- POST /users ---------------------------------------------------------------------------------
@@ -101,7 +110,7 @@ def test_register_an_empty_batch_is_not_a_500(api, db, r):
 def test_users_page_shape(api):
     assert_ok(*api.post("/users", [{"uid": 2, "name": "Bob", "avatar": "b.png"}, {"uid": 1, "name": "Ann"}]))
     assert assert_ok(*api.get("/users", query_string={"start": 0, "count": 10})) == {
-        "total": 2, "start": 0, "count": 2,
+        "total": 2, "start": 0, "count": 2, "next": None,
         "users": [{"uid": 1, "name": "Ann", "avatar": ""}, {"uid": 2, "name": "Bob", "avatar": "b.png"}]}
 
 
@@ -117,7 +126,7 @@ def test_walking_the_users_pages_gives_each_user_once_in_uid_order(api, other_ap
 def test_a_page_past_the_end_is_empty(api):
     assert_ok(*api.post("/users", [{"uid": 1}]))
     assert assert_ok(*api.get("/users", query_string={"start": 5, "count": 2})) == {
-        "total": 1, "start": 5, "count": 0, "users": []}
+        "total": 1, "start": 5, "count": 0, "users": [], "next": None}
 
 
 @pytest.mark.parametrize("path", ["/users", "/groups"])
@@ -135,7 +144,7 @@ def test_profile_of_a_user(api):
     assert_ok(*api.post("/users", [{"uid": 7, "name": "Ann", "avatar": "a.png"}]))
     assert_ok(*api.post("/users/7", {"forbidden": True}))
     data = assert_ok(*api.get("/users/7"))
-    assert set(data) == {"uid", "name", "avatar", "created_at", "updated_at", "forbidden", "mute"}
+    assert set(data) == {"uid", "name", "avatar", "created_at", "updated_at", "forbidden", "mute", "notification_on"}
     assert {k: data[k] for k in ("uid", "name", "avatar", "forbidden", "mute")} == {
         "uid": 7, "name": "Ann", "avatar": "a.png", "forbidden": True, "mute": False}
     assert isinstance(data["created_at"], int) and data["created_at"] <= data["updated_at"]
@@ -250,7 +259,7 @@ def test_walking_the_apps_groups(api, other_api):
 
 def test_an_app_without_groups_gets_an_empty_page(api, other_api):
     make_group(other_api, 1, [1])
-    assert assert_ok(*api.get("/groups")) == {"total": 0, "start": 0, "count": 0, "groups": []}
+    assert assert_ok(*api.get("/groups")) == {"total": 0, "start": 0, "count": 0, "groups": [], "next": None}
 
 
 # --- POST /auth/revoke ---------------------------------------------------------------------------
@@ -306,10 +315,10 @@ def populated(db):
 
 
 @pytest.mark.parametrize("sql, params, tables", [
-    (group_sql.PAGE_APP_GROUPS, {"appid": 2, "start": 20, "count": 10}, {"group"}),
+    (group_sql.PAGE_APP_GROUPS, {"appid": 2, "start": 0, "count": 10, "after": 200}, {"group"}),
     (group_sql.USER_GROUPS, {"appid": 2, "uid": 42}, {"m", "g"}),
-    (group_sql.PAGE_MEMBERS, {"appid": 2, "gid": None, "start": 5, "count": 10}, {"m", "u"}),
-    (user_sql.PAGE_USERS, {"appid": 2, "start": 100, "count": 50}, {"user"}),
+    (group_sql.PAGE_MEMBERS, {"appid": 2, "gid": None, "start": 0, "count": 10, "after": 5}, {"m", "u"}),
+    (user_sql.PAGE_USERS, {"appid": 2, "start": 0, "count": 50, "after": 100}, {"user"}),
 ], ids=["PAGE_APP_GROUPS", "USER_GROUPS", "PAGE_MEMBERS", "PAGE_USERS"])
 def test_listing_queries_use_an_index(db, populated, sql, params, tables):
     params = {key: populated["gid"] if key == "gid" else value for key, value in params.items()}

@@ -731,3 +731,30 @@ def test_every_group_notification_names_who_must_see_it_besides_the_routers_memb
     found = [(next(iter(json.loads(m["content"]))), m["members"]) for m in messages(r)]
     assert found == [("create", [1, 2, 3]), ("add_member", [4]), ("quit_group", [2]), ("update_name", []),
                      ("disband", [1, 3, 4])]
+
+
+def test_the_member_count_on_the_group_row_follows_every_change(api, db):
+    gid = create(api, members=(1, 2, 3))
+    count = lambda: rows(db, "SELECT member_count FROM `group` WHERE id = %s", gid)[0]["member_count"]  # noqa: E731
+    assert count() == 3
+    api.post(f"/groups/{gid}/members", [3, 4, 5])  # 3 is a member already
+    assert count() == 5
+    api.delete(f"/groups/{gid}/members", [1, 9])  # 9 never was
+    assert count() == 4 == api.get(f"/groups/{gid}")[1]["data"]["member_count"]
+    api.post(f"/groups/{gid}/members", [1])
+    assert count() == 5 == len(rows(db, "SELECT uid FROM group_member WHERE group_id = %s AND deleted = 0", gid))
+    api.delete(f"/groups/{gid}")
+    assert count() == 0
+
+
+def test_get_group_lists_a_bounded_number_of_members_and_pages_on(app, demo, db):
+    bounded = Api(create_app(TEST_CONFIG | {"MEMBERS_INLINE": 3}).test_client(), demo["auth"])
+    gid = create(bounded, members=range(1, 9))
+    data = bounded.get(f"/groups/{gid}")[1]["data"]
+    assert [m["uid"] for m in data["members"]] == [1, 2, 3]
+    assert (data["member_count"], data["members_next"]) == (8, 3)
+    rest = bounded.get(f"/groups/{gid}/members", query_string={"after": data["members_next"], "count": 10})[1]["data"]
+    assert [m["uid"] for m in rest["members"]] == [4, 5, 6, 7, 8] and rest["next"] is None
+    assert rest["total"] == 8
+    small = create(bounded, members=(1, 2, 3))
+    assert bounded.get(f"/groups/{small}")[1]["data"]["members_next"] is None

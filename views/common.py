@@ -75,9 +75,11 @@ def ok(data=None):
     return {"data": {"success": True} if data is None else data}
 
 
-def page(total: int, start: int, name: str, items: list) -> dict:
-    """The data of a paged listing: {total, start, count, <name>: items}."""
-    return {"total": total, "start": start, "count": len(items), name: items}
+def page(total: int, start: int, name: str, items: list, key: str = "id", asked: int | None = None) -> dict:
+    """The data of a paged listing: {total, start, count, <name>: items, next}; next is the `after=`
+    of the following page, or null on the last page (when fewer than `asked` items came)."""
+    more = items and asked is not None and len(items) == asked
+    return {"total": total, "start": start, "count": len(items), name: items, "next": items[-1][key] if more else None}
 
 
 def queues() -> Queues:

@@ -123,8 +123,11 @@ class MemberField(ma.fields.Field):
 
 
 class PageSchema(Schema):
-    """?start=&count= of a paged listing."""
+    """?after=&count= (keyset: the items after that id, the same cost on every page) or the original's
+    ?start=&count= (an offset) of a paged listing."""
 
     start = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
     count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500))
+    after = ma.fields.Integer(load_default=-1, validate=ma.validate.Range(min=-1, max=MAX_ID),
+                              metadata={"description": "the last id of the previous page (its `next`)"})
 

@@ -119,8 +119,8 @@ class GroupList(MethodView):
         who = caller()
         with get_db().cursor() as cur:
             if who.is_server:
-                total, found = groups.app_groups(cur, who.appid, args["start"], args["count"])
-                return ok(page(total, args["start"], "groups", found))
+                total, found = groups.app_groups(cur, who.appid, args["start"], args["count"], args["after"])
+                return ok(page(total, args["start"], "groups", found, "id", args["count"]))
             found = [groups.public(g) for g in groups.user_groups(cur, who.appid, who.uid)]
             fields = set(args["fields"].split(","))
             if "members" in fields:
@@ -162,14 +162,18 @@ class GroupList(MethodView):
 class Group(MethodView):
     @requires("any")
     def get(self, gid):
-        """The group with its members; a client that is not a member sees only its public fields."""
+        """The group with its members (the first MEMBERS_INLINE by uid; `members_next` pages on with GET
+        /groups/{gid}/members?after=); a client that is not a member sees only its public fields."""
         who = caller()
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
-            members = groups.members_of_groups(cur, who.appid, [gid])[gid]
-        if not who.is_server and who.uid not in {m["uid"] for m in members}:
-            return ok({key: group[key] for key in ("id", "name", "cover", "super")} | {"member_count": len(members)})
-        return ok(groups.public(group) | {"members": members})
+            if not who.is_server and not groups.live_members_among(cur, gid, [who.uid]):
+                return ok({key: group[key] for key in ("id", "name", "cover", "super", "member_count")})
+            inline = setting("MEMBERS_INLINE")
+            members = groups.members_page(cur, group, 0, inline)
+        more = len(members) == inline and group["member_count"] > inline
+        return ok(groups.public(group) | {"member_count": group["member_count"], "members": members,
+                                          "members_next": members[-1]["uid"] if more else None})
 
     @requires("any")
     @blp.arguments(GroupUpdateSchema)
@@ -213,8 +217,8 @@ class Members(MethodView):
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
             require_caller_member(cur, group, who)
-            total, members = groups.members_page(cur, group, args["start"], args["count"])
-        return ok(page(total, args["start"], "members", members))
+            members = groups.members_page(cur, group, args["start"], args["count"], args["after"])
+        return ok(page(group["member_count"], args["start"], "members", members, "uid", args["count"]))
 
     @requires("any")
     @blp.arguments(MembersSchema)

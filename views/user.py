@@ -71,8 +71,8 @@ class UserList(MethodView):
     def get(self, args):
         """The app's users, paged by uid: {total, start, count, users: [{uid, name, avatar}]}."""
         with get_db().cursor() as cur:
-            total, found = users.users_page(cur, caller().appid, args["start"], args["count"])
-        return ok(page(total, args["start"], "users", found))
+            total, found = users.users_page(cur, caller().appid, args["start"], args["count"], args["after"])
+        return ok(page(total, args["start"], "users", found, "uid", args["count"]))
 
 
 @blp.route("/users/<uid:uid>")
