@@ -9,6 +9,7 @@ from flask_smorest import Api
 from werkzeug.routing import IntegerConverter, ValidationError
 
 import cli
+from bridge import cli as bridge_cli
 from config import Config
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
@@ -78,6 +79,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["message_ids"] = MessageIds(lambda: pooled_connection(app))
     app.teardown_appcontext(close_db)
     cli.register(app)
+    bridge_cli.register(app)
     return app
 
 

@@ -29,6 +29,7 @@ class Config:
     IM_MESSAGE_QUEUE = os.environ.get("IM_MESSAGE_QUEUE", "im_message_queue")
     GROUP_EVENT_QUEUE = os.environ.get("GROUP_EVENT_QUEUE", "group_event_queue")
     USER_EVENT_QUEUE = os.environ.get("USER_EVENT_QUEUE", "user_event_queue")
+    RELATIONSHIP_EVENT_QUEUE = os.environ.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")
     # Past this many waiting messages the router is taken to be down: posts get 503.
     QUEUE_MAX_LENGTH = _int("QUEUE_MAX_LENGTH", 1_000_000)
     RETRY_AFTER = _int("RETRY_AFTER", 5)
@@ -53,6 +54,15 @@ class Config:
     MAX_BATCH = _int("MAX_BATCH", 500)
     MAX_CONTENT_BYTES = _int("MAX_CONTENT_BYTES", 64 * 1024)
     MAX_CONTENT_LENGTH = _int("MAX_BODY_BYTES", 1024 * 1024)
+
+    # The bridge (bridge/, flask --app app bridge) feeds a stock router's HTTP RPC at IM_RPC_URL.
+    IM_RPC_URL = os.environ.get("IM_RPC_URL", "")
+    BRIDGE_CONCURRENCY = _int("BRIDGE_CONCURRENCY", 64)  # RPCs in flight at once
+    BRIDGE_RPC_TIMEOUT = float(os.environ.get("BRIDGE_RPC_TIMEOUT", 5))
+    BRIDGE_LEASE_SECONDS = float(os.environ.get("BRIDGE_LEASE_SECONDS", 5))
+    BRIDGE_METRICS_PORT = _int("BRIDGE_METRICS_PORT", 9108)  # metrics and /healthz; 0: off
+    BRIDGE_MAX_PENDING = _int("BRIDGE_MAX_PENDING", 5000)  # items taken and not yet acknowledged, per queue
+    BRIDGE_STOP_SECONDS = float(os.environ.get("BRIDGE_STOP_SECONDS", 20))  # SIGTERM: time to finish in-flight
 
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.
