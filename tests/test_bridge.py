@@ -184,3 +184,131 @@ def test_every_message_kind_reaches_its_rpc_with_exact_parameters_and_body(api, 
     assert sorted(got, key=repr) == sorted(expected, key=repr)
     assert [g for g in got if g[0].startswith("/post_group")] == [e for e in expected if e[0].startswith("/post_group")]
     wait_for(lambda: drained(r, "im_message_queue"), what="the processing list to empty")
+
+
+# Group, relationship and user events.
+
+GROUP_FIELDS = ["action_id", "previous_action_id", "name", "app_id", "group_id", "member_id", "super", "mute"]
+
+
+def test_group_events_reach_the_stream_with_exact_fields_and_the_router_view_matches_mysql(
+        api, demo, r, db, router, bridges, redis_kwargs, app):
+    last = rows(db, "SELECT value FROM sequence WHERE name = 'group_action'")[0]["value"]
+    r.set("groups_actions", f"{last - 1}:{last}")  # a router that has seen every earlier event
+    reader = StreamReader(redis_kwargs, mysql_connect_args(app.config))
+    try:
+        gid = assert_ok(*api.post("/groups", {"master": 1, "name": "g", "members": [1, 2]}))["group_id"]
+        assert_ok(*api.post(f"/groups/{gid}/members", [3, 4]))
+        assert_ok(*api.patch(f"/groups/{gid}/members/3", {"mute": True}))
+        assert_ok(*api.delete(f"/groups/{gid}/members/2"))
+        assert_ok(*api.post(f"/groups/{gid}/upgrade"))
+        gone = assert_ok(*api.post("/groups", {"master": 1, "name": "gone", "members": [1]}))["group_id"]
+        assert_ok(*api.delete(f"/groups/{gone}"))
+        events = queue(r, "group_event_queue")
+        bridges().wait_active()
+        assert reader.wait_for(events[-1]["action_id"]), "the reader never saw the last event"
+
+        entries = [fields for _, fields in r.xrange("group_manager_stream")]
+        assert [list(fields) for fields in entries] == [GROUP_FIELDS] * len(events)  # field order too
+        assert entries == [{"action_id": str(e["action_id"]), "previous_action_id": str(e["previous_action_id"]),
+                            "name": e["name"], "app_id": str(demo["id"]), "group_id": str(e["group_id"]),
+                            "member_id": str(e.get("member_id", 0)), "super": str(e.get("super", 0)),
+                            "mute": str(e.get("mute", 0))} for e in events]
+        assert [e["name"] for e in entries] == ["group_create", "group_member_add", "group_member_add",
+                                                "group_member_add", "group_member_add", "group_member_mute",
+                                                "group_member_remove", "group_upgrade", "group_create",
+                                                "group_member_add", "group_disband"]
+        assert r.get("groups_actions") == f"{events[-1]['previous_action_id']}:{events[-1]['action_id']}"
+        assert reader.gaps == []
+        # What the router built from the stream is what its own MySQL queries say.
+        members = {m["uid"]: m["mute"] for m in rows(db, LOAD_MEMBERS, gid)}
+        assert reader.cache[gid] == {"appid": demo["id"], "super": True, "members": members} and members == {1: 0, 3: 1, 4: 0}
+        assert gone not in reader.cache and reader.group(gone) is None
+        wait_for(lambda: drained(r, "group_event_queue"), what="the processing list to empty")
+    finally:
+        reader.close()
+
+
+def group_event(action_id, name="group_member_add", **fields):
+    return {"action_id": action_id, "previous_action_id": action_id - 1, "name": name, "appid": 1, "group_id": 5,
+            "member_id": 7, "timestamp": 1, **fields}
+
+
+def test_an_action_id_is_never_written_to_the_stream_twice(r, router, bridges, redis_kwargs):
+    r.set("groups_actions", "9:10")  # the router was given up to 10
+    reader = StreamReader(redis_kwargs)
+    try:
+        push(r, "group_event_queue", group_event(10), group_event(11), group_event(11), group_event(9),
+             group_event(12))
+        bridge = bridges().wait_active()
+        wait_for(lambda: drained(r, "group_event_queue"), what="the events")
+        assert [f["action_id"] for _, f in r.xrange("group_manager_stream")] == ["11", "12"]
+        assert r.get("groups_actions") == "11:12"
+        assert reader.wait_for(12) and reader.gaps == []
+        wait_for(lambda: bridge.metric("bridge_skipped_total", "group_event_queue") == 3, what="3 skips counted")
+    finally:
+        reader.close()
+
+
+def test_a_gap_in_the_chain_reaches_the_router_as_a_gap_and_it_reloads_from_mysql(
+        api, demo, r, router, bridges, redis_kwargs, app):
+    gid = assert_ok(*api.post("/groups", {"master": 1, "name": "g", "members": [1]}))["group_id"]
+    bridge = bridges().wait_active()
+    wait_for(lambda: drained(r, "group_event_queue"), what="the create")
+    reader = StreamReader(redis_kwargs, mysql_connect_args(app.config))
+    try:
+        last = int(r.get("groups_actions").split(":")[1])
+        assert reader.group(gid)["members"] == {1: 0}  # loaded with the router's queries
+        assert_ok(*api.post(f"/groups/{gid}/members", [2]))
+        assert reader.wait_for(last + 1) and reader.cache[gid]["members"] == {1: 0, 2: 0}
+        push(r, "group_event_queue", group_event(last + 5, group_id=gid, member_id=3))  # events lost upstream
+        assert reader.wait_for(last + 5)
+        assert reader.gaps == [(last + 1, last + 4)]
+        assert gid not in reader.cache  # dirty: dropped, and the next look reloads it from MySQL
+        assert reader.group(gid)["members"] == {1: 0, 2: 0}
+        assert bridge.proc.poll() is None
+    finally:
+        reader.close()
+
+
+def test_relationship_events_reach_relationship_stream_and_friends_actions(r, router, bridges, redis_kwargs):
+    reader = StreamReader(redis_kwargs, stream="relationship_stream", actions="friends_actions")
+    try:
+        events = [{"action_id": 1, "previous_action_id": 0, "name": "friend", "appid": 3, "uid": 1, "friend_uid": 2,
+                   "friend": 1, "timestamp": 1},
+                  {"action_id": 2, "previous_action_id": 1, "name": "friend", "appid": 3, "uid": 2, "friend_uid": 1,
+                   "friend": 1, "timestamp": 1},
+                  {"action_id": 3, "previous_action_id": 2, "name": "blacklist", "appid": 3, "uid": 1,
+                   "friend_uid": 4, "blacklist": 1, "timestamp": 1}]
+        push(r, "relationship_event_queue", *events, events[1])
+        bridges().wait_active()
+        assert reader.wait_for(3)
+        wait_for(lambda: drained(r, "relationship_event_queue"), what="the events")
+        assert [f for _, f in r.xrange("relationship_stream")] == [
+            {"action_id": "1", "previous_action_id": "0", "name": "friend", "app_id": "3", "uid": "1",
+             "friend_uid": "2", "friend": "1", "blacklist": "0"},
+            {"action_id": "2", "previous_action_id": "1", "name": "friend", "app_id": "3", "uid": "2",
+             "friend_uid": "1", "friend": "1", "blacklist": "0"},
+            {"action_id": "3", "previous_action_id": "2", "name": "blacklist", "app_id": "3", "uid": "1",
+             "friend_uid": "4", "friend": "0", "blacklist": "1"}]
+        assert r.get("friends_actions") == "2:3" and reader.gaps == []
+    finally:
+        reader.close()
+
+
+def test_user_forbidden_is_published_and_a_revoked_token_is_acknowledged_and_logged(
+        api, demo, r, router, bridges, redis_kwargs):
+    listener = ForbiddenListener(redis_kwargs)
+    try:
+        assert_ok(*api.post("/auth/grant", {"uid": 8}))
+        assert_ok(*api.post("/users/8", {"forbidden": True}))
+        assert_ok(*api.post("/users/8", {"forbidden": False}))
+        assert_ok(*api.post("/auth/revoke", {"uid": 8}))
+        bridge = bridges().wait_active()
+        wait_for(lambda: len(listener.messages) == 2, what="two speak_forbidden messages")
+        assert listener.messages == [f"{demo['id']},8,1", f"{demo['id']},8,0"]
+        wait_for(lambda: drained(r, "user_event_queue"), what="the user events")
+        assert any(line["msg"].startswith("token revoked") and line["uid"] == 8 for line in bridge.lines())
+        assert router.taken() == []
+    finally:
+        listener.close()
