@@ -32,17 +32,17 @@ class Metrics:
 class Health:
     """What /healthz says: the loop's last heartbeat, whether Redis answered it, active or standby."""
 
-    def __init__(self, stale_after: float):
-        self.stale_after = stale_after
-        self.beat, self.redis_ok, self.role = 0.0, False, "starting"
+    def __init__(self, stale_after: float, role):
+        self.stale_after, self.role = stale_after, role  # role() -> "active" | "standby", read at each request
+        self.beat, self.redis_ok = 0.0, False
 
-    def mark(self, redis_ok: bool, role: str) -> None:
-        self.beat, self.redis_ok, self.role = time.monotonic(), redis_ok, role
+    def mark(self, redis_ok: bool) -> None:
+        self.beat, self.redis_ok = time.monotonic(), redis_ok
 
     def report(self) -> tuple[int, dict]:
         alive = time.monotonic() - self.beat < self.stale_after
         ok = alive and self.redis_ok
-        return (200 if ok else 503), {"status": "ok" if ok else "failing", "role": self.role,
+        return (200 if ok else 503), {"status": "ok" if ok else "failing", "role": self.role(),
                                       "redis": self.redis_ok, "loop": alive}
 
 

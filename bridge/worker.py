@@ -210,11 +210,15 @@ class Bridge:
         self.settings = settings
         self.r = aioredis.Redis(**settings.redis)
         self.rpc = RouterClient(settings.router, settings.rpc_timeout)
-        self.metrics, self.health = Metrics(), Health(stale_after=max(3.0, settings.lease_seconds))
+        self.metrics, self.health = Metrics(), Health(max(3.0, settings.lease_seconds), self.role)
         self.lease = Lease(self.r, keys.lease(settings.queues["messages"]), settings.lease_seconds)
         self.drains = [QueueDrain(self, role, name) for role, name in settings.queues.items()]
         self.stop, self.lost = asyncio.Event(), asyncio.Event()
         self.slots = asyncio.Semaphore(settings.concurrency)
+
+    def role(self) -> str:
+        """What /healthz says this bridge is."""
+        return "active" if self.lease.held and self.taking() else "standby"
 
     def taking(self) -> bool:
         return not (self.stop.is_set() or self.lost.is_set())
@@ -324,7 +328,6 @@ class Bridge:
     async def observe_loop(self) -> None:
         """Once a second: queue lengths and lag for the metrics, and the heartbeat /healthz reads."""
         while True:
-            role = "active" if self.lease.held and self.taking() else "standby"
             try:
                 async with self.r.pipeline(transaction=False) as pipe:
                     for drain in self.drains:
@@ -335,9 +338,9 @@ class Bridge:
                     self.metrics.processing_length.labels(drain.name).set(lengths[3 * i + 1])
                     self.metrics.dead_length.labels(drain.name).set(lengths[3 * i + 2])
                     self.metrics.lag.labels(drain.name).set(drain.lag())
-                self.health.mark(True, role)
+                self.health.mark(True)
             except (RedisError, OSError):
-                self.health.mark(False, role)
+                self.health.mark(False)
             await asyncio.sleep(1)
 
     async def deliver(self, drain: QueueDrain, item: dict) -> None:
