@@ -102,7 +102,7 @@ def run_once(args) -> tuple[float, bool, int]:
         bridge.terminate()
         bridge.wait(30)
         router.join(5)
-    left = r.llen(QUEUE) + r.llen("{%s}:processing" % QUEUE)
+    left = r.llen(QUEUE) + r.llen(f"{{{QUEUE}}}:processing")
     return args.messages / (last - first), in_order(bodies) and len(bodies) == args.messages, left
 
 
@@ -120,7 +120,8 @@ def main():
             raise SystemExit("a conversation's messages arrived out of order (or some are missing)")
         rates.append(rate)
         print(f"round {round_ + 1}: {rate:.0f} messages/s, order kept, {left} left in Redis", file=sys.stderr)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
     print(f"# {platform.node()}: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
           f"{args.messages} messages in {args.conversations} conversations, BRIDGE_CONCURRENCY={args.concurrency}")
     print(f"bridge: {median(rates):.0f} messages/s (median of {args.rounds}: "

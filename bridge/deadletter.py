@@ -6,7 +6,7 @@ item's id (message) or action_id (event), else one made up, so an operator can n
 """
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import keys
 
@@ -40,7 +40,7 @@ def entry(queue: str, raw: bytes, item: dict | None, status: int, reason: str) -
     """The JSON text of a dead letter."""
     return json.dumps({"id": entry_id(item), "queue": queue, "item": raw.decode("utf-8", "replace"),
                        "status": status, "reason": reason,
-                       "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")},
+                       "time": datetime.now(UTC).isoformat(timespec="milliseconds")},
                       ensure_ascii=False)
 
 

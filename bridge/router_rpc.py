@@ -142,7 +142,7 @@ class RouterClient:
         """Deliver one call: return on 2xx, raise Refused or Unavailable otherwise."""
         try:
             status, body = await asyncio.wait_for(self._send(self.request(call)), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(f"no answer within {self.timeout} s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from None

@@ -53,7 +53,7 @@ def backoff(attempt: int) -> float:
 class Taken:
     """One item between take and acknowledgement."""
 
-    __slots__ = ("raw", "item", "seq")
+    __slots__ = ("item", "raw", "seq")
 
     def __init__(self, raw: bytes, item: dict | None, seq: int):
         self.raw, self.item, self.seq = raw, item, seq
@@ -107,10 +107,10 @@ class QueueDrain:
         self.seq += 1
         try:
             item = json.loads(raw)
-            if not isinstance(item, dict):
-                raise ValueError("not a JSON object")
         except ValueError:
             item = None
+        if not isinstance(item, dict):
+            item = None  # dead-lettered by deliver(): not a JSON object
         timestamp = item.get("timestamp") if item else None
         self.outstanding[self.seq] = timestamp if isinstance(timestamp, (int, float)) else int(time.time() * 1000)
         taken = Taken(raw, item, self.seq)
