@@ -288,10 +288,13 @@ class Bridge:
 
     async def wind_down(self, tasks: list) -> None:
         """Finish the items in flight and acknowledge them; leave the rest in the processing lists."""
-        for drain in self.drains:
-            cut = await drain.lanes.finish(self.settings.stop_seconds)
+        cuts = await asyncio.gather(*(drain.lanes.finish(self.settings.stop_seconds) for drain in self.drains))
+        for drain, cut in zip(self.drains, cuts, strict=True):
             if cut:
                 logs.warning("left unfinished in the processing list", queue=drain.name, count=cut)
+        for task in tasks:  # the ack flushers too: a cancelled flush puts its batch back for the last one
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for drain in self.drains:
             try:
                 await drain.flush_acks()
@@ -299,8 +302,6 @@ class Bridge:
                 logs.warning("could not acknowledge; will be delivered again", queue=drain.name, error=str(exc))
             drain.lanes.reopen()
             drain.outstanding.clear()
-        for task in tasks:
-            task.cancel()
         self.metrics.active.set(0)
         if self.stop.is_set():
             try:
