@@ -2,7 +2,6 @@
 import json
 import logging
 import sys
-import time
 
 log = logging.getLogger("bridge")
 
@@ -36,18 +35,3 @@ def warning(msg: str, **fields) -> None:
 def error(msg: str, **fields) -> None:
     log.error(msg, extra={"fields": fields})
 
-
-class Throttle:
-    """Lets a repeated warning through at most once per interval, counting what it held back."""
-
-    def __init__(self, seconds: float):
-        self.seconds, self.last, self.held = seconds, 0.0, 0
-
-    def allow(self) -> int | None:
-        """None to stay quiet; else how many were held back since the last one let through."""
-        now = time.monotonic()
-        if now - self.last < self.seconds:
-            self.held += 1
-            return None
-        held, self.last, self.held = self.held, now, 0
-        return held
