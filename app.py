@@ -10,6 +10,7 @@ from werkzeug.routing import IntegerConverter, ValidationError
 
 import cli
 import config
+from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
@@ -79,6 +80,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)
     cli.register(app)
+    bridge_cli.register(app)
     return app
 
 

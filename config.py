@@ -78,8 +78,12 @@ def url(value) -> str:
     """An http(s) base URL, or empty."""
     text_value = str(value).strip()
     parts = urllib.parse.urlsplit(text_value)
-    if text_value and (parts.scheme not in ("http", "https") or not parts.hostname):
-        raise ValueError("expected an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        parts = None
+    if text_value and (parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query):
+        raise ValueError("expected an http:// or https:// URL (host and port)")
     return text_value
 
 
@@ -164,6 +168,14 @@ class Config:
     MEMBERS_INLINE = Setting(integer(1), 2000)
     MAX_CONTENT_BYTES = Setting(integer(1), 64 * 1024)
     MAX_CONTENT_LENGTH = Setting(integer(1), 1024 * 1024, env="MAX_BODY_BYTES")
+
+    # The bridge (bridge/, flask --app app bridge) feeds the router's HTTP RPC at IM_RPC_URL.
+    BRIDGE_CONCURRENCY = Setting(integer(1), 64)  # RPCs in flight at once
+    BRIDGE_RPC_TIMEOUT = Setting(number(0.001), 5)
+    BRIDGE_LEASE_SECONDS = Setting(number(0.1), 5)
+    BRIDGE_METRICS_PORT = Setting(integer(0, 65535), 9108)  # metrics and /healthz; 0: off
+    BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
+    BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
 
     LOG_LEVEL = Setting(text, "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.

@@ -1,0 +1,91 @@
+"""The bridge's commands: flask --app app bridge | bridge-dead list | bridge-dead redrive [--all | ID]."""
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from redis.exceptions import RedisError
+
+from . import deadletter, logs
+from .settings import SettingError, from_config
+
+
+def _queues() -> list[str]:
+    config = current_app.config
+    return [config["IM_MESSAGE_QUEUE"], config["GROUP_EVENT_QUEUE"], config["USER_EVENT_QUEUE"],
+            config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")]
+
+
+@click.command("bridge")
+@with_appcontext
+def bridge_command():
+    """Feed a stock GoBelieve router from the queues (needs IM_RPC_URL); stops on SIGTERM."""
+    from .worker import run  # asyncio and the worker only for this command
+
+    try:
+        settings = from_config(current_app.config)
+    except SettingError as exc:
+        raise click.ClickException(str(exc)) from None
+    logs.setup(current_app.config.get("LOG_LEVEL", "INFO"))
+    raise SystemExit(run(settings))
+
+
+@click.group("bridge-dead")
+def dead_group():
+    """Look at and re-drive the items the router refused for good."""
+
+
+@dead_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_appcontext
+def list_command(as_json: bool):
+    """List the dead letters of every queue, oldest first."""
+    r = current_app.extensions["redis"]
+    for queue in _queues():
+        for letter in _entries(r, queue):
+            if as_json:
+                click.echo(letter["raw"])
+            else:
+                click.echo(f"{letter['queue']}\t{letter['id']}\t{letter['time']}\t{letter['status']}\t"
+                           f"{letter['reason']}\t{letter['item']}")
+
+
+@dead_group.command("redrive")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Re-drive every dead letter.")
+@with_appcontext
+def redrive_command(ids: tuple[str], everything: bool):
+    """Put dead letters (by id, or --all) back on their queues, behind what waits there."""
+    if bool(ids) == everything:
+        raise click.UsageError("give dead-letter ids or --all")
+    r, wanted, done = current_app.extensions["redis"], set(ids), set()
+    for queue in _queues():
+        for letter in _entries(r, queue):
+            if (everything or letter["id"] in wanted) and _redrive(r, queue, letter):
+                done.add(letter["id"])
+                click.echo(f"re-driven {queue} {letter['id']}")
+    missing = wanted - done
+    if missing:
+        raise click.ClickException(f"no dead letter with id {', '.join(sorted(missing))}")
+    if everything and not done:
+        click.echo("no dead letters")
+
+
+def _entries(r, queue: str) -> list[dict]:
+    try:
+        return deadletter.entries(r, queue)
+    except RedisError as exc:
+        raise click.ClickException(f"Redis is not reachable: {exc}") from None
+
+
+def _redrive(r, queue: str, letter: dict) -> bool:
+    try:
+        return deadletter.redrive(r, queue, letter)
+    except RedisError as exc:
+        raise click.ClickException(f"Redis is not reachable: {exc}") from None
+
+
+def register(app: Flask) -> None:
+    """Add the bridge's commands to the app's CLI."""
+    app.cli.add_command(bridge_command)
+    app.cli.add_command(dead_group)
+
+

@@ -1,0 +1,75 @@
+"""The bridge's settings, read once from the app's configuration and checked at start."""
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class SettingError(ValueError):
+    """A setting that stops the bridge from starting; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class RouterAddress:
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # a path the RPC paths go under, '' for none
+
+
+@dataclass(frozen=True)
+class Settings:
+    router: RouterAddress
+    queues: dict  # role ("messages", "group_events", ...) -> queue name
+    concurrency: int
+    rpc_timeout: float
+    lease_seconds: float
+    metrics_port: int
+    max_pending: int
+    stop_seconds: float
+    redis: dict  # keyword arguments for redis.asyncio.Redis
+
+
+def router_address(url: str) -> RouterAddress:
+    """IM_RPC_URL parsed: http(s)://host[:port][/prefix]."""
+    if not url:
+        raise SettingError("IM_RPC_URL is not set: give the router's HTTP RPC address, e.g. http://127.0.0.1:6666")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.query:
+        raise SettingError(f"IM_RPC_URL is not an http://host:port address: {url!r}")
+    default = 443 if parts.scheme == "https" else 80
+    return RouterAddress(parts.scheme, parts.hostname, port or default, parts.path.rstrip("/"))
+
+
+def _positive(config, name: str, kind=float):
+    try:
+        value = kind(config[name])
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a number, not {config[name]!r}") from None
+    if value <= 0:
+        raise SettingError(f"{name} must be above 0, not {value}")
+    return value
+
+
+def from_config(config) -> Settings:
+    """Settings from a Flask config (or any mapping with the same names); SettingError if one is wrong."""
+    port = int(config["BRIDGE_METRICS_PORT"])
+    if not 0 <= port < 65536:
+        raise SettingError(f"BRIDGE_METRICS_PORT must be a port number or 0, not {port}")
+    return Settings(
+        router=router_address(config.get("IM_RPC_URL", "")),
+        queues={"messages": config["IM_MESSAGE_QUEUE"], "group_events": config["GROUP_EVENT_QUEUE"],
+                "user_events": config["USER_EVENT_QUEUE"],
+                "relationship_events": config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")},
+        concurrency=_positive(config, "BRIDGE_CONCURRENCY", int),
+        rpc_timeout=_positive(config, "BRIDGE_RPC_TIMEOUT"),
+        lease_seconds=_positive(config, "BRIDGE_LEASE_SECONDS"),
+        metrics_port=port,
+        max_pending=_positive(config, "BRIDGE_MAX_PENDING", int),
+        stop_seconds=_positive(config, "BRIDGE_STOP_SECONDS"),
+        redis={"host": config["REDIS_HOST"], "port": config["REDIS_PORT"], "db": config["REDIS_DB"],
+               "password": config["REDIS_PASSWORD"], "socket_timeout": max(5.0, config["REDIS_TIMEOUT"]),
+               "socket_connect_timeout": config["REDIS_TIMEOUT"]},
+    )

@@ -1,0 +1,385 @@
+"""The bridge's loop: take, deliver, acknowledge; retry with capped backoff; stop cleanly on SIGTERM.
+
+Its state lives in Redis. An item moves atomically from its queue onto `{queue}:processing`
+when taken and leaves that list only once the router has it (or it is dead-lettered), so a
+crash loses nothing: the next bridge to hold the lease moves the processing list back onto
+the queue's pop end, in order, and delivers it again (at least once).
+"""
+import asyncio
+import json
+import random
+import signal
+import time
+from collections import OrderedDict
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import deadletter, keys, logs, streams
+from .lanes import LANES, Lanes
+from .lease import Lease
+from .metrics import Health, Metrics, serve
+from .router_rpc import Malformed, Refused, RouterClient, Unavailable, call_for
+from .settings import Settings
+
+BACKOFF_FIRST, BACKOFF_CAP = 0.05, 5.0
+TAKE_BATCH = 200  # items moved per round trip while the queue is full
+BLOCK_SECONDS = 1  # a blocking take returns this often, to see a stop or a lost lease
+
+# Move up to ARGV[1] items from the queue's pop end onto the processing list, in one step.
+TAKE = """
+local taken = {}
+for i = 1, tonumber(ARGV[1]) do
+  local item = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not item then break end
+  taken[i] = item
+end
+return taken
+"""
+# Put the processing list back on the queue's pop end, oldest nearest to it, in one step.
+REDRIVE = """
+local n = 0
+while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
+return n
+"""
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1, 2, ...): exponential, capped, with jitter."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)  # half fixed, so retries never bunch at zero
+
+
+class Taken:
+    """One item between take and acknowledgement."""
+
+    __slots__ = ("item", "raw", "seq")
+
+    def __init__(self, raw: bytes, item: dict | None, seq: int):
+        self.raw, self.item, self.seq = raw, item, seq
+
+
+class QueueDrain:
+    """One queue: take items onto its processing list, deliver them lane by lane, acknowledge them."""
+
+    def __init__(self, bridge: "Bridge", role: str, name: str):
+        self.bridge, self.role, self.name = bridge, role, name
+        self.r, self.metrics = bridge.r, bridge.metrics
+        self.processing = keys.processing(name)
+        self.lane_of = LANES[role]
+        self.lanes = Lanes(self.deliver)
+        self.outstanding: OrderedDict[int, int] = OrderedDict()  # seq -> item timestamp (ms), take order
+        self.acks: list[bytes] = []
+        self.ack_ready, self.room = asyncio.Event(), asyncio.Event()
+        self.seq = 0
+
+    async def redrive(self) -> None:
+        """Put what a previous holder left unacknowledged back at the queue's pop end."""
+        moved = await self.r.eval(REDRIVE, 2, self.processing, self.name)
+        if moved:
+            logs.warning("re-driven unacknowledged items", queue=self.name, count=moved)
+
+    async def take_loop(self) -> None:
+        """Take items while the bridge is active and fewer than BRIDGE_MAX_PENDING are outstanding."""
+        attempt = 0
+        while self.bridge.taking():
+            room = self.bridge.settings.max_pending - len(self.outstanding)
+            if room <= 0:
+                self.room.clear()
+                await self.bridge.wait_or_stop(self.room.wait(), BLOCK_SECONDS)
+                continue
+            try:
+                raws = await self.r.eval(TAKE, 2, self.name, self.processing, min(TAKE_BATCH, room))
+                if not raws:
+                    raw = await self.r.blmove(self.name, self.processing, BLOCK_SECONDS, "RIGHT", "LEFT")
+                    raws = [raw] if raw is not None else []
+                attempt = 0
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                logs.warning("taking failed", queue=self.name, error=str(exc), attempt=attempt)
+                await self.bridge.wait_or_stop(asyncio.sleep(backoff(attempt)), BACKOFF_CAP)
+                continue
+            for raw in raws:
+                self.dispatch(raw)
+
+    def dispatch(self, raw: bytes) -> None:
+        """Hand a taken item to its lane (or straight to the dead letters when it is not JSON)."""
+        self.seq += 1
+        try:
+            item = json.loads(raw)
+        except ValueError:
+            item = None
+        if not isinstance(item, dict):
+            item = None  # dead-lettered by deliver(): not a JSON object
+        timestamp = item.get("timestamp") if item else None
+        self.outstanding[self.seq] = timestamp if isinstance(timestamp, (int, float)) else int(time.time() * 1000)
+        taken = Taken(raw, item, self.seq)
+        self.lanes.add(self.lane_of(item) if item else ("malformed", self.seq), taken)
+
+    async def deliver(self, taken: Taken) -> None:
+        """Deliver one item until the router takes it or refuses it for good; never drop it.
+
+        The item keeps its slot while it waits to retry: a router that is down then sees at
+        most BRIDGE_CONCURRENCY items retrying, however many conversations are waiting."""
+        attempt = 0
+        async with self.bridge.slots:
+            while True:
+                try:
+                    if taken.item is None:
+                        raise Malformed("not a JSON object")
+                    await self.bridge.deliver(self, taken.item)
+                    return self.acknowledge(taken)
+                except Malformed as exc:
+                    return await self.bury(taken, 0, f"malformed: {exc}")
+                except Refused as exc:
+                    return await self.bury(taken, exc.status, exc.reason)
+                except (Unavailable, RedisError, OSError) as exc:
+                    attempt += 1
+                    self.metrics.retried.labels(self.name).inc()
+                    logs.warning("delivery failed, will retry", queue=self.name, id=deadletter.entry_id(taken.item),
+                                 attempt=attempt, status=getattr(exc, "status", None), error=str(exc))
+                    await asyncio.sleep(backoff(attempt))
+
+    def acknowledge(self, taken: Taken) -> None:
+        """The router has it: count it, and let the ack flusher take it off the processing list."""
+        self.metrics.delivered.labels(self.name).inc()
+        self.acks.append(taken.raw)
+        self.ack_ready.set()
+        self.settle(taken)
+
+    def settle(self, taken: Taken) -> None:
+        self.outstanding.pop(taken.seq, None)
+        self.room.set()
+
+    async def bury(self, taken: Taken, status: int, reason: str) -> None:
+        """Move a refused item to the dead letters, retrying Redis until that is done."""
+        attempt = 0
+        while True:
+            try:
+                dead_id = await deadletter.bury(self.r, self.name, taken.raw, taken.item, status, reason)
+                break
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                logs.warning("dead-lettering failed, will retry", queue=self.name, error=str(exc))
+                await asyncio.sleep(backoff(attempt))
+        self.metrics.dead.labels(self.name).inc()
+        logs.error("refused by the router, dead-lettered", queue=self.name, id=dead_id, status=status,
+                   reason=reason)
+        self.settle(taken)
+
+    async def ack_loop(self) -> None:
+        """Take acknowledged items off the processing list, many per round trip."""
+        attempt = 0
+        while True:
+            await self.ack_ready.wait()
+            self.ack_ready.clear()
+            try:
+                await self.flush_acks()
+                attempt = 0
+            except (RedisError, OSError) as exc:
+                attempt += 1
+                logs.warning("acknowledging failed, will retry", queue=self.name, error=str(exc))
+                self.ack_ready.set()
+                await asyncio.sleep(backoff(attempt))
+
+    async def flush_acks(self) -> None:
+        """LREM every acknowledged item (searching from the old end, where it sits)."""
+        batch, self.acks = self.acks, []
+        if not batch:
+            return
+        try:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for raw in batch:
+                    pipe.lrem(self.processing, -1, raw)
+                await pipe.execute()
+        except BaseException:
+            self.acks[:0] = batch  # LREM twice is harmless; forgetting one would re-deliver it
+            raise
+
+    def lag(self) -> float:
+        """Seconds since the oldest outstanding item was queued (0 when none is)."""
+        if not self.outstanding:
+            return 0.0
+        return max(0.0, time.time() - next(iter(self.outstanding.values())) / 1000)
+
+
+class Bridge:
+    """Holds the lease, runs a QueueDrain per queue while it does, and stops on SIGTERM."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.r = aioredis.Redis(**settings.redis)
+        self.rpc = RouterClient(settings.router, settings.rpc_timeout)
+        self.metrics, self.health = Metrics(), Health(max(3.0, settings.lease_seconds), self.role)
+        self.lease = Lease(self.r, keys.lease(settings.queues["messages"]), settings.lease_seconds)
+        self.drains = [QueueDrain(self, role, name) for role, name in settings.queues.items()]
+        self.stop, self.lost = asyncio.Event(), asyncio.Event()
+        self.slots = asyncio.Semaphore(settings.concurrency)
+
+    def role(self) -> str:
+        """What /healthz says this bridge is."""
+        return "active" if self.lease.held and self.taking() else "standby"
+
+    def taking(self) -> bool:
+        return not (self.stop.is_set() or self.lost.is_set())
+
+    async def wait_or_stop(self, waiting, seconds: float) -> None:
+        """Wait for something, for a stop or a lost lease, or for `seconds`, whichever comes first."""
+        task = asyncio.ensure_future(waiting)
+        stop, lost = asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self.lost.wait())
+        await asyncio.wait({task, stop, lost}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        for pending in (task, stop, lost):
+            pending.cancel()
+
+    async def run(self) -> int:
+        """Stand by until the lease is free, drain while it is held; return 0 after a SIGTERM or SIGINT."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig)
+        server = serve(self.settings.metrics_port, self.metrics, self.health) if self.settings.metrics_port else None
+        watch = asyncio.create_task(self.observe_loop())
+        logs.info("bridge started", holder=self.lease.holder, router=self.settings.router.host,
+                  queues=list(self.settings.queues.values()))
+        try:
+            while not self.stop.is_set():
+                if await self.try_lease():
+                    await self.active_term()
+                else:
+                    await self.wait_or_stop(asyncio.sleep(self.poll_seconds()), self.poll_seconds())
+        finally:
+            watch.cancel()
+            await self.close(server)
+        logs.info("bridge stopped")
+        return 0
+
+    def request_stop(self, sig) -> None:
+        logs.info("stopping: finishing what is in flight", signal=signal.Signals(sig).name)
+        self.stop.set()
+
+    def poll_seconds(self) -> float:
+        """How often a standby tries the lease (a takeover comes within the lease plus this)."""
+        return min(0.5, self.settings.lease_seconds / 5)
+
+    async def try_lease(self) -> bool:
+        try:
+            if await self.lease.acquire():
+                return True
+        except (RedisError, OSError) as exc:
+            logs.warning("cannot reach Redis for the lease", error=str(exc))
+        return False
+
+    async def active_term(self) -> None:
+        """Everything done while holding the lease: re-drive, take and deliver, then wind down."""
+        self.lost.clear()
+        self.metrics.active.set(1)
+        logs.info("lease taken: active", holder=self.lease.holder)
+        tasks = []
+        try:
+            for drain in self.drains:
+                await drain.redrive()
+            tasks = [asyncio.create_task(self.renew_loop())]
+            tasks += [asyncio.create_task(drain.ack_loop()) for drain in self.drains]
+            takers = [asyncio.create_task(drain.take_loop()) for drain in self.drains]
+            await asyncio.gather(*takers)  # they return on a stop or a lost lease
+        except (RedisError, OSError) as exc:
+            logs.warning("Redis failed while starting to drain", error=str(exc))
+        finally:
+            await self.wind_down(tasks)
+
+    async def wind_down(self, tasks: list) -> None:
+        """Finish the items in flight and acknowledge them; leave the rest in the processing lists."""
+        cuts = await asyncio.gather(*(drain.lanes.finish(self.settings.stop_seconds) for drain in self.drains))
+        for drain, cut in zip(self.drains, cuts, strict=True):
+            if cut:
+                logs.warning("left unfinished in the processing list", queue=drain.name, count=cut)
+        for task in tasks:  # the ack flushers too: a cancelled flush puts its batch back for the last one
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for drain in self.drains:
+            try:
+                await drain.flush_acks()
+            except (RedisError, OSError) as exc:
+                logs.warning("could not acknowledge; will be delivered again", queue=drain.name, error=str(exc))
+            drain.lanes.reopen()
+            drain.outstanding.clear()
+        self.metrics.active.set(0)
+        if self.stop.is_set():
+            try:
+                await self.lease.release()
+            except (RedisError, OSError):
+                pass  # it expires by itself
+        else:
+            logs.warning("lease lost: standing by")
+
+    async def renew_loop(self) -> None:
+        """Renew the lease a few times per term; on losing it, stop taking."""
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            if not await self.lease.renew():
+                logs.warning("lease lost", holder=await self.safe_holder())
+                self.lost.set()
+                return
+
+    async def safe_holder(self) -> str | None:
+        try:
+            return await self.lease.holder_now()
+        except (RedisError, OSError):
+            return None
+
+    async def observe_loop(self) -> None:
+        """Once a second: queue lengths and lag for the metrics, and the heartbeat /healthz reads."""
+        while True:
+            try:
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for drain in self.drains:
+                        pipe.llen(drain.name).llen(drain.processing).llen(keys.dead(drain.name))
+                    lengths = await pipe.execute()
+                for i, drain in enumerate(self.drains):
+                    self.metrics.queue_length.labels(drain.name).set(lengths[3 * i])
+                    self.metrics.processing_length.labels(drain.name).set(lengths[3 * i + 1])
+                    self.metrics.dead_length.labels(drain.name).set(lengths[3 * i + 2])
+                    self.metrics.lag.labels(drain.name).set(drain.lag())
+                self.health.mark(True)
+            except (RedisError, OSError):
+                self.health.mark(False)
+            await asyncio.sleep(1)
+
+    async def deliver(self, drain: QueueDrain, item: dict) -> None:
+        """Give one item to the router, the way its queue's kind of item goes (SPEC 7)."""
+        if drain.role == "messages":
+            await self.rpc.post(call_for(item))
+        elif drain.role == "group_events":
+            await self.append_event(drain, item, keys.GROUP_STREAM, keys.GROUPS_ACTIONS,
+                                    streams.GROUP_EVENTS, streams.GROUP_FIELDS)
+        elif drain.role == "relationship_events":
+            await self.append_event(drain, item, keys.RELATIONSHIP_STREAM, keys.FRIENDS_ACTIONS,
+                                    streams.RELATIONSHIP_EVENTS, streams.RELATIONSHIP_FIELDS)
+        elif item.get("name") == "user_forbidden":
+            await self.r.publish(keys.SPEAK_FORBIDDEN, streams.forbidden_message(item))
+        elif item.get("name") == "user_token_revoked":
+            # A stock router reads tokens only at login: nothing to tell it (README, "The bridge").
+            logs.info("token revoked: no router input for it", queue=drain.name, appid=item.get("appid"),
+                      uid=item.get("uid"))
+        else:
+            raise Malformed(f"unknown user event {item.get('name')!r}")
+
+    async def append_event(self, drain: QueueDrain, item: dict, stream: str, actions: str, names, fields) -> None:
+        args = streams.append_args(item, names, fields)
+        written = await self.r.eval(streams.APPEND_EVENT, 2, stream, actions, *args)
+        if written == 0:
+            drain.metrics.skipped.labels(drain.name).inc()
+            logs.info("event already in the stream, skipped", queue=drain.name, id=item.get("action_id"))
+        elif written == 2:
+            logs.warning("replaced a malformed chain position", key=actions, id=item.get("action_id"))
+
+    async def close(self, server) -> None:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        await self.rpc.close()
+        await self.r.aclose()
+
+
+def run(settings: Settings) -> int:
+    """Run the bridge until SIGTERM/SIGINT; the process's exit status."""
+    return asyncio.run(Bridge(settings).run())
