@@ -483,3 +483,12 @@ def test_the_endpoints_are_documented(client):
             assert spec["paths"][path][method]["summary"], (path, method)
     assert spec["paths"]["/users/{uid}/friends"]["post"]["security"] == [{"server": []}]
     assert {"server": []} in spec["paths"]["/users/{uid}/blacklist"]["post"]["security"]
+
+
+def test_the_rows_naming_a_user_are_found_through_an_index(db):
+    for table in ("friend", "blacklist"):
+        index = rows(db, f"SHOW INDEX FROM `{table}` WHERE Key_name = %s", f"idx_{table}_friend_uid")
+        assert [(i["Column_name"], i["Seq_in_index"]) for i in index] == [("appid", 1), ("friend_uid", 2)]
+        plan = rows(db, f"EXPLAIN SELECT uid FROM `{table}` FORCE INDEX (idx_{table}_friend_uid) "
+                        "WHERE appid = 1 AND friend_uid = 2")
+        assert plan[0]["key"] == f"idx_{table}_friend_uid"
