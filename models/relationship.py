@@ -28,22 +28,35 @@ from .queue import Queues, relationship_event
 FRIEND, BLACKLIST = "friend", "blacklist"  # the tables, also their events' names and flags
 ER_LOCK_DEADLOCK, DEADLOCK_ATTEMPTS = 1213, 4
 
-# Table names are the only thing formatted in; values are always parameters.
-INSERT = """
-INSERT IGNORE INTO `{table}` (appid, uid, friend_uid, timestamp)
+INSERT_FRIEND = """
+INSERT IGNORE INTO friend (appid, uid, friend_uid, timestamp)
 VALUES (%(appid)s, %(uid)s, %(friend_uid)s, %(timestamp)s)
 """
-DELETE = "DELETE FROM `{table}` WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid = %(friend_uid)s"
-COUNT = "SELECT COUNT(*) AS n FROM `{table}` WHERE appid = %(appid)s AND uid = %(uid)s"
-PAGE = """
-SELECT friend_uid AS uid, timestamp FROM `{table}` WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid > %(after)s
+INSERT_BLACKLIST = """
+INSERT IGNORE INTO blacklist (appid, uid, friend_uid, timestamp)
+VALUES (%(appid)s, %(uid)s, %(friend_uid)s, %(timestamp)s)
+"""
+DELETE_FRIEND = "DELETE FROM friend WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid = %(friend_uid)s"
+DELETE_BLACKLIST = "DELETE FROM blacklist WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid = %(friend_uid)s"
+COUNT_FRIENDS = "SELECT COUNT(*) AS n FROM friend WHERE appid = %(appid)s AND uid = %(uid)s"
+COUNT_BLACKLIST = "SELECT COUNT(*) AS n FROM blacklist WHERE appid = %(appid)s AND uid = %(uid)s"
+PAGE_FRIENDS = """
+SELECT friend_uid AS uid, timestamp FROM friend WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid > %(after)s
 ORDER BY friend_uid LIMIT %(count)s OFFSET %(start)s
 """
-OWN = "SELECT friend_uid FROM `{table}` WHERE appid = %(appid)s AND uid = %(uid)s"
-NAMING = "SELECT uid FROM `{table}` WHERE appid = %(appid)s AND friend_uid = %(uid)s"  # idx_<table>_friend_uid
-SQL = {table: {name: text.format(table=table) for name, text in
-               {"insert": INSERT, "delete": DELETE, "count": COUNT, "page": PAGE, "own": OWN, "naming": NAMING}.items()}
-       for table in (FRIEND, BLACKLIST)}
+PAGE_BLACKLIST = """
+SELECT friend_uid AS uid, timestamp FROM blacklist WHERE appid = %(appid)s AND uid = %(uid)s AND friend_uid > %(after)s
+ORDER BY friend_uid LIMIT %(count)s OFFSET %(start)s
+"""
+# A user's rows in both directions: its own, and those naming it (through idx_<table>_friend_uid).
+ROWS_OF_FRIEND = """
+SELECT uid, friend_uid FROM friend WHERE appid = %(appid)s AND uid = %(uid)s
+UNION SELECT uid, friend_uid FROM friend WHERE appid = %(appid)s AND friend_uid = %(uid)s
+"""
+ROWS_OF_BLACKLIST = """
+SELECT uid, friend_uid FROM blacklist WHERE appid = %(appid)s AND uid = %(uid)s
+UNION SELECT uid, friend_uid FROM blacklist WHERE appid = %(appid)s AND friend_uid = %(uid)s
+"""
 
 
 def relationship_change(conn, queues: Queues, write: Callable, *args) -> None:
@@ -87,20 +100,17 @@ def unblock(cur, events: list, appid: int, uid: int, blocked: int) -> None:
 def forget_user(cur, events: list, appid: int, uid: int) -> None:
     """Delete every friend and blacklist row of uid, in both directions (the user is being deleted)."""
     for table in (FRIEND, BLACKLIST):
-        params = {"appid": appid, "uid": uid}
-        cur.execute(SQL[table]["own"], params)
-        pairs = [(uid, row["friend_uid"]) for row in cur.fetchall()]
-        cur.execute(SQL[table]["naming"], params)
-        pairs += [(row["uid"], uid) for row in cur.fetchall()]
-        _write(cur, events, table, appid, pairs, False)
+        cur.execute(ROWS_OF_FRIEND if table == FRIEND else ROWS_OF_BLACKLIST, {"appid": appid, "uid": uid})
+        _write(cur, events, table, appid, [(row["uid"], row["friend_uid"]) for row in cur.fetchall()], False)
 
 
 def page(cur, table: str, appid: int, uid: int, after: int | None, start: int, count: int) -> tuple[int, list[dict]]:
     """(how many entries uid has, one page of them by uid: [{uid, timestamp}]) after the uid `after`."""
-    cur.execute(SQL[table]["count"], {"appid": appid, "uid": uid})
+    cur.execute(COUNT_FRIENDS if table == FRIEND else COUNT_BLACKLIST, {"appid": appid, "uid": uid})
     total = cur.fetchone()["n"]
-    cur.execute(SQL[table]["page"], {"appid": appid, "uid": uid, "after": -1 if after is None else after,
-                                     "start": start, "count": count})
+    cur.execute(PAGE_FRIENDS if table == FRIEND else PAGE_BLACKLIST, {"appid": appid, "uid": uid, "start": start,
+                                                                      "after": -1 if after is None else after,
+                                                                      "count": count})
     return total, cur.fetchall()
 
 
@@ -108,8 +118,14 @@ def _write(cur, events: list, table: str, appid: int, pairs: list[tuple[int, int
     """Insert (on) or delete the (uid, friend_uid) rows in key order; an event per row changed, in the order given.
 
     A row at a time: its rowcount says whether this change made (or ended) it."""
-    sql, now = SQL[table]["insert" if on else "delete"], int(time.time())
-    changed = {pair for pair in sorted(set(pairs))
-               if cur.execute(sql, {"appid": appid, "uid": pair[0], "friend_uid": pair[1], "timestamp": now})}
+    now, changed = int(time.time()), set()
+    for uid, fid in sorted(set(pairs)):
+        row = {"appid": appid, "uid": uid, "friend_uid": fid, "timestamp": now}
+        if on:
+            done = cur.execute(INSERT_FRIEND if table == FRIEND else INSERT_BLACKLIST, row)
+        else:
+            done = cur.execute(DELETE_FRIEND if table == FRIEND else DELETE_BLACKLIST, row)
+        if done:
+            changed.add((uid, fid))
     events += [relationship_event(table, appid, uid, fid, on) for uid, fid in dict.fromkeys(pairs)
                if (uid, fid) in changed]
