@@ -80,6 +80,10 @@ class UserExists(ApiError):
     status, code, message = 409, 3002, "User already exists."
 
 
+class SelfRelationship(ApiError):
+    status, code, message = 400, 3003, "A user cannot be its own friend or block itself."
+
+
 class GroupNotFound(ApiError):
     status, code, message = 404, 4001, "Group not found."
 

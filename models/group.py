@@ -83,6 +83,11 @@ def lock_group(cur, appid: int, gid: int) -> dict:
     return _found(cur.fetchone())
 
 
+def _key(after: int | None) -> int:
+    """The keyset bound of a page: ids above it (-1: from the first)."""
+    return -1 if after is None else after
+
+
 def _found(group: dict | None, message: str | None = None) -> dict:
     if group is None:
         raise GroupNotFound(message)
@@ -100,11 +105,11 @@ def lock_group_by_code(cur, appid: int, code: str) -> dict:
     return _found(cur.fetchone(), "No group has that code.")
 
 
-def app_groups(cur, appid: int, start: int, count: int, after: int = -1) -> tuple[int, list[dict]]:
+def app_groups(cur, appid: int, start: int, count: int, after: int | None = None) -> tuple[int, list[dict]]:
     """(total, one page of the app's live groups by id: the count after id `after`, skipping `start`)."""
     cur.execute(COUNT_APP_GROUPS, {"appid": appid})
     total = cur.fetchone()["n"]
-    cur.execute(PAGE_APP_GROUPS, {"appid": appid, "start": start, "count": count, "after": after})
+    cur.execute(PAGE_APP_GROUPS, {"appid": appid, "start": start, "count": count, "after": _key(after)})
     return total, [public(g) for g in cur.fetchall()]
 
 
@@ -114,12 +119,12 @@ def user_groups(cur, appid: int, uid: int) -> list[dict]:
     return cur.fetchall()
 
 
-def members_page(cur, group: dict, start: int, count: int, after: int = -1) -> list[dict]:
+def members_page(cur, group: dict, start: int, count: int, after: int | None = None) -> list[dict]:
     """One page of the group's live members by uid: `count` after uid `after`, skipping `start`.
 
     Keyset paging (after=) costs the same on any page; start= is kept for the original's clients."""
     cur.execute(PAGE_MEMBERS, {"gid": group["id"], "appid": group["appid"], "start": start, "count": count,
-                               "after": after})
+                               "after": _key(after)})
     return cur.fetchall()
 
 

@@ -31,9 +31,10 @@ class Changes:
         self.events: list[dict] = []
         self.notes: list[tuple[int, int, str, dict, list[int]]] = []
         self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
+        self.relationship_events: list[dict] = []  # a user's deletion ends its friendships too
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.notes or self.cleared)
+        return bool(self.events or self.notes or self.cleared or self.relationship_events)
 
     def event(self, name: str, group: dict, **fields) -> None:
         self.events.append(group_event(name, group["appid"], group["id"], **fields))
@@ -62,9 +63,15 @@ def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, co
             group = None if gid is None else groups.lock_group(cur, appid, gid)
         yield cur, group, changes
         notes = [group_notification(queues.ids.next(), *note) for note in changes.notes]
-        outbox.append(cur, queues, group_events=changes.events, messages=notes, cleared=changes.cleared)
+        outbox.append(cur, queues, group_events=changes.events, messages=notes, cleared=changes.cleared,
+                      relationship_events=changes.relationship_events)
     if changes:
-        try:
-            outbox.relay(conn, queues.redis)
-        except (redis.RedisError, pymysql.Error) as exc:
-            log.warning("relay after commit failed, left to the background relay: %s", exc)
+        relay_after_commit(conn, queues)
+
+
+def relay_after_commit(conn, queues: Queues) -> None:
+    """Relay the outbox before the response; if Redis or MySQL fails just then, the background relay will."""
+    try:
+        outbox.relay(conn, queues.redis)
+    except (redis.RedisError, pymysql.Error) as exc:
+        log.warning("relay after commit failed, left to the background relay: %s", exc)

@@ -108,6 +108,12 @@ def user_event(name: str, appid: int, uid: int, **fields) -> dict:
     return {"name": name, "appid": appid, "uid": uid, **fields, "timestamp": now_ms()}
 
 
+def relationship_event(kind: str, appid: int, uid: int, friend_uid: int, on: bool) -> dict:
+    """A relationship_event_queue item: kind is "friend" or "blacklist", also the name of its 0/1 flag;
+    the outbox relay fills in action_id and previous_action_id."""
+    return {"name": kind, "appid": appid, "uid": uid, "friend_uid": friend_uid, kind: int(on), "timestamp": now_ms()}
+
+
 def history_owners(item: dict) -> list[int]:
     """Whose history lists a queued message goes to: its sender and its receiving user.
 

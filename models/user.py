@@ -124,11 +124,11 @@ def register_users(cur, appid: int, users: list[dict]) -> list[dict]:
     return results
 
 
-def users_page(cur, appid: int, start: int, count: int, after: int = -1) -> tuple[int, list[dict]]:
+def users_page(cur, appid: int, start: int, count: int, after: int | None = None) -> tuple[int, list[dict]]:
     """(total, one page of the app's users by uid: `count` after uid `after`, skipping `start`)."""
     cur.execute(COUNT_USERS, {"appid": appid})
     total = cur.fetchone()["n"]
-    cur.execute(PAGE_USERS, {"appid": appid, "start": start, "count": count, "after": after})
+    cur.execute(PAGE_USERS, {"appid": appid, "start": start, "count": count, "after": -1 if after is None else after})
     return total, cur.fetchall()
 
 

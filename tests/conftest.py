@@ -191,6 +191,7 @@ def assert_error(status, body, expected_status, field=None, code=None):
 SNAPSHOT_TABLES = {
     "app": "id", "user": "appid, uid", "`group`": "id", "group_member": "group_id, uid", "outbox": "id",
     "idempotency": "appid, idem_key", "store": "id", "seller": "id", "customer": "id", "sequence": "name",
+    "friend": "appid, uid, friend_uid", "blacklist": "appid, uid, friend_uid",
 }
 
 

@@ -39,12 +39,14 @@ def walk(api, path, key, count) -> list:
             break
         assert page["count"] == count
         start += count
-    by_key, after, id_key = [], -1, "uid" if key in ("users", "members") else "id"
-    while after is not None:
-        page = assert_ok(*api.get(path, query_string={"after": after, "count": count}))
+    by_key, after, id_key = [], None, "uid" if key in ("users", "members") else "id"
+    while True:
+        page = assert_ok(*api.get(path, query_string={"count": count} | ({} if after is None else {"after": after})))
         by_key += page[key]
         assert page["next"] == (page[key][-1][id_key] if page["count"] == count else None)
         after = page["next"]
+        if after is None:
+            break
     assert by_key == found
     return found
 

@@ -128,6 +128,6 @@ class PageSchema(Schema):
 
     start = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
     count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500))
-    after = ma.fields.Integer(load_default=-1, validate=ma.validate.Range(min=-1, max=MAX_ID),
+    after = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=0, max=MAX_ID),
                               metadata={"description": "the last id of the previous page (its `next`)"})
 

@@ -3,6 +3,7 @@ import marshmallow as ma
 from flask.views import MethodView
 
 from models import group as groups
+from models import relationship as relationships
 from models import router
 from models import user as users
 from models.db import get_db, get_redis, transaction
@@ -100,14 +101,15 @@ class User(MethodView):
 
     @requires("server")
     def delete(self, uid):
-        """Delete the user: its profile, its token, and its place in every group (with events)."""
+        """Delete the user: profile, token, place in every group, friends and blacklists (with events)."""
         appid = caller().appid
         with group_change(appid) as (cur, _, changes):
             existed = users.delete_user(cur, appid, uid)
             groups.leave_all_groups(cur, changes, appid, uid)
+            relationships.forget_user(cur, changes.relationship_events, appid, uid)
         revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
         users.forget_profile(get_redis(), appid, uid)
-        if not (existed or revoked or changes.events):
+        if not (existed or revoked or changes):
             raise UserNotFound()
         return ok()
 
