@@ -156,7 +156,12 @@ class Config:
     OPENAPI_URL_PREFIX = "/"
     OPENAPI_JSON_PATH = "openapi.json"
     OPENAPI_SWAGGER_UI_PATH = "docs"
-    OPENAPI_SWAGGER_UI_URL = Setting(text, "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    OPENAPI_REDOC_PATH = "redoc"
+    # The UIs' scripts, served by this service from pinned packages (views/docs.py): no CDN, works offline.
+    OPENAPI_SWAGGER_UI_URL = Setting(text, "/docs/assets/swagger-ui/")
+    OPENAPI_REDOC_URL = Setting(text, "/docs/assets/redoc/redoc.standalone.js")
+    # validatorUrl none: Swagger UI would otherwise send the document to validator.swagger.io.
+    OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "displayOperationId": True}
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

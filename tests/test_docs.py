@@ -2,6 +2,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from models import errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,3 +20,80 @@ def test_error_table_lists_every_code_of_the_catalog():
 def test_codes_are_unique():
     codes = [cls.code for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.ApiError)]
     assert len(codes) == len(set(codes))
+
+
+# --- the OpenAPI document (/openapi.json) -----------------------------------------------------------
+
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+@pytest.fixture(scope="module")
+def document(app):
+    return app.test_client().get("/openapi.json").get_json()
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in METHODS:
+                yield path, method, operation
+
+
+def test_every_operation_has_a_unique_operation_id(document):
+    ids = [operation.get("operationId") for _, _, operation in operations(document)]
+    assert None not in ids
+    assert len(ids) == len(set(ids)), sorted(ids)
+
+
+def test_every_operation_declares_its_data_and_its_errors_in_the_envelope(document):
+    for path, method, operation in operations(document):
+        responses = operation["responses"]
+        assert "default" not in responses, (path, method)
+        success = responses["200"]["content"]["application/json"]["schema"]
+        assert success["required"] == ["data"] and "data" in success["properties"], (path, method)
+        for status, response in responses.items():
+            assert "X-Request-ID" in response["headers"], (path, method, status)
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+                codes = {cls.code: cls for cls in vars(errors).values()
+                         if isinstance(cls, type) and issubclass(cls, errors.ApiError)}
+                assert response["x-codes"] and all(codes[c].status == int(status) for c in response["x-codes"])
+                assert all(f"`{code}`" in response["description"] for code in response["x-codes"])
+            if status in ("429", "503"):
+                assert "Retry-After" in response["headers"], (path, method, status)
+
+
+def test_the_error_schema_is_the_envelope(document):
+    schemas = document["components"]["schemas"]
+    assert schemas["Error"]["required"] == ["meta"]
+    assert set(schemas["ErrorMeta"]["properties"]) == {"code", "message"}
+    assert "PaginationMetadata" not in schemas
+    assert not document["components"].get("responses")
+
+
+def test_client_aliases_are_served_but_documented_once(document, app):
+    assert not [path for path in document["paths"] if path.startswith("/client/")]
+    assert any(rule.rule.startswith("/client/groups") for rule in app.url_map.iter_rules())
+
+
+def test_uids_stop_below_the_customer_range_and_ids_below_2_63(document, app):
+    uid_max = app.config["CUSTOMER_ID_BASE"] - 1
+    path_params = {p["name"]: p["schema"] for item in document["paths"].values() for p in item.get("parameters", ())}
+    assert path_params["uid"]["maximum"] == path_params["mid"]["maximum"] == uid_max
+    assert path_params["gid"]["maximum"] == 2**63 - 1
+    peer = document["components"]["schemas"]["PeerMessage"]["properties"]
+    assert peer["sender"]["maximum"] == peer["receiver"]["maximum"] == uid_max
+    assert document["components"]["schemas"]["GroupMessage"]["properties"]["receiver"]["maximum"] == 2**63 - 1
+
+
+def test_flags_are_documented_as_the_0_or_1_they_are(document):
+    schemas = document["components"]["schemas"]
+    assert schemas["Group"]["properties"]["super"] == {"type": "integer", "enum": [0, 1]}
+    assert schemas["GroupMember"]["properties"]["mute"] == {"type": "integer", "enum": [0, 1]}
+
+
+def test_idempotency_key_is_documented_where_it_is_read(document):
+    idempotent = {operation["operationId"] for _, _, operation in operations(document)
+                  if {"$ref": "#/components/parameters/Idempotency-Key"} in operation.get("parameters", ())}
+    assert idempotent == {"groups_create", "messages_peer", "messages_peer_batch", "messages_group", "messages_system",
+                          "messages_notification", "messages_group_notification", "messages_room"}

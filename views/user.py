@@ -7,8 +7,10 @@ from models import user as users
 from models.db import get_db, get_redis, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
 
+from . import schemas
 from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
+from .docs import listed, responds
 from .fields import MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
@@ -51,6 +53,7 @@ class RegisterSchema(Schema):
 
 @blp.route("/users")
 class UserList(MethodView):
+    @responds("users_register", listed(schemas.RegisteredSchema), errors=(BatchTooLarge,))
     @requires("server")
     @blp.arguments(RegisterSchema)
     def post(self, args):
@@ -64,6 +67,7 @@ class UserList(MethodView):
         exists = {"code": UserExists.code, "message": UserExists.message}
         return ok([{"uid": r["uid"]} if r["created"] else {"uid": r["uid"], "error": exists} for r in results])
 
+    @responds("users_list", schemas.UserPageSchema)
     @requires("server")
     @blp.arguments(PageSchema, location="query")
     def get(self, args):
@@ -75,6 +79,7 @@ class UserList(MethodView):
 
 @blp.route("/users/<uid:uid>")
 class User(MethodView):
+    @responds("user_get", schemas.UserSchema, errors=(UserNotFound,))
     @requires("server")
     def get(self, uid):
         """The user's profile and its forbidden and mute settings."""
@@ -85,6 +90,7 @@ class User(MethodView):
             raise UserNotFound()
         return ok(profile | users.settings(get_redis(), appid, uid))
 
+    @responds("user_replace", errors=(UserNotFound,))
     @requires("server")
     @blp.arguments(ProfileSchema)
     def put(self, args, uid):
@@ -96,6 +102,7 @@ class User(MethodView):
         users.save_profiles(get_redis(), appid, [{"uid": uid, **args}])
         return ok()
 
+    @responds("user_delete", errors=(UserNotFound,))
     @requires("server")
     def delete(self, uid):
         """Delete the user: its profile, its token, and its place in every group (with events)."""
@@ -109,6 +116,7 @@ class User(MethodView):
             raise UserNotFound()
         return ok()
 
+    @responds("user_settings")
     @requires("server")
     @blp.arguments(SettingsSchema)
     def post(self, args, uid):
@@ -125,6 +133,7 @@ class User(MethodView):
 
 @blp.route("/users/<uid:uid>/groups")
 class UserGroups(MethodView):
+    @responds("user_groups", listed(schemas.GroupSchema))
     @requires("server")
     def get(self, uid):
         """The app's groups the user is a member of."""
@@ -140,6 +149,7 @@ def save_devices(uid: int, tokens: dict, bind: bool):
 
 @blp.route("/users/<uid:uid>/bind")
 class Bind(MethodView):
+    @responds("user_bind")
     @requires("server")
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
@@ -149,6 +159,7 @@ class Bind(MethodView):
 
 @blp.route("/users/<uid:uid>/unbind")
 class Unbind(MethodView):
+    @responds("user_unbind")
     @requires("server")
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
@@ -158,6 +169,7 @@ class Unbind(MethodView):
 
 @blp.route("/device/bind")
 class DeviceBind(MethodView):
+    @responds("device_bind")
     @requires("client")
     @blp.arguments(DeviceSchema)
     def post(self, args):
@@ -167,6 +179,7 @@ class DeviceBind(MethodView):
 
 @blp.route("/device/unbind")
 class DeviceUnbind(MethodView):
+    @responds("device_unbind")
     @requires("client")
     @blp.arguments(DeviceSchema)
     def post(self, args):
