@@ -12,7 +12,7 @@ import config
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
-from views import BLUEPRINTS, docs, errors, ops
+from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's
+    cors.init_app(app)  # after the blueprints: it reads which routes clients call
     ops.init_app(app)
 
     app.extensions["redis"] = make_redis(app.config)

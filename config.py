@@ -73,6 +73,15 @@ def names(value) -> tuple[str, ...]:
     return tuple(str(item).strip() for item in items if str(item).strip())
 
 
+def origins(value) -> tuple[str, ...]:
+    """CORS_ORIGINS: "*", or origins like https://app.example.com separated by commas; empty: no CORS."""
+    items = names(value)
+    for item in items:
+        if item != "*" and not re.fullmatch(r"https?://[^/\s,]+", item):
+            raise ValueError(f"{item!r} is not * or an origin like https://app.example.com")
+    return items
+
+
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -127,6 +136,8 @@ class Config:
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
     TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")
     APP_CACHE_TTL = Setting(integer(0, 60), 30)
+    # Browsers' origins allowed to call client-auth endpoints (views/cors.py): "*" or a comma list; empty: none.
+    CORS_ORIGINS = Setting(origins, "")
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
 
