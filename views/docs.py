@@ -71,8 +71,8 @@ class DocsPlugin(BasePlugin):
         self.spec = spec
         spec.components.header("X-Request-ID", {
             "description": "the request's id: the X-Request-ID sent (1 to 128 of A-Z a-z 0-9 . _ : -) or a new one",
-            "schema": {"type": "string"}})
-        spec.components.header("Retry-After", {"description": "seconds to wait before retrying",
+            "required": True, "schema": {"type": "string"}})
+        spec.components.header("Retry-After", {"description": "seconds to wait before retrying", "required": True,
                                                "schema": {"type": "integer", "minimum": 0}})
         spec.components.parameter("Idempotency-Key", "header", {
             "description": "a retry with the same key answers the first answer and does nothing more",
