@@ -5,7 +5,6 @@ import time
 
 from flask import Flask
 from flask.globals import request_ctx
-from flask_smorest import Api
 from werkzeug.routing import IntegerConverter, ValidationError
 
 import cli
@@ -14,7 +13,7 @@ from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
-from views import BLUEPRINTS, errors, ops
+from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
 
 log = logging.getLogger(__name__)
@@ -63,15 +62,18 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.url_map.converters["uid"] = UidConverter
     app.url_map.strict_slashes = False
 
-    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
+    api = docs.Api(app, spec_kwargs={"extra_plugins": [docs.DocsPlugin()], "components": {"securitySchemes": {
         "server": {"type": "http", "scheme": "basic", "description": "appid : md5hex(secret)"},
         "client": {"type": "http", "scheme": "bearer", "description": "the user's access token"},
     }}})
     api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
-    api.register_converter(UidConverter, lambda converter: {"type": "integer", "minimum": 0})
+    uid_max = app.config["CUSTOMER_ID_BASE"] - 1
+    api.register_converter(UidConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": uid_max})
+    docs.init_app(app, api)
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's
+    cors.init_app(app)  # after the blueprints: it reads which routes clients call
     ops.init_app(app)
 
     app.extensions["redis"] = make_redis(app.config)

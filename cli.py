@@ -1,10 +1,16 @@
-"""Operator commands: flask --app app check | init-db | create-app | list-apps | disable-app | relay-outbox."""
+"""Operator commands: flask --app app check | init-db | create-app | list-apps | show-app | disable-app |
+enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox.
+
+Every failure is one line (a click.ClickException), never a traceback."""
+import ipaddress
+
 import click
 import pymysql
 import redis
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from models import customer as customers
 from models import outbox
 from models import tenant as tenants
 from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
@@ -55,17 +61,38 @@ def init_db_command():
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+MAX_ID = 2**63 - 1
+
+
+def require_name(name: str, what: str = "name") -> str:
+    """The name without surrounding blanks; an empty or over-long one is an error."""
+    name = name.strip()
+    if not name:
+        raise click.ClickException(f"--{what} must not be empty")
+    if len(name) > 255:
+        raise click.ClickException(f"--{what} must be at most 255 characters")
+    return name
+
+
+def require_id(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_ID:
+        raise click.ClickException(f"{what} must be 0 to {MAX_ID}, not {value}")
+    return value
+
+
 @click.command("create-app")
 @with_appcontext
-@click.option("--name", required=True, help="A name for the app.")
+@click.option("--name", required=True, help="A name for the app (unique).")
 @click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
 @click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
 def create_app_command(name: str, store_id: int, if_missing: bool):
     """Create an app and print its id, key and secret."""
-    with get_db().cursor() as cur:
-        row = tenants.find_app_by_name(cur, name) if if_missing else None
-    if row is None:
-        with transaction() as cur:
+    name, store_id = require_name(name), require_id(store_id, "--store-id")
+    with transaction() as cur:
+        row = tenants.find_app_by_name(cur, name)
+        if row is not None and not if_missing:
+            raise click.ClickException(f"an app named {name!r} exists already (appid {row['id']})")
+        if row is None:
             row = tenants.create_app_row(cur, name, store_id)
     click.echo(f"appid={row['id']}\nkey={row['key']}\nsecret={row['secret']}")
 
@@ -93,6 +120,109 @@ def disable_app_command(appid: int):
     click.echo(f"app {appid} disabled")
 
 
+def require_app(cur, appid: int) -> dict:
+    row = tenants.show_app(cur, appid)
+    if row is None:
+        raise click.ClickException(f"no app {appid}")
+    return row
+
+
+@click.command("show-app")
+@with_appcontext
+@click.argument("appid", type=int)
+@click.option("--secret", "with_secret", is_flag=True, help="Print the secret too.")
+def show_app_command(appid: int, with_secret: bool):
+    """Show an app: name, key, store, state, allowed IPs (the secret only with --secret)."""
+    with get_db().cursor() as cur:
+        row = require_app(cur, appid)
+    click.echo(f"appid={row['id']}\nname={row['name']}\nkey={row['key']}\nstore_id={row['store_id']}\n"
+               f"state={'disabled' if row['disabled'] else 'enabled'}\nallowed_ips={row['allowed_ips']}\n"
+               f"created_at={row['created_at']}")
+    if with_secret:
+        click.echo(f"secret={row['secret']}")
+
+
+@click.command("enable-app")
+@with_appcontext
+@click.argument("appid", type=int)
+def enable_app_command(appid: int):
+    """Enable a disabled app again (within APP_CACHE_TTL seconds)."""
+    with transaction() as cur:
+        found = tenants.enable_app(cur, appid)
+    if not found:
+        raise click.ClickException(f"no app {appid}")
+    click.echo(f"app {appid} enabled")
+
+
+@click.command("rotate-secret")
+@with_appcontext
+@click.argument("appid", type=int)
+def rotate_secret_command(appid: int):
+    """Give an app a new secret and print it; running workers accept the old one for up to APP_CACHE_TTL seconds."""
+    with transaction() as cur:
+        secret = tenants.rotate_secret(cur, appid)
+    if secret is None:
+        raise click.ClickException(f"no app {appid}")
+    click.echo(f"secret={secret}")
+
+
+def allowed_ips(spec: str) -> str:
+    """The list, checked and normalised ("10.0.0.0/8,192.0.2.1"); empty: any address."""
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    try:
+        networks = [str(ipaddress.ip_network(item, strict=False)) for item in items]
+    except ValueError as exc:
+        raise click.ClickException(f"not an address or network (CIDR): {exc}") from None
+    joined = ",".join(networks)
+    if len(joined) > 1024:
+        raise click.ClickException("the list is longer than 1024 characters")
+    return joined
+
+
+@click.command("set-allowed-ips")
+@with_appcontext
+@click.argument("appid", type=int)
+@click.argument("networks")
+def set_allowed_ips_command(appid: int, networks: str):
+    """Let the app's secret be used only from these addresses or networks ("10.0.0.0/8,192.0.2.1"; "" clears)."""
+    value = allowed_ips(networks)
+    with transaction() as cur:
+        found = tenants.set_allowed_ips(cur, appid, value)
+    if not found:
+        raise click.ClickException(f"no app {appid}")
+    click.echo(f"app {appid} allowed_ips={value}" if value else f"app {appid} accepts any address")
+
+
+@click.command("create-store")
+@with_appcontext
+@click.argument("appid", type=int)
+@click.option("--name", required=True, help="The store's name.")
+def create_store_command(appid: int, name: str):
+    """Create a customer-service store; it becomes the app's store if the app has none."""
+    name = require_name(name)
+    with transaction() as cur:
+        require_app(cur, appid)
+        store_id = customers.create_store(cur, appid, name)
+    click.echo(f"store_id={store_id}")
+
+
+@click.command("add-seller")
+@with_appcontext
+@click.argument("store_id", type=int)
+@click.option("--name", required=True, help="The seller's name.")
+@click.option("--avatar", default="", help="The seller's avatar URL.")
+def add_seller_command(store_id: int, name: str, avatar: str):
+    """Add a seller to a store and print its id."""
+    name = require_name(name)
+    if len(avatar) > 255:
+        raise click.ClickException("--avatar must be at most 255 characters")
+    with transaction() as cur:
+        if customers.store_by_id(cur, store_id) is None:
+            raise click.ClickException(f"no store {store_id}")
+        seller_id = customers.add_seller(cur, store_id, name, avatar)
+    click.echo(f"seller_id={seller_id}")
+
+
 @click.command("relay-outbox")
 @with_appcontext
 def relay_outbox_command():
@@ -101,6 +231,7 @@ def relay_outbox_command():
 
 
 def register(app: Flask) -> None:
-    for command in (check_command, init_db_command, create_app_command, list_apps_command, disable_app_command,
-                    relay_outbox_command):
+    for command in (check_command, init_db_command, create_app_command, list_apps_command, show_app_command,
+                    disable_app_command, enable_app_command, rotate_secret_command, set_allowed_ips_command,
+                    create_store_command, add_seller_command, relay_outbox_command):
         app.cli.add_command(command)

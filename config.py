@@ -87,6 +87,15 @@ def url(value) -> str:
     return text_value
 
 
+def origins(value) -> tuple[str, ...]:
+    """CORS_ORIGINS: "*", or origins like https://app.example.com separated by commas; empty: no CORS."""
+    items = names(value)
+    for item in items:
+        if item != "*" and not re.fullmatch(r"https?://[^/\s,]+", item):
+            raise ValueError(f"{item!r} is not * or an origin like https://app.example.com")
+    return items
+
+
 UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -149,6 +158,8 @@ class Config:
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
     TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")
     APP_CACHE_TTL = Setting(integer(0, 60), 30)
+    # Browsers' origins allowed to call client-auth endpoints (views/cors.py): "*" or a comma list; empty: none.
+    CORS_ORIGINS = Setting(origins, "")
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
 
@@ -188,7 +199,12 @@ class Config:
     OPENAPI_URL_PREFIX = "/"
     OPENAPI_JSON_PATH = "openapi.json"
     OPENAPI_SWAGGER_UI_PATH = "docs"
-    OPENAPI_SWAGGER_UI_URL = Setting(text, "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    OPENAPI_REDOC_PATH = "redoc"
+    # The UIs' scripts, served by this service from pinned packages (views/docs.py): no CDN, works offline.
+    OPENAPI_SWAGGER_UI_URL = Setting(text, "/docs/assets/swagger-ui/")
+    OPENAPI_REDOC_URL = Setting(text, "/docs/assets/redoc/redoc.standalone.js")
+    # validatorUrl none: Swagger UI would otherwise send the document to validator.swagger.io.
+    OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "displayOperationId": True}
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -5,6 +5,7 @@ from . import keys
 
 STORE_COLUMNS = "id, appid, name"
 SELECT_STORE = f"SELECT {STORE_COLUMNS} FROM store WHERE id = %(store_id)s AND appid = %(appid)s"
+SELECT_STORE_BY_ID = f"SELECT {STORE_COLUMNS} FROM store WHERE id = %(store_id)s"
 INSERT_STORE = "INSERT INTO store (appid, name) VALUES (%(appid)s, %(name)s)"
 SET_APP_STORE = "UPDATE app SET store_id = %(store_id)s WHERE id = %(appid)s AND store_id = 0"
 SELLERS = """
@@ -25,6 +26,12 @@ SELECT id AS seller_id, name, avatar FROM seller WHERE id = %(seller_id)s AND st
 
 def find_store(cur, appid: int, store_id: int) -> dict | None:
     cur.execute(SELECT_STORE, {"appid": appid, "store_id": store_id})
+    return cur.fetchone()
+
+
+def store_by_id(cur, store_id: int) -> dict | None:
+    """A store of any app (for operators), or None."""
+    cur.execute(SELECT_STORE_BY_ID, {"store_id": store_id})
     return cur.fetchone()
 
 

@@ -11,6 +11,10 @@ INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(sec
 SELECT_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1"
 LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
 DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
+ENABLE_APP = "UPDATE app SET disabled = 0 WHERE id = %(appid)s"
+SET_SECRET = "UPDATE app SET secret = %(secret)s WHERE id = %(appid)s"
+SET_ALLOWED_IPS = "UPDATE app SET allowed_ips = %(allowed_ips)s WHERE id = %(appid)s"
+SHOW_APP = "SELECT id, name, `key`, secret, store_id, disabled, allowed_ips, created_at FROM app WHERE id = %(appid)s"
 
 
 def find_app(cur, appid: int) -> dict | None:
@@ -21,6 +25,12 @@ def find_app(cur, appid: int) -> dict | None:
 
 def find_app_by_name(cur, name: str) -> dict | None:
     cur.execute(SELECT_APP_BY_NAME, {"name": name})
+    return cur.fetchone()
+
+
+def show_app(cur, appid: int) -> dict | None:
+    """The app row with its creation time, or None."""
+    cur.execute(SHOW_APP, {"appid": appid})
     return cur.fetchone()
 
 
@@ -39,3 +49,27 @@ def list_apps(cur) -> list[dict]:
 def disable_app(cur, appid: int) -> bool:
     """Mark the app disabled; False when there is no such app."""
     return cur.execute(DISABLE_APP, {"appid": appid}) > 0
+
+
+def enable_app(cur, appid: int) -> bool:
+    """Clear the app's disabled flag; False when there is no such app."""
+    cur.execute(SELECT_APP, {"appid": appid})
+    if cur.fetchone() is None:
+        return False
+    cur.execute(ENABLE_APP, {"appid": appid})
+    return True
+
+
+def rotate_secret(cur, appid: int) -> str | None:
+    """Give the app a fresh random secret and return it; None when there is no such app."""
+    secret = secrets.token_hex(16)
+    return secret if cur.execute(SET_SECRET, {"appid": appid, "secret": secret}) > 0 else None
+
+
+def set_allowed_ips(cur, appid: int, allowed_ips: str) -> bool:
+    """Set the app's IP allow-list (comma-separated networks; empty: any address); False: no such app."""
+    cur.execute(SELECT_APP, {"appid": appid})
+    if cur.fetchone() is None:
+        return False
+    cur.execute(SET_ALLOWED_IPS, {"appid": appid, "allowed_ips": allowed_ips})
+    return True

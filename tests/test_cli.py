@@ -189,3 +189,126 @@ def test_disable_app_of_an_unknown_id_fails(cli, db, appid):
 def test_disable_app_needs_an_integer_id(cli):
     result = cli("disable-app", "shop")
     assert result.exit_code == 2
+
+
+# --- create-app refuses bad input -----------------------------------------------------------------
+
+def one_line_error(result, text: str):
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().count("\n") == 0 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("Error: ") and text in result.output, result.output
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_create_app_refuses_an_empty_name(cli, db, name):
+    one_line_error(cli("create-app", "--name", name), "must not be empty")
+    assert not rows(db, "SELECT id FROM app")
+
+
+def test_create_app_refuses_a_duplicate_name(cli, db):
+    first = credentials(cli("create-app", "--name", "shop").output)
+    one_line_error(cli("create-app", "--name", "shop"), f"appid {first['appid']}")
+    assert len(rows(db, "SELECT id FROM app")) == 1
+
+
+def test_create_app_refuses_a_negative_store_id(cli, db):
+    one_line_error(cli("create-app", "--name", "shop", "--store-id", "-1"), "--store-id")
+    assert not rows(db, "SELECT id FROM app")
+
+
+# --- show-app, enable-app, rotate-secret ----------------------------------------------------------
+
+def test_show_app_hides_the_secret_unless_asked(cli):
+    shop = credentials(cli("create-app", "--name", "shop", "--store-id", "7").output)
+    result = cli("show-app", str(shop["appid"]))
+    assert result.exit_code == 0, result.output
+    assert f"appid={shop['appid']}" in result.output and "name=shop" in result.output
+    assert f"key={shop['key']}" in result.output and "store_id=7" in result.output and "state=enabled" in result.output
+    assert shop["secret"] not in result.output
+    assert f"secret={shop['secret']}" in cli("show-app", str(shop["appid"]), "--secret").output
+
+
+@pytest.mark.parametrize("command", ["show-app", "enable-app", "rotate-secret"])
+def test_commands_on_an_unknown_app_fail_in_one_line(cli, command):
+    one_line_error(cli(command, "999999"), "no app 999999")
+
+
+def test_enable_app_lets_a_disabled_app_in_again(cli, client, app):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    cli("disable-app", str(shop["appid"]))
+    result = cli("enable-app", str(shop["appid"]))
+    assert result.exit_code == 0, result.output
+    app.extensions["app_cache"].clear()
+    assert Api(client, basic(shop["appid"], shop["secret"])).post("/auth/grant", {"uid": 1})[0] == 200
+    assert "state=enabled" in cli("show-app", str(shop["appid"])).output
+
+
+def test_rotate_secret_prints_a_new_secret_that_replaces_the_old(cli, client, app):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    result = cli("rotate-secret", str(shop["appid"]))
+    assert result.exit_code == 0, result.output
+    secret = re.fullmatch(r"secret=(\S+)\n", result.output)[1]
+    assert secret != shop["secret"] and len(secret) >= 16
+    app.extensions["app_cache"].clear()
+    assert Api(client, basic(shop["appid"], secret)).post("/auth/grant", {"uid": 1})[0] == 200
+    assert Api(client, basic(shop["appid"], shop["secret"])).post("/auth/grant", {"uid": 1})[0] == 401
+
+
+# --- set-allowed-ips ------------------------------------------------------------------------------
+
+def test_set_allowed_ips_stores_the_normalised_list(cli, db):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    result = cli("set-allowed-ips", str(shop["appid"]), " 10.1.2.3/8, 192.0.2.1 ,2001:db8::/32")
+    assert result.exit_code == 0, result.output
+    assert rows(db, "SELECT allowed_ips FROM app") == [{"allowed_ips": "10.0.0.0/8,192.0.2.1/32,2001:db8::/32"}]
+
+
+def test_set_allowed_ips_takes_effect(cli, client, app):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    cli("set-allowed-ips", str(shop["appid"]), "10.0.0.0/8")
+    app.extensions["app_cache"].clear()
+    assert Api(client, basic(shop["appid"], shop["secret"])).post("/auth/grant", {"uid": 1})[0] == 403
+    assert cli("set-allowed-ips", str(shop["appid"]), "").exit_code == 0
+    app.extensions["app_cache"].clear()
+    assert Api(client, basic(shop["appid"], shop["secret"])).post("/auth/grant", {"uid": 1})[0] == 200
+
+
+@pytest.mark.parametrize("spec", ["10.0.0.0/33", "not-an-ip", "10.0.0.0/8,300.1.1.1"])
+def test_set_allowed_ips_refuses_a_bad_network_in_one_line(cli, db, spec):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    cli("set-allowed-ips", str(shop["appid"]), "192.0.2.0/24")
+    one_line_error(cli("set-allowed-ips", str(shop["appid"]), spec), "not an address or network")
+    assert rows(db, "SELECT allowed_ips FROM app") == [{"allowed_ips": "192.0.2.0/24"}]
+
+
+def test_set_allowed_ips_on_an_unknown_app_fails(cli):
+    one_line_error(cli("set-allowed-ips", "999999", "10.0.0.0/8"), "no app 999999")
+
+
+# --- create-store, add-seller ---------------------------------------------------------------------
+
+def test_create_store_and_add_seller(cli, db):
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    result = cli("create-store", str(shop["appid"]), "--name", "Front desk")
+    assert result.exit_code == 0, result.output
+    store_id = int(re.fullmatch(r"store_id=(\d+)\n", result.output)[1])
+    assert rows(db, "SELECT appid, name FROM store WHERE id=%s", store_id) == [
+        {"appid": shop["appid"], "name": "Front desk"}]
+    assert rows(db, "SELECT store_id FROM app") == [{"store_id": store_id}]  # the app had none
+    result = cli("add-seller", str(store_id), "--name", "Ann", "--avatar", "https://example.com/ann.png")
+    assert result.exit_code == 0, result.output
+    seller_id = int(re.fullmatch(r"seller_id=(\d+)\n", result.output)[1])
+    assert rows(db, "SELECT store_id, name, avatar FROM seller WHERE id=%s", seller_id) == [
+        {"store_id": store_id, "name": "Ann", "avatar": "https://example.com/ann.png"}]
+
+
+def test_create_store_for_an_unknown_app_or_without_a_name_fails(cli, db):
+    one_line_error(cli("create-store", "999999", "--name", "x"), "no app 999999")
+    shop = credentials(cli("create-app", "--name", "shop").output)
+    one_line_error(cli("create-store", str(shop["appid"]), "--name", " "), "must not be empty")
+    assert not rows(db, "SELECT id FROM store")
+
+
+def test_add_seller_to_an_unknown_store_fails(cli, db):
+    one_line_error(cli("add-seller", "999999", "--name", "Ann"), "no store 999999")
+    assert not rows(db, "SELECT id FROM seller")

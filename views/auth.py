@@ -5,8 +5,10 @@ from flask.views import MethodView
 from models import user as users
 from models.db import get_db, get_redis
 
+from . import schemas
 from .common import Blueprint, ok, queues
 from .credentials import caller, requires
+from .docs import responds
 from .fields import Id, Schema, Text, Uid
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")
@@ -21,6 +23,7 @@ class GrantSchema(Schema):
 
 @blp.route("/grant")
 class Grant(MethodView):
+    @responds("auth_grant", schemas.TokenSchema)
     @requires("server")
     @blp.arguments(GrantSchema)
     def post(self, args):
@@ -52,6 +55,7 @@ class RevokeSchema(Schema):
 
 @blp.route("/revoke")
 class Revoke(MethodView):
+    @responds("auth_revoke")
     @requires("server")
     @blp.arguments(RevokeSchema)
     def post(self, args):

@@ -19,12 +19,15 @@ from models.errors import (
     SellerNotFound,
     StoreNotConfigured,
     StoreNotFound,
+    Unavailable,
 )
 from models.ratelimit import retry_after
 
+from . import schemas
 from .auth import issue_token
 from .common import Blueprint, ok
 from .credentials import caller, client_address, requires
+from .docs import responds
 from .fields import Id, Schema, Text, setting
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
@@ -54,6 +57,8 @@ class SellerSchema(Schema):
 
 @blp.route("/auth/customer")
 class CustomerToken(MethodView):
+    @responds("auth_customer", schemas.CustomerTokenSchema,
+              errors=(RateLimited, AppDisabled, StoreNotConfigured, Unavailable))
     @blp.arguments(CustomerSchema)
     def post(self, args):
         """A visitor's permanent token for the app's customer service (no auth; rate limited per address)."""
@@ -62,6 +67,8 @@ class CustomerToken(MethodView):
 
 @blp.route("/customer/register")
 class CustomerRegister(MethodView):
+    @responds("customer_register", schemas.CustomerTokenSchema,
+              errors=(MissingCredentials, BadSecret, RateLimited, AppDisabled, StoreNotConfigured, Unavailable))
     @blp.arguments(CustomerSchema)
     def post(self, args):
         """The original API's form of POST /auth/customer, with Basic auth appid:app key (the widget's call)."""
@@ -104,6 +111,7 @@ def customer_token(args: dict, app_key: str | None):
 
 @blp.route("/supporters")
 class Supporters(MethodView):
+    @responds("supporters_choose", schemas.ChosenSellerSchema, errors=(StoreNotFound, SellerNotFound))
     @requires("client")
     @blp.arguments(SupporterSchema, location="query")
     def get(self, args):
@@ -124,6 +132,7 @@ class Supporters(MethodView):
 
 @blp.route("/stores")
 class Stores(MethodView):
+    @responds("stores_create", schemas.StoreIdSchema)
     @requires("server")
     @blp.arguments(StoreSchema)
     def post(self, args):
@@ -142,6 +151,7 @@ def require_store(cur, store_id: int) -> dict:
 
 @blp.route("/stores/<id:store_id>")
 class Store(MethodView):
+    @responds("store_get", schemas.StoreDetailSchema, errors=(StoreNotFound,))
     @requires("server")
     def get(self, store_id):
         """The store and its sellers."""
@@ -152,6 +162,7 @@ class Store(MethodView):
 
 @blp.route("/stores/<id:store_id>/sellers")
 class Sellers(MethodView):
+    @responds("store_sellers_add", schemas.SellerIdSchema, errors=(StoreNotFound,))
     @requires("server")
     @blp.arguments(SellerSchema)
     def post(self, args, store_id):
@@ -164,6 +175,7 @@ class Sellers(MethodView):
 
 @blp.route("/stores/<id:store_id>/sellers/<id:seller_id>")
 class Seller(MethodView):
+    @responds("store_seller_remove", errors=(StoreNotFound, SellerNotFound))
     @requires("server")
     def delete(self, store_id, seller_id):
         """Remove a seller from the store."""

@@ -1,26 +1,43 @@
 """/groups: groups and their members, for app servers (S) and for members' clients (C)."""
+import flask
 import marshmallow as ma
 from flask.views import MethodView
 
 from models import group as groups
 from models import idempotency
 from models.db import get_db, get_redis
-from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
+from models.errors import (
+    BatchTooLarge,
+    CodeInUse,
+    Forbidden,
+    GroupIdInUse,
+    GroupNotFound,
+    InvalidField,
+    MasterMustTransfer,
+    MemberLimit,
+    NotMaster,
+    NotMember,
+)
 from models.user import group_quiet, set_group_quiet
 
+from . import schemas
 from .common import Blueprint, group_change, idempotency_scope, ok, page
 from .credentials import Caller, caller, requires
+from .docs import listed, one_of, responds
 from .fields import Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("group", __name__, description="Groups and members")
 
 
 def route(path: str):
-    """Serve a view at /groups<path> and at the original client API's alias /client/groups<path>."""
+    """Serve a view at /groups<path> and at the original client API's alias /client/groups<path>.
+
+    The alias is added as a plain Flask rule, so the OpenAPI document shows each operation once."""
 
     def decorator(view):
         blp.route("/groups" + path)(view)
-        blp.route("/client/groups" + path, endpoint="Client" + view.__name__)(view)
+        endpoint = "Client" + view.__name__
+        flask.Blueprint.add_url_rule(blp, "/client/groups" + path, endpoint, view.as_view(endpoint))
         return view
 
     return decorator
@@ -112,6 +129,7 @@ def require_caller_member(cur, group: dict, who: Caller) -> None:
 
 @route("")
 class GroupList(MethodView):
+    @responds("groups_list", one_of(schemas.GroupPageSchema, listed(schemas.ClientGroupSchema)))
     @requires("any")
     @blp.arguments(GroupListSchema, location="query")
     def get(self, args):
@@ -133,6 +151,8 @@ class GroupList(MethodView):
                 group["quiet"] = quiet[group["id"]]
         return ok(found)
 
+    @responds("groups_create", schemas.GroupIdSchema,
+              errors=(BatchTooLarge, MemberLimit, GroupIdInUse, CodeInUse), idempotent=True)
     @requires("any")
     @blp.arguments(GroupCreateSchema)
     def post(self, args):
@@ -160,6 +180,7 @@ class GroupList(MethodView):
 
 @route("/<id:gid>")
 class Group(MethodView):
+    @responds("group_get", one_of(schemas.GroupDetailSchema, schemas.GroupSummarySchema), errors=(GroupNotFound,))
     @requires("any")
     def get(self, gid):
         """The group with its members (the first MEMBERS_INLINE by uid; `members_next` pages on with GET
@@ -175,6 +196,7 @@ class Group(MethodView):
         return ok(groups.public(group) | {"member_count": group["member_count"], "members": members,
                                           "members_next": members[-1]["uid"] if more else None})
 
+    @responds("group_update", errors=(GroupNotFound, NotMaster, InvalidField))
     @requires("any")
     @blp.arguments(GroupUpdateSchema)
     def patch(self, args, gid):
@@ -187,6 +209,7 @@ class Group(MethodView):
             groups.update_group(cur, changes, group, args)
         return ok()
 
+    @responds("group_disband", errors=(GroupNotFound, NotMaster))
     @requires("any")
     def delete(self, gid):
         """Disband the group (master only)."""
@@ -199,6 +222,7 @@ class Group(MethodView):
 
 @blp.route("/groups/<id:gid>/upgrade")  # server only: no /client/groups alias
 class Upgrade(MethodView):
+    @responds("group_upgrade", errors=(GroupNotFound,))
     @requires("server")
     def post(self, gid):
         """Turn a normal group into a super group."""
@@ -209,6 +233,7 @@ class Upgrade(MethodView):
 
 @route("/<id:gid>/members")
 class Members(MethodView):
+    @responds("group_members_list", schemas.MemberPageSchema, errors=(GroupNotFound,))
     @requires("any")
     @blp.arguments(PageSchema, location="query")
     def get(self, args, gid):
@@ -220,6 +245,7 @@ class Members(MethodView):
             members = groups.members_page(cur, group, args["start"], args["count"], args["after"])
         return ok(page(group["member_count"], args["start"], "members", members, "uid", args["count"]))
 
+    @responds("group_members_add", errors=(GroupNotFound, BatchTooLarge, MemberLimit))
     @requires("any")
     @blp.arguments(MembersSchema)
     def post(self, args, gid):
@@ -232,6 +258,7 @@ class Members(MethodView):
             groups.add_members(cur, changes, group, members, inviter, member_limit(group))
         return ok()
 
+    @responds("group_members_remove", errors=(GroupNotFound, NotMaster, BatchTooLarge, MasterMustTransfer))
     @requires("any")
     @blp.arguments(MembersSchema)
     def delete(self, args, gid):
@@ -249,6 +276,7 @@ class Members(MethodView):
 
 @route("/join")
 class Join(MethodView):
+    @responds("groups_join", schemas.GroupIdSchema, errors=(GroupNotFound, MemberLimit))
     @requires("client")
     @blp.arguments(JoinSchema)
     def post(self, args):
@@ -263,6 +291,7 @@ class Join(MethodView):
 
 @route("/<id:gid>/members/<uid:mid>")
 class Member(MethodView):
+    @responds("group_member_remove", errors=(GroupNotFound, NotMaster, MasterMustTransfer))
     @requires("any")
     def delete(self, gid, mid):
         """Leave the group (a client for itself) or remove a member (the master)."""
@@ -276,6 +305,7 @@ class Member(MethodView):
             groups.remove_members(cur, changes, group, [{"uid": mid}])
         return ok()
 
+    @responds("group_member_update", errors=(GroupNotFound, NotMember, NotMaster))
     @requires("any")
     @blp.arguments(MemberUpdateSchema)
     def patch(self, args, gid, mid):
@@ -294,6 +324,7 @@ class Member(MethodView):
             set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
         return ok()
 
+    @responds("group_member_quiet", errors=(GroupNotFound, NotMember))
     @requires("any")
     @blp.arguments(QuietSchema)
     def post(self, args, gid, mid):
@@ -306,6 +337,7 @@ class Member(MethodView):
 
 @blp.route("/notification/groups/<id:gid>")
 class GroupQuiet(MethodView):
+    @responds("group_quiet", errors=(GroupNotFound, NotMember))
     @requires("client")
     @blp.arguments(QuietSchema)
     def post(self, args, gid):

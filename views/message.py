@@ -6,12 +6,22 @@ from models import customer as customers
 from models import group as groups
 from models import queue, router
 from models.db import get_db, get_redis
-from models.errors import BatchTooLarge, InvalidField, SellerNotFound, StoreNotFound, UserNotFound
+from models.errors import (
+    BatchTooLarge,
+    GroupNotFound,
+    InvalidField,
+    QueueFull,
+    SellerNotFound,
+    StoreNotFound,
+    UserNotFound,
+)
 from models.redis_io import dumps
 from models.user import unread
 
+from . import schemas
 from .common import Blueprint, idempotency_scope, ok, queues
 from .credentials import Caller, caller, requires
+from .docs import listed, responds
 from .fields import SLOW, Id, Schema, Text, Uid, setting
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
@@ -107,6 +117,7 @@ def require_group(gid: int) -> None:
 
 @blp.route("/peers")
 class PeerMessages(MethodView):
+    @responds("messages_peer", schemas.MessageIdSchema, errors=(QueueFull,), idempotent=True)
     @requires("server")
     @blp.arguments(PeerMessageSchema)
     def post(self, args):
@@ -116,6 +127,7 @@ class PeerMessages(MethodView):
 
 @blp.route("/peers/batch")
 class PeerMessageBatch(MethodView):
+    @responds("messages_peer_batch", schemas.MessageIdsSchema, errors=(BatchTooLarge, QueueFull), idempotent=True)
     @requires("server")
     @blp.arguments(PeerBatchSchema)
     def post(self, args):
@@ -131,6 +143,7 @@ class PeerMessageBatch(MethodView):
 
 @blp.route("/groups")
 class GroupMessages(MethodView):
+    @responds("messages_group", schemas.MessageIdSchema, errors=(GroupNotFound, QueueFull), idempotent=True)
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
@@ -141,6 +154,7 @@ class GroupMessages(MethodView):
 
 @blp.route("/systems")
 class SystemMessages(MethodView):
+    @responds("messages_system", schemas.MessageIdSchema, errors=(QueueFull,), idempotent=True)
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
@@ -150,6 +164,7 @@ class SystemMessages(MethodView):
 
 @blp.route("/notifications")
 class NotificationMessages(MethodView):
+    @responds("messages_notification", schemas.MessageIdSchema, errors=(QueueFull,), idempotent=True)
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
@@ -159,6 +174,8 @@ class NotificationMessages(MethodView):
 
 @blp.route("/groups/notifications")
 class GroupNotificationMessages(MethodView):
+    @responds("messages_group_notification", schemas.MessageIdSchema,
+              errors=(GroupNotFound, QueueFull), idempotent=True)
     @requires("server")
     @blp.arguments(GroupNotificationSchema)
     def post(self, args):
@@ -169,6 +186,7 @@ class GroupNotificationMessages(MethodView):
 
 @blp.route("/rooms")
 class RoomMessages(MethodView):
+    @responds("messages_room", schemas.MessageIdSchema, errors=(QueueFull,), idempotent=True)
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
@@ -178,6 +196,8 @@ class RoomMessages(MethodView):
 
 @blp.route("/customers")
 class CustomerMessages(MethodView):
+    @responds("messages_customer", schemas.MessageIdSchema, errors=(StoreNotFound, SellerNotFound, UserNotFound,
+                                                                    QueueFull), idempotent=True)
     @requires("server")
     @blp.arguments(CustomerMessageSchema)
     def post(self, args):
@@ -211,6 +231,7 @@ def visitor_client_id(cur, appid: int, args: dict) -> int:
 
 @blp.route("")
 class MessageHistory(MethodView):
+    @responds("messages_history", listed(schemas.QueuedMessageSchema))
     @requires("client")
     @blp.arguments(HistorySchema, location="query")
     def get(self, args):
@@ -224,6 +245,7 @@ class MessageHistory(MethodView):
 
 @blp.route("/offline")
 class OfflineCount(MethodView):
+    @responds("messages_offline", schemas.OfflineCountSchema, errors=(UserNotFound,))
     @requires("any")
     @blp.arguments(OfflineSchema, location="query")
     def get(self, args):

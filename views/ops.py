@@ -17,7 +17,9 @@ from models import outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Unavailable
 
+from . import schemas
 from .common import Blueprint, ok
+from .docs import responds
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -31,6 +33,7 @@ REQUESTS = Histogram("im_api_request_seconds", "Time to answer a request", ["met
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @responds("healthz", schemas.StatusSchema)
     def get(self):
         """The process is up."""
         return ok({"status": "ok"})
@@ -38,6 +41,7 @@ class Health(MethodView):
 
 @blp.route("/readyz")
 class Ready(MethodView):
+    @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
         """MySQL and Redis are reachable (503 when one is not)."""
         try:

@@ -12,8 +12,10 @@ from models import relationship as relationships
 from models.db import get_db
 from models.errors import BatchTooLarge, Forbidden, InvalidField, SelfRelationship
 
+from . import schemas
 from .common import Blueprint, ok, page, queues
 from .credentials import caller, requires
+from .docs import responds
 from .fields import PageSchema, Schema, Uid, setting
 
 blp = Blueprint("relationship", __name__, description="Friends and blacklists, enforced by the router")
@@ -92,6 +94,7 @@ def listing(table: str, uid: int, args: dict, name: str):
 
 @blp.route("/users/<uid:uid>/friends")
 class Friends(MethodView):
+    @responds("user_friends_list", schemas.FriendPageSchema)
     @requires("any")
     @own_or_server
     @blp.arguments(PageSchema, location="query")
@@ -99,6 +102,7 @@ class Friends(MethodView):
         """The user's friends by uid, paged: {total, start, count, friends: [{uid, timestamp}]}."""
         return listing(relationships.FRIEND, uid, args, "friends")
 
+    @responds("user_friends_add", errors=(SelfRelationship, BatchTooLarge))
     @requires("server")
     @blp.arguments(FriendsSchema)
     def post(self, args, uid):
@@ -110,6 +114,7 @@ class Friends(MethodView):
 
 @blp.route("/users/<uid:uid>/friends/<uid:fid>")
 class Friend(MethodView):
+    @responds("user_friend_remove", errors=(SelfRelationship,))
     @requires("server")
     def delete(self, uid, fid):
         """End the friendship of the user and fid (both directions); no friendship is not an error."""
@@ -120,6 +125,7 @@ class Friend(MethodView):
 
 @blp.route("/users/<uid:uid>/blacklist")
 class Blacklist(MethodView):
+    @responds("user_blacklist_list", schemas.BlacklistPageSchema)
     @requires("any")
     @own_or_server
     @blp.arguments(PageSchema, location="query")
@@ -127,6 +133,7 @@ class Blacklist(MethodView):
         """The users the user blocks, by uid, paged: {total, start, count, blacklist: [{uid, timestamp}]}."""
         return listing(relationships.BLACKLIST, uid, args, "blacklist")
 
+    @responds("user_blacklist_add", errors=(SelfRelationship, BatchTooLarge))
     @requires("any")
     @own_or_server
     @blp.arguments(BlockSchema)
@@ -139,6 +146,7 @@ class Blacklist(MethodView):
 
 @blp.route("/users/<uid:uid>/blacklist/<uid:bid>")
 class Blocked(MethodView):
+    @responds("user_blacklist_remove", errors=(SelfRelationship,))
     @requires("any")
     @own_or_server
     def delete(self, uid, bid):

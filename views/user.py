@@ -7,10 +7,12 @@ from models import relationship as relationships
 from models import router
 from models import user as users
 from models.db import get_db, get_redis, transaction
-from models.errors import BatchTooLarge, InvalidField, UserExists, UserNotFound
+from models.errors import BatchTooLarge, InvalidField, RouterNotConfigured, RouterUnavailable, UserExists, UserNotFound
 
+from . import schemas
 from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
+from .docs import listed, responds
 from .fields import MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
@@ -54,6 +56,7 @@ class RegisterSchema(Schema):
 
 @blp.route("/users")
 class UserList(MethodView):
+    @responds("users_register", listed(schemas.RegisteredSchema), errors=(BatchTooLarge,))
     @requires("server")
     @blp.arguments(RegisterSchema)
     def post(self, args):
@@ -67,6 +70,7 @@ class UserList(MethodView):
         exists = {"code": UserExists.code, "message": UserExists.message}
         return ok([{"uid": r["uid"]} if r["created"] else {"uid": r["uid"], "error": exists} for r in results])
 
+    @responds("users_list", schemas.UserPageSchema)
     @requires("server")
     @blp.arguments(PageSchema, location="query")
     def get(self, args):
@@ -78,6 +82,7 @@ class UserList(MethodView):
 
 @blp.route("/users/<uid:uid>")
 class User(MethodView):
+    @responds("user_get", schemas.UserSchema, errors=(UserNotFound,))
     @requires("server")
     def get(self, uid):
         """The user's profile and its forbidden, mute and notification_on settings."""
@@ -88,6 +93,7 @@ class User(MethodView):
             raise UserNotFound()
         return ok(profile | users.settings(get_redis(), appid, uid))
 
+    @responds("user_replace", errors=(UserNotFound,))
     @requires("server")
     @blp.arguments(ProfileSchema)
     def put(self, args, uid):
@@ -99,6 +105,7 @@ class User(MethodView):
         users.save_profiles(get_redis(), appid, [{"uid": uid, **args}])
         return ok()
 
+    @responds("user_delete", errors=(UserNotFound,))
     @requires("server")
     def delete(self, uid):
         """Delete the user: profile, token, place in every group, friends and blacklists (with events)."""
@@ -113,6 +120,7 @@ class User(MethodView):
             raise UserNotFound()
         return ok()
 
+    @responds("user_settings")
     @requires("server")
     @blp.arguments(SettingsSchema)
     def post(self, args, uid):
@@ -133,7 +141,7 @@ class StoredMessagesSchema(Schema):
                                 metadata={"description": "messages after this router message id"})
 
 
-class OnlineSchema(Schema):
+class OnlineQuerySchema(Schema):
     uids = ma.fields.String(required=True, metadata={"description": "comma-separated uids, at most MAX_BATCH"})
 
 
@@ -145,6 +153,8 @@ def router_read(read, *args):
 
 @blp.route("/users/<uid:uid>/messages")
 class StoredMessages(MethodView):
+    @responds("user_stored_messages", listed(schemas.StoredMessageSchema),
+              errors=(RouterUnavailable, RouterNotConfigured))
     @requires("server")
     @blp.arguments(StoredMessagesSchema, location="query")
     def get(self, args, uid):
@@ -158,6 +168,7 @@ class StoredMessages(MethodView):
 
 @blp.route("/users/<uid:uid>/online")
 class UserOnline(MethodView):
+    @responds("user_online", schemas.OnlineSchema, errors=(RouterUnavailable, RouterNotConfigured))
     @requires("server")
     def get(self, uid):
         """Whether the user is connected, from the route server (needs IMR_RPC_URL: 501 without it)."""
@@ -166,8 +177,9 @@ class UserOnline(MethodView):
 
 @blp.route("/users/online")
 class UsersOnline(MethodView):
+    @responds("users_online", listed(schemas.OnlineSchema), errors=(RouterUnavailable, RouterNotConfigured))
     @requires("server")
-    @blp.arguments(OnlineSchema, location="query")
+    @blp.arguments(OnlineQuerySchema, location="query")
     def get(self, args):
         """Online status of several users (?uids=1,2,3), from the route server (needs IMR_RPC_URL)."""
         uids = parse_uids(args["uids"])
@@ -187,6 +199,7 @@ def parse_uids(text: str) -> list[int]:
 
 @blp.route("/users/<uid:uid>/groups")
 class UserGroups(MethodView):
+    @responds("user_groups", listed(schemas.GroupSchema))
     @requires("server")
     def get(self, uid):
         """The app's groups the user is a member of."""
@@ -202,6 +215,7 @@ def save_devices(uid: int, tokens: dict, bind: bool):
 
 @blp.route("/users/<uid:uid>/bind")
 class Bind(MethodView):
+    @responds("user_bind")
     @requires("server")
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
@@ -211,6 +225,7 @@ class Bind(MethodView):
 
 @blp.route("/users/<uid:uid>/unbind")
 class Unbind(MethodView):
+    @responds("user_unbind")
     @requires("server")
     @blp.arguments(DeviceSchema)
     def post(self, args, uid):
@@ -220,6 +235,7 @@ class Unbind(MethodView):
 
 @blp.route("/device/bind")
 class DeviceBind(MethodView):
+    @responds("device_bind")
     @requires("client")
     @blp.arguments(DeviceSchema)
     def post(self, args):
@@ -229,6 +245,7 @@ class DeviceBind(MethodView):
 
 @blp.route("/device/unbind")
 class DeviceUnbind(MethodView):
+    @responds("device_unbind")
     @requires("client")
     @blp.arguments(DeviceSchema)
     def post(self, args):
