@@ -4,7 +4,7 @@ from flask.views import MethodView
 
 from models import group as groups
 from models import user as users
-from models.db import get_db, get_redis, transaction
+from models.db import get_db, get_redis, get_replica_db, transaction
 from models.errors import BatchTooLarge, UserExists, UserNotFound
 
 from .common import Blueprint, group_change, ok, page, queues
@@ -68,7 +68,7 @@ class UserList(MethodView):
     @blp.arguments(PageSchema, location="query")
     def get(self, args):
         """The app's users, paged by uid: {total, start, count, users: [{uid, name, avatar}]}."""
-        with get_db().cursor() as cur:
+        with get_replica_db().cursor() as cur:  # a replica may answer (docs/SCALING.md)
             total, found = users.users_page(cur, caller().appid, args["start"], args["count"])
         return ok(page(total, args["start"], "users", found))
 
