@@ -169,11 +169,12 @@ def ping_mysql(conn) -> None:
 
 
 def close_db(exc=None) -> None:
-    ctx = g._get_current_object()
-    for name in ("db", "replica_db"):
-        db = ctx.pop(name, None)
-        if db is not None:
-            db.close()
+    held = g._get_current_object().__dict__  # dict.pop: cheaper than g.pop's extra call, on every request
+    db, replica = held.pop("db", None), held.pop("replica_db", None)
+    if db is not None:
+        db.close()
+    if replica is not None:
+        replica.close()
 
 
 @contextmanager
