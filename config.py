@@ -107,6 +107,17 @@ def rate(value) -> tuple[int, int]:
     return int(match[1]), UNITS[match[2]]
 
 
+def hosts(value) -> tuple[tuple[str, int], ...]:
+    """"a:7000, b:7001" -> (("a", 7000), ("b", 7001)); empty: none."""
+    found = []
+    for item in names(value):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError("expected host:port, separated by commas")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Proxies:
     """Peers whose X-Forwarded-For / X-Real-IP are believed; unix: peers on a unix socket."""
@@ -132,12 +143,18 @@ class Config:
     MYSQL_POOL_SIZE = Setting(integer(1), 8)
     # Seconds: a dead or overloaded MySQL costs a request at most about this long.
     MYSQL_TIMEOUT = Setting(integer(1), 5)
+    # host:port,... of MySQL replicas for the paged listings; a replica down or more than
+    # MYSQL_REPLICA_MAX_LAG seconds behind is skipped (docs/SCALING.md).
+    MYSQL_REPLICA_HOSTS = Setting(hosts, "")
+    MYSQL_REPLICA_MAX_LAG = Setting(number(0), 5)
 
     REDIS_HOST = Setting(text, "127.0.0.1")
     REDIS_PORT = Setting(integer(1, 65535), 6379)
     REDIS_DB = Setting(integer(0), 0)
     REDIS_PASSWORD = Setting(optional_text, None)
     REDIS_TIMEOUT = Setting(number(0.001), 2)
+    # host:port,... of Redis Cluster nodes: set, it replaces REDIS_HOST/PORT/DB (docs/SCALING.md).
+    REDIS_CLUSTER_NODES = Setting(hosts, "")
 
     IM_MESSAGE_QUEUE = Setting(text, "im_message_queue")
     GROUP_EVENT_QUEUE = Setting(text, "group_event_queue")

@@ -1,5 +1,8 @@
 """MySQL and Redis handles for the current request (the one Flask-aware module of models/)."""
+import logging
 import os
+import threading
+import time
 from contextlib import contextmanager
 
 import pymysql
@@ -7,9 +10,15 @@ import redis
 from dbutils.pooled_db import PooledDB
 from flask import Flask, current_app, g
 from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 PING = "SELECT 1"
+REPLICA_STATUS = "SHOW SLAVE STATUS"
+REPLICA_TIMEOUT = 1  # seconds: how long a dead or frozen replica can hold up a listing
+REPLICA_CHECK_EVERY = 1  # seconds a replica's health is believed, per process
+REPLICA_DOWN_FOR = 5  # seconds a replica that failed its check is left alone
+log = logging.getLogger(__name__)
 
 
 def _session_setup(config) -> list[str]:
@@ -69,6 +78,90 @@ def get_db():
     return ctx.db
 
 
+class Replicas:
+    """The MySQL replicas of one process: a pool each, and which of them is fit to answer.
+
+    A replica is fit while its last check (at most REPLICA_CHECK_EVERY old) found it
+    replicating with Seconds_Behind_Master <= MYSQL_REPLICA_MAX_LAG; a check that fails or times
+    out (REPLICA_TIMEOUT) leaves it out for REPLICA_DOWN_FOR. None fit: the caller uses the primary."""
+
+    def __init__(self, config):
+        self.max_lag, self._lock, self._next = config["MYSQL_REPLICA_MAX_LAG"], threading.Lock(), 0
+        self._replicas = []
+        for host, port in config["MYSQL_REPLICA_HOSTS"]:
+            args = mysql_connect_args(config) | {"host": host, "port": port, "connect_timeout": REPLICA_TIMEOUT}
+            probe = args | {"read_timeout": REPLICA_TIMEOUT, "write_timeout": REPLICA_TIMEOUT}
+            pool = PooledDB(pymysql, maxcached=config["MYSQL_POOL_SIZE"], setsession=_session_setup(config),
+                            ping=1, **args)
+            self._replicas.append({"name": f"{host}:{port}", "pool": pool, "probe": probe, "fit": False,
+                                   "until": 0.0})
+
+    def connection(self):
+        """A pooled connection to a fit replica (in turn), or None when none is fit."""
+        count = len(self._replicas)
+        for i in range(count):
+            replica = self._replicas[(self._next + i) % count]
+            if self._fit(replica):
+                self._next = (self._next + i + 1) % count
+                try:
+                    return replica["pool"].connection()
+                except pymysql.Error as exc:
+                    self._mark(replica, False, f"connect failed: {exc}")
+        return None
+
+    def _fit(self, replica) -> bool:
+        if time.monotonic() < replica["until"]:
+            return replica["fit"]
+        with self._lock:
+            if time.monotonic() >= replica["until"]:  # another thread may have checked meanwhile
+                self._check(replica)
+        return replica["fit"]
+
+    def _check(self, replica) -> None:
+        try:
+            conn = pymysql.connect(**replica["probe"])
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(REPLICA_STATUS)
+                    status = cur.fetchone()
+            finally:
+                conn.close()
+        except pymysql.Error as exc:
+            return self._mark(replica, False, f"unreachable: {exc}")
+        lag = status and status["Seconds_Behind_Master"]
+        if lag is None:  # not a replica, or its SQL or IO thread stopped: how far behind is unknown
+            return self._mark(replica, False, "not replicating")
+        if lag > self.max_lag:
+            return self._mark(replica, False, f"{lag} s behind")
+        self._mark(replica, True)
+
+    def _mark(self, replica, fit: bool, why: str = "") -> None:
+        if replica["fit"] and not fit:
+            log.warning("MySQL replica %s skipped: %s", replica["name"], why)
+        replica["fit"] = fit
+        replica["until"] = time.monotonic() + (REPLICA_CHECK_EVERY if fit else REPLICA_DOWN_FOR)
+
+
+def _replicas(app: Flask) -> Replicas | None:
+    if not app.config["MYSQL_REPLICA_HOSTS"]:
+        return None
+    pid, replicas = app.extensions.get("mysql_replicas", (None, None))
+    if pid != os.getpid():  # per process, as the pool
+        replicas = Replicas(app.config)
+        app.extensions["mysql_replicas"] = (os.getpid(), replicas)
+    return replicas
+
+
+def get_replica_db():
+    """A connection for a paged listing: a fit replica's (it may lag up to MYSQL_REPLICA_MAX_LAG
+    seconds), else the request's primary connection. Never for a write or a read inside a change."""
+    ctx = g._get_current_object()
+    if "replica_db" not in ctx:
+        replicas = _replicas(current_app._get_current_object())
+        ctx.replica_db = replicas and replicas.connection()
+    return ctx.replica_db or get_db()
+
+
 def ping_mysql(conn) -> None:
     """Raise unless MySQL answers on this connection."""
     with conn.cursor() as cur:
@@ -76,9 +169,12 @@ def ping_mysql(conn) -> None:
 
 
 def close_db(exc=None) -> None:
-    db = g._get_current_object().pop("db", None)
+    held = g._get_current_object().__dict__  # dict.pop: cheaper than g.pop's extra call, on every request
+    db, replica = held.pop("db", None), held.pop("replica_db", None)
     if db is not None:
         db.close()
+    if replica is not None:
+        replica.close()
 
 
 @contextmanager
@@ -98,12 +194,10 @@ def transaction(conn=None):
         raise
 
 
-def make_redis(config) -> redis.Redis:
-    """The process's Redis client; redis-py re-creates its sockets after a fork."""
-    return redis.Redis(
-        host=config["REDIS_HOST"],
-        port=config["REDIS_PORT"],
-        db=config["REDIS_DB"],
+def make_redis(config) -> redis.Redis | RedisCluster:
+    """The process's Redis client (a RedisCluster when REDIS_CLUSTER_NODES is set); redis-py
+    re-creates its sockets after a fork."""
+    common = dict(
         password=config["REDIS_PASSWORD"],
         socket_timeout=config["REDIS_TIMEOUT"],
         socket_connect_timeout=config["REDIS_TIMEOUT"],
@@ -112,6 +206,10 @@ def make_redis(config) -> redis.Redis:
         # One quick retry (a dropped idle socket), not seconds of backoff while Redis is down.
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1),
     )
+    if config["REDIS_CLUSTER_NODES"]:
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in config["REDIS_CLUSTER_NODES"]],
+                            **common)
+    return redis.Redis(host=config["REDIS_HOST"], port=config["REDIS_PORT"], db=config["REDIS_DB"], **common)
 
 
 def get_redis() -> redis.Redis:

@@ -1,8 +1,12 @@
 """The queues shared with the IM router: item shapes, message ids, and the Queues object that pushes."""
 import json
+import logging
 import os
 import threading
 import time
+
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from . import keys
 from .errors import QueueFull
@@ -10,6 +14,7 @@ from .redis_io import dumps, run_script
 
 ID_BLOCK = 1000
 RESENT_POST_TTL = 60  # seconds: a resent push arrives within the client's retry, a few seconds at most
+log = logging.getLogger(__name__)
 RESERVE_IDS = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = 'message_id'"
 
 # Push every item on the queue and on its users' history lists (bounded), in one atomic
@@ -38,6 +43,22 @@ for i = 5, #ARGV, 2 do
   k = k + tonumber(ARGV[i + 1])
 end
 redis.call('SET', KEYS[2], ARGV[4], 'EX', ARGV[3])
+return 0
+"""
+# In a Redis Cluster the history lists lie in other slots: this is PUSH_MESSAGES on the queue and
+# the post's key alone (one slot: the key carries the queue's name as its hash tag), the commit
+# point of a post; the history lists follow in a pipeline (docs/SCALING.md).
+# KEYS: queue, the post's key. ARGV: max queue length, idempotency ttl, answer to remember, items.
+PUSH_QUEUED = """
+local first = redis.call('GET', KEYS[2])
+if first then return first end
+local length
+for i = 4, #ARGV do length = redis.call('LPUSH', KEYS[1], ARGV[i]) end
+if length > tonumber(ARGV[1]) then
+  redis.call('LTRIM', KEYS[1], #ARGV - 3, -1)
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 return 0
 """
 
@@ -137,6 +158,10 @@ class Queues:
         self.max_length = config["QUEUE_MAX_LENGTH"]
         self.history_length = config["HISTORY_LENGTH"]
         self.idempotency_ttl = config["IDEMPOTENCY_TTL"]
+        # Chosen once here, so the single-Redis hot path pays no test per post.
+        self.cluster = isinstance(r, RedisCluster)
+        if self.cluster:
+            self.push_messages = self._push_messages_in_steps
 
     def names(self) -> tuple[str, ...]:
         return self.messages, self.group_events, self.user_events, self.relationship_events
@@ -162,6 +187,33 @@ class Queues:
         if result == -1:
             raise QueueFull()
         return answer if result == 0 else json.loads(result)
+
+    def _push_messages_in_steps(self, items: list[dict], answer: dict,
+                                idempotency: tuple[int, str, str] | None = None) -> dict:
+        """push_messages for a Redis Cluster: the queue step (bound, idempotency) in one script,
+        then the history lists; a post the queue step finds already made pushes no history again."""
+        if idempotency:
+            key, ttl = keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
+        else:
+            key, ttl = keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
+        texts = [dumps(item) for item in items]
+        result = run_script(self.redis, PUSH_QUEUED, [self.messages, key],
+                            [self.max_length, ttl, dumps(answer), *texts])
+        if result == -1:
+            raise QueueFull()
+        if result != 0:
+            return json.loads(result)
+        if self.history_length > 0:
+            pipe = self.redis.pipeline(transaction=False)
+            for item, text in zip(items, texts):
+                for uid in history_owners(item):
+                    pipe.lpush(keys.history(item["appid"], uid), text)
+                    pipe.ltrim(keys.history(item["appid"], uid), 0, self.history_length - 1)
+            try:
+                pipe.execute()
+            except RedisError as exc:  # the messages are queued: the post succeeded, its history did not
+                log.warning("message %s queued, history lists not written: %s", items[0]["id"], exc)
+        return answer
 
 
 def history(r, appid: int, uid: int) -> list[dict]:

@@ -2,6 +2,8 @@
 import secrets
 import time
 
+from redis.cluster import RedisCluster
+
 from . import keys
 from .queue import user_event
 from .redis_io import dumps, run_script
@@ -62,6 +64,21 @@ redis.call('LPUSH', KEYS[2], ARGV[1])
 return 1
 """
 
+# Redis Cluster (docs/SCALING.md): the router's keys lie in different slots, so the scripts
+# above become steps, each on one key. These two act on the user hash alone.
+# Set the token field to ARGV[2] if it still holds ARGV[1] ('' for none); answer the field's
+# value after, and the name.
+CLAIM_TOKEN = """
+local token = redis.call('HGET', KEYS[1], 'access_token') or ''
+if token == ARGV[1] then token = ARGV[2]; redis.call('HSET', KEYS[1], 'access_token', token) end
+return {token, redis.call('HGET', KEYS[1], 'name')}
+"""
+# Delete the token field if it still holds ARGV[1].
+DROP_TOKEN = """
+if redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'access_token') end
+return 0
+"""
+
 
 def flag(on: bool) -> str:
     return "1" if on else "0"
@@ -74,13 +91,36 @@ def record_user(cur, appid: int, uid: int, name: str | None) -> None:
 
 def grant_token(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
     """(the user's permanent token, whether it was made just now, the name the user hash holds)."""
+    if isinstance(r, RedisCluster):
+        return _grant_in_steps(r, appid, uid)
     token, created, name = run_script(r, GRANT, [keys.user(appid, uid), keys.statistics_users(appid)],
                                       [secrets.token_urlsafe(32), uid, appid, keys.TOKEN_PREFIX])
     return token, created == 1, name
 
 
+def _grant_in_steps(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
+    """GRANT for a cluster: a new token's hash is complete before the user hash names it (the
+    commit point), so the router never meets a token without its user; a lost race drops ours."""
+    user_key = keys.user(appid, uid)
+    token, name = r.hmget(user_key, "access_token", "name")
+    created = not token or not r.exists(keys.token(token))
+    if created:
+        candidate = secrets.token_urlsafe(32)
+        r.hset(keys.token(candidate), mapping={"user_id": uid, "app_id": appid, "user_name": ""})
+        token, name = run_script(r, CLAIM_TOKEN, [user_key], [token or "", candidate])
+        created = token == candidate
+        if not created:  # a concurrent grant won: its token is the user's
+            r.delete(keys.token(candidate))
+    r.pfadd(keys.statistics_users(appid), uid)
+    return token, created, name
+
+
 def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
     """The user's name in its hash and in its token's hash (user_name), where the router reads them."""
+    if isinstance(r, RedisCluster):  # the user hash last: while it holds the old name, a grant redoes both
+        r.hset(keys.token(token), "user_name", name)
+        r.hset(keys.user(appid, uid), "name", name)
+        return
     pipe = r.pipeline(transaction=True)
     pipe.hset(keys.user(appid, uid), "name", name)
     pipe.hset(keys.token(token), "user_name", name)
@@ -89,6 +129,10 @@ def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
 
 def forget_token(r, appid: int, uid: int, token: str) -> None:
     """Undo a token made moments ago that was never handed out."""
+    if isinstance(r, RedisCluster):  # the user hash first: then no grant hands the token out
+        run_script(r, DROP_TOKEN, [keys.user(appid, uid)], [token])
+        r.delete(keys.token(token))
+        return
     pipe = r.pipeline(transaction=True)
     pipe.delete(keys.token(token))
     pipe.hdel(keys.user(appid, uid), "access_token")
@@ -98,7 +142,23 @@ def forget_token(r, appid: int, uid: int, token: str) -> None:
 def revoke_token(r, user_event_queue: str, appid: int, uid: int) -> bool:
     """Delete the user's token at once and queue user_token_revoked; False when it had none."""
     event = dumps(user_event("user_token_revoked", appid, uid))
+    if isinstance(r, RedisCluster):
+        return _revoke_in_steps(r, user_event_queue, appid, uid, event)
     return run_script(r, REVOKE, [keys.user(appid, uid), user_event_queue], [event, keys.TOKEN_PREFIX]) == 1
+
+
+def _revoke_in_steps(r, user_event_queue: str, appid: int, uid: int, event: str) -> bool:
+    """REVOKE for a cluster: the token hash goes first (the router stops accepting the token),
+    then the event (the router drops its connections), and the user hash's field last: while it
+    is there a retried revoke does every step again, and a grant replaces the dead token."""
+    user_key = keys.user(appid, uid)
+    token = r.hget(user_key, "access_token")
+    if not token:
+        return False
+    r.delete(keys.token(token))
+    r.lpush(user_event_queue, event)
+    run_script(r, DROP_TOKEN, [user_key], [token])
+    return True
 
 
 def find_user(cur, appid: int, uid: int) -> dict | None:
@@ -172,6 +232,8 @@ def resolve_token(r, token: str) -> tuple[int, int, str] | None:
 
 def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
     """Write name / do_not_disturb / mute / notification_on / forbidden in one MULTI; queue user_forbidden."""
+    if isinstance(r, RedisCluster):
+        return _save_settings_in_steps(r, user_event_queue, appid, uid, settings)
     key = keys.user(appid, uid)
     token = r.hget(key, "access_token") if "name" in settings else None
     pipe = r.pipeline(transaction=True)
@@ -196,9 +258,37 @@ def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict
     pipe.execute()
 
 
+def _save_settings_in_steps(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
+    """save_settings for a cluster: the token hash and the quiet-peers set first, then every user
+    hash field in one MULTI (what GET /users answers from), then the event (the router, told,
+    reads a hash that already holds the change). Each step repeats harmlessly on a retry."""
+    key = keys.user(appid, uid)
+    if "name" in settings and (token := r.hget(key, "access_token")):
+        r.hset(keys.token(token), "user_name", settings["name"])
+    fields = {"name": settings["name"]} if "name" in settings else {}
+    if "do_not_disturb" in settings:
+        peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
+        (r.sadd if on else r.srem)(keys.quiet_peers(appid, uid), peer)
+        fields[keys.peer_quiet_field(peer)] = flag(on)
+    for name in ("mute", "notification_on"):
+        if name in settings:
+            fields[name] = flag(settings[name])
+    if "forbidden" in settings:
+        fields["forbidden"] = int(settings["forbidden"])
+    if fields:
+        r.hset(key, mapping=fields)
+    if "forbidden" in settings:
+        event = user_event("user_forbidden", appid, uid, forbidden=int(settings["forbidden"]))
+        r.lpush(user_event_queue, dumps(event))
+
+
 def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
     """The member's do-not-disturb flag for one group (the seeds' "quiet")."""
     key = keys.user(appid, uid)
+    if isinstance(r, RedisCluster):  # the set, then the field GET /groups?fields=quiet answers from
+        (r.sadd if quiet else r.srem)(keys.quiet_groups(appid, uid), gid)
+        r.hset(key, keys.group_quiet_field(gid), flag(quiet))
+        return
     pipe = r.pipeline(transaction=True)
     pipe.hset(key, keys.group_quiet_field(gid), flag(quiet))
     if quiet:

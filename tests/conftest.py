@@ -4,13 +4,17 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 
 import pymysql
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 import config
 from app import create_app
@@ -78,6 +82,86 @@ def small_app(app):
 @pytest.fixture
 def small_api(small_app, demo):
     return Api(small_app.test_client(), demo["auth"])
+
+
+def port_pair_free(port: int) -> bool:
+    """Whether port and its cluster bus port (port + 10000) are both free."""
+    for p in (port, port + 10000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A local 3-master Redis Cluster of the test session's own: its startup nodes."""
+    server = shutil.which("redis-server")
+    if not server or not shutil.which("redis-cli"):
+        pytest.skip("redis-server / redis-cli not installed")
+    tmp = tempfile.mkdtemp(prefix="gobelieve-cluster-")
+    ports, base = [], 20000 + os.getpid() % 20000
+    while len(ports) < 3:
+        if port_pair_free(base):
+            ports.append(base)
+        base += 1
+    procs = [subprocess.Popen([server, "--port", str(p), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                               "--cluster-config-file", f"{tmp}/nodes-{p}.conf", "--dir", tmp, "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for p in ports]
+    try:
+        for p in ports:
+            _wait(lambda port=p: _answers(port), f"redis-server on {p}")
+        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                       "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        _wait(lambda: all("cluster_state:ok" in _cli(p, "cluster", "info") for p in ports), "cluster_state:ok")
+        yield ",".join(f"127.0.0.1:{p}" for p in ports)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cli(port: int, *args) -> str:
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True).stdout
+
+
+def _answers(port: int) -> bool:
+    return _cli(port, "ping").strip() == "PONG"
+
+
+def _wait(check, what: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def cluster_app(app, redis_cluster):
+    """The app on the test database and the test session's Redis Cluster."""
+    return create_app(TEST_CONFIG | {"REDIS_CLUSTER_NODES": redis_cluster})
+
+
+@pytest.fixture
+def cluster_r(cluster_app, redis_cluster):
+    """A client of the test session's Redis Cluster, every master flushed before the test."""
+    host, port = redis_cluster.split(",")[0].split(":")
+    client = RedisCluster(host=host, port=int(port), decode_responses=True)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    client.close()
+
+
+def all_keys(r, pattern: str = "*") -> list[str]:
+    """Every key matching pattern, on a single Redis or on every master of a cluster."""
+    if isinstance(r, RedisCluster):
+        return sorted(r.keys(pattern, target_nodes=RedisCluster.PRIMARIES))
+    return sorted(r.keys(pattern))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from flask.views import MethodView
 
 from models import group as groups
 from models import idempotency
-from models.db import get_db, get_redis
+from models.db import get_db, get_redis, get_replica_db
 from models.errors import (
     BatchTooLarge,
     CodeInUse,
@@ -135,10 +135,11 @@ class GroupList(MethodView):
     def get(self, args):
         """Server: the app's groups, paged. Client: the caller's groups (?fields=members,quiet)."""
         who = caller()
-        with get_db().cursor() as cur:
-            if who.is_server:
+        if who.is_server:  # a paged listing: a replica may answer it (docs/SCALING.md)
+            with get_replica_db().cursor() as cur:
                 total, found = groups.app_groups(cur, who.appid, args["start"], args["count"], args["after"])
-                return ok(page(total, args["start"], "groups", found, "id", args["count"]))
+            return ok(page(total, args["start"], "groups", found, "id", args["count"]))
+        with get_db().cursor() as cur:
             found = [groups.public(g) for g in groups.user_groups(cur, who.appid, who.uid)]
             fields = set(args["fields"].split(","))
             if "members" in fields:
@@ -242,6 +243,7 @@ class Members(MethodView):
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
             require_caller_member(cur, group, who)
+        with get_replica_db().cursor() as cur:  # the page itself may come from a replica
             members = groups.members_page(cur, group, args["start"], args["count"], args["after"])
         return ok(page(group["member_count"], args["start"], "members", members, "uid", args["count"]))
 

@@ -6,7 +6,7 @@ from models import group as groups
 from models import relationship as relationships
 from models import router
 from models import user as users
-from models.db import get_db, get_redis, transaction
+from models.db import get_db, get_redis, get_replica_db, transaction
 from models.errors import BatchTooLarge, InvalidField, RouterNotConfigured, RouterUnavailable, UserExists, UserNotFound
 
 from . import schemas
@@ -75,7 +75,7 @@ class UserList(MethodView):
     @blp.arguments(PageSchema, location="query")
     def get(self, args):
         """The app's users, paged by uid: {total, start, count, users: [{uid, name, avatar}]}."""
-        with get_db().cursor() as cur:
+        with get_replica_db().cursor() as cur:  # a replica may answer (docs/SCALING.md)
             total, found = users.users_page(cur, caller().appid, args["start"], args["count"], args["after"])
         return ok(page(total, args["start"], "users", found, "uid", args["count"]))
 
