@@ -7,11 +7,16 @@
   does: only entries added after it started, a gap in the action_id chain marks its cache
   dirty, and a group not in the cache is loaded from MySQL with the router's own queries.
 - ForbiddenListener: a speak_forbidden subscriber.
+
+It also answers the reads the API makes (GET get_offline_count, load_latest_message,
+load_history_message of im, and imr's online) from what a test put in `offline`, `stored`
+and `online`, in the router's `{"data": ...}` shape.
 """
 import json
 import socket
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +37,10 @@ RPC = {
     "/post_system_message": ((), ("appid", "receivers", "content")),
     "/post_group_notification": ((), ("appid", "group_id", "notification")),
     "/post_customer_message": ((), ("sender_appid", "sender", "receiver_appid", "receiver", "content")),
+    "/get_offline_count": (("appid", "uid"), None),
+    "/load_latest_message": (("appid", "uid", "limit"), None),
+    "/load_history_message": (("appid", "uid", "last_id"), None),
+    "/online": (("appid", "uid"), None),
 }
 
 
@@ -76,6 +85,10 @@ class RouterStandin:
         self.released = threading.Event()  # set at close: hanging handlers give up
         self.server = None
         self.connections: set[socket.socket] = set()
+        # What the reads answer: (appid, uid) -> pending count / stored messages (oldest first) / online
+        self.offline: dict = defaultdict(int)
+        self.stored: dict = defaultdict(list)
+        self.online: set = set()
         self.up()
 
     @property
@@ -98,6 +111,9 @@ class RouterStandin:
                 with standin.lock:
                     standin.connections.discard(self.connection)
                 super().finish()
+
+            def do_GET(self):
+                self.do_POST()
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
@@ -162,7 +178,7 @@ class RouterStandin:
         if status == 200:
             with self.lock:
                 self.requests.append(request)
-            return 200, b""
+            return 200, self.read(request)
         return status, json.dumps({"meta": {"message": reason}}).encode()
 
     def check(self, request: Request) -> tuple[int, str]:
@@ -181,6 +197,21 @@ class RouterStandin:
         except (KeyError, ValueError):
             return 400, "invalid param"
         return 200, ""
+
+    def read(self, request: Request) -> bytes:
+        """The answer of a read RPC (b"" for the posts, which answer an empty 200)."""
+        who = (int(request.query.get("appid", 0)), int(request.query.get("uid", 0)))
+        if request.path == "/get_offline_count":
+            data = {"count": self.offline[who]}
+        elif request.path == "/load_latest_message":
+            data = list(reversed(self.stored[who]))[:int(request.query["limit"])]
+        elif request.path == "/load_history_message":
+            data = [m for m in self.stored[who] if m["id"] > int(request.query["last_id"])]
+        elif request.path == "/online":
+            data = {"online": who in self.online}
+        else:
+            return b""
+        return json.dumps({"data": data}).encode()
 
     # Behaviours, each undone by clear().
     def answer(self, status: int, when=None, times: int | None = None) -> None:
