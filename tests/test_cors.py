@@ -25,7 +25,7 @@ def preflight(client, path, method="POST", origin=ORIGIN):
 
 
 @pytest.mark.parametrize("path", ["/groups", "/client/groups", "/groups/5/members", "/groups/join", "/device/bind",
-                                  "/notification/groups/5", "/auth/customer"])
+                                  "/notification/groups/5", "/auth/customer", "/customer/register"])
 def test_preflight_of_a_client_endpoint_is_answered(browser, path):
     response = preflight(browser, path)
     assert response.status_code == 200
@@ -86,3 +86,12 @@ def test_by_default_there_is_no_cors_at_all(client, app):
 def test_a_bad_origin_stops_the_start(value):
     with pytest.raises(config.SettingError, match="CORS_ORIGINS"):
         config.load({"CORS_ORIGINS": value})
+
+
+def test_the_widgets_register_call_with_the_app_key_gets_the_headers(browser, demo):
+    import base64
+    key = base64.b64encode(f"{demo['id']}:{demo['key']}".encode()).decode()
+    response = browser.post("/customer/register", json={"appid": demo["id"], "customer_id": "w"},
+                            headers={"Origin": ORIGIN, "Authorization": f"Basic {key}"})
+    assert response.status_code == 400  # the demo app has no store: the answer still reaches the browser
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN

@@ -10,7 +10,9 @@ import re
 from flask import Flask, request
 from flask_cors import CORS
 
-PUBLIC_PATHS = ("/auth/customer",)  # no auth: the customer-service widget calls it from the visitor's browser
+# The customer-service widget calls these from the visitor's browser: /auth/customer with no
+# auth, /customer/register with Basic appid:app key (the key is public: it ships in the widget).
+PUBLIC_PATHS = ("/auth/customer", "/customer/register")
 ALLOW_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"]
 EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 ARGUMENT = re.compile(r"<[^>]+>")  # every path argument here is an id (<id:..>, <uid:..>): digits
@@ -39,7 +41,7 @@ def client_resources(app: Flask) -> dict:
 
 def strip_for_server_auth(response):
     """No CORS headers on an answer to server auth (Basic), even on a route clients share."""
-    if request.headers.get("Authorization", "")[:6].lower() == "basic ":
+    if request.headers.get("Authorization", "")[:6].lower() == "basic " and request.path not in PUBLIC_PATHS:
         for name in [name for name in response.headers.keys() if name.lower().startswith("access-control-")]:
             del response.headers[name]
     return response
