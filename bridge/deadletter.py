@@ -8,7 +8,7 @@ import json
 import secrets
 from datetime import UTC, datetime
 
-from . import keys
+from models import keys
 
 # Move an item from the processing list to the dead letters in one step.
 # KEYS: processing, dead. ARGV: the item, the entry.

@@ -1,5 +1,6 @@
 """The router's Redis inputs: group and relationship events to its streams, user events to pub/sub."""
-from . import keys
+from models import keys
+
 from .router_rpc import Malformed
 
 # XADD the event and SET the chain position in one atomic step, unless the chain is already

@@ -15,7 +15,9 @@ from collections import OrderedDict
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from . import deadletter, keys, logs, streams
+from models import keys
+
+from . import deadletter, logs, streams
 from .lanes import LANES, Lanes
 from .lease import Lease
 from .metrics import Health, Metrics, serve

@@ -52,6 +52,15 @@ def history(appid: int, uid: int) -> str:
     return f"history_{appid}_{uid}"
 
 
+# The router's streams and channel, written by the bridge (bridge/).
+GROUP_STREAM = "group_manager_stream"
+GROUPS_ACTIONS = "groups_actions"
+RELATIONSHIP_STREAM = "relationship_stream"
+FRIENDS_ACTIONS = "friends_actions"
+SPEAK_FORBIDDEN = "speak_forbidden"  # a pub/sub channel
+STREAM_MAXLEN = 100_000
+
+
 def supporter(seller_id: int) -> str:
     """Hash: a customer-service seller's status (online / offline)."""
     return f"supporters_{seller_id}"
@@ -80,3 +89,19 @@ def posted(queue: str, message_id: int) -> str:
     """String: a message post's answer, kept a minute under its first message's id, so that a push
     redis-py resends after a timeout (its first copy having run) is not queued twice."""
     return f"{{{queue}}}:posted:{message_id}"
+
+
+# The bridge's own keys, in the slot of the queue they belong to.
+def processing(queue: str) -> str:
+    """List: items the bridge took from the queue and the router has not acknowledged yet."""
+    return f"{{{queue}}}:processing"
+
+
+def dead(queue: str) -> str:
+    """List: items the router refused for good, newest first."""
+    return f"{{{queue}}}:dead"
+
+
+def lease(message_queue: str) -> str:
+    """String: which bridge may drain the queues now (one lease for all four, in the message queue's slot)."""
+    return f"{{{message_queue}}}:bridge_lease"

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pymysql
 import redis
+from conftest import free_port
 
 LOAD_GROUP = "SELECT id, appid, super FROM `group` WHERE id=%s AND deleted=0"
 LOAD_MEMBERS = "SELECT uid, timestamp, mute FROM group_member WHERE group_id=%s AND deleted=0"
@@ -42,12 +43,6 @@ RPC = {
     "/load_history_message": (("appid", "uid", "last_id"), None),
     "/online": (("appid", "uid"), None),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -17,27 +17,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import assert_ok, queue, rows
+from conftest import assert_ok, free_port, queue, rows, wait_for
 from router_standin import (
     LOAD_MEMBERS,
     ForbiddenListener,
     RouterStandin,
     StreamReader,
-    free_port,
 )
 
 from models.db import mysql_connect_args
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 2.0  # seconds; short, so takeovers are quick to test
-
-
-def wait_for(check, seconds=15, what="it"):
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class BridgeProcess:
