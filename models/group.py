@@ -4,17 +4,12 @@ Every change runs in the caller's transaction on a group that models/group_chang
 locked, so changes to one group commit one after another and queue in that order.
 Functions take the cursor of that transaction (or of a plain read) first.
 """
-from __future__ import annotations
-
 import time
-from typing import TYPE_CHECKING
 
 import pymysql
 
 from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
-
-if TYPE_CHECKING:
-    from .group_change import Changes
+from .outbox import Changes
 
 GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code, member_count"
 SELECT_GROUP = f"SELECT {GROUP_COLUMNS} FROM `group` WHERE id = %(gid)s AND appid = %(appid)s AND deleted = 0"

@@ -17,36 +17,12 @@ import pymysql
 import redis
 
 from . import group as groups
-from . import keys, outbox
+from . import outbox
 from .db import transaction
-from .queue import Queues, group_event, group_notification
+from .outbox import Changes
+from .queue import Queues, group_notification
 
 log = logging.getLogger(__name__)
-
-
-class Changes:
-    """The events and notifications one group transaction will queue, in order."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.notes: list[tuple[int, int, str, dict, list[int]]] = []
-        self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
-        self.relationship_events: list[dict] = []  # a user's deletion ends its friendships too
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.notes or self.cleared or self.relationship_events)
-
-    def event(self, name: str, group: dict, **fields) -> None:
-        self.events.append(group_event(name, group["appid"], group["id"], **fields))
-
-    def join(self, group: dict, uid: int) -> None:
-        """A member (re)joins: its event, and the router's old sync position in the group goes."""
-        self.event("group_member_add", group, member_id=uid)
-        self.cleared.append((keys.user(group["appid"], uid), keys.group_sync_field(group["id"])))
-
-    def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:
-        """A group notification; `to` lists who must see it besides the members the router knows (SPEC 5.2)."""
-        self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
 @contextmanager

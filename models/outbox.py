@@ -18,6 +18,7 @@ from collections import defaultdict
 
 from . import keys
 from .db import transaction
+from .queue import group_event
 from .redis_io import dumps, run_script
 
 INSERT_ITEM = """
@@ -53,6 +54,32 @@ if top > mark then redis.call('SET', KEYS[2], top) end
 return refused
 """
 log = logging.getLogger(__name__)
+
+
+class Changes:
+    """What one transaction will append to the outbox, in order: group events and notifications, the
+    sync fields to clear, relationship events."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.notes: list[tuple[int, int, str, dict, list[int]]] = []
+        self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
+        self.relationship_events: list[dict] = []  # a user's deletion ends its friendships too
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.notes or self.cleared or self.relationship_events)
+
+    def event(self, name: str, group: dict, **fields) -> None:
+        self.events.append(group_event(name, group["appid"], group["id"], **fields))
+
+    def join(self, group: dict, uid: int) -> None:
+        """A member (re)joins: its event, and the router's old sync position in the group goes."""
+        self.event("group_member_add", group, member_id=uid)
+        self.cleared.append((keys.user(group["appid"], uid), keys.group_sync_field(group["id"])))
+
+    def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:
+        """A group notification; `to` lists who must see it besides the members the router knows (SPEC 5.2)."""
+        self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
 def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> None:
