@@ -113,11 +113,7 @@ def list_apps_command():
 @click.argument("appid", type=int)
 def disable_app_command(appid: int):
     """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
-    with transaction() as cur:
-        found = tenants.disable_app(cur, appid)
-    if not found:
-        raise click.ClickException(f"no app {appid}")
-    click.echo(f"app {appid} disabled")
+    set_disabled(appid, True)
 
 
 def require_app(cur, appid: int) -> dict:
@@ -147,11 +143,15 @@ def show_app_command(appid: int, with_secret: bool):
 @click.argument("appid", type=int)
 def enable_app_command(appid: int):
     """Enable a disabled app again (within APP_CACHE_TTL seconds)."""
+    set_disabled(appid, False)
+
+
+def set_disabled(appid: int, disabled: bool) -> None:
     with transaction() as cur:
-        found = tenants.enable_app(cur, appid)
+        found = tenants.set_disabled(cur, appid, disabled)
     if not found:
         raise click.ClickException(f"no app {appid}")
-    click.echo(f"app {appid} enabled")
+    click.echo(f"app {appid} {'disabled' if disabled else 'enabled'}")
 
 
 @click.command("rotate-secret")

@@ -10,8 +10,7 @@ INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(sec
 """
 SELECT_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1"
 LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
-DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
-ENABLE_APP = "UPDATE app SET disabled = 0 WHERE id = %(appid)s"
+SET_DISABLED = "UPDATE app SET disabled = %(disabled)s WHERE id = %(appid)s"
 SET_SECRET = "UPDATE app SET secret = %(secret)s WHERE id = %(appid)s"
 SET_ALLOWED_IPS = "UPDATE app SET allowed_ips = %(allowed_ips)s WHERE id = %(appid)s"
 SHOW_APP = "SELECT id, name, `key`, secret, store_id, disabled, allowed_ips, created_at FROM app WHERE id = %(appid)s"
@@ -46,18 +45,9 @@ def list_apps(cur) -> list[dict]:
     return cur.fetchall()
 
 
-def disable_app(cur, appid: int) -> bool:
-    """Mark the app disabled; False when there is no such app."""
-    return cur.execute(DISABLE_APP, {"appid": appid}) > 0
-
-
-def enable_app(cur, appid: int) -> bool:
-    """Clear the app's disabled flag; False when there is no such app."""
-    cur.execute(SELECT_APP, {"appid": appid})
-    if cur.fetchone() is None:
-        return False
-    cur.execute(ENABLE_APP, {"appid": appid})
-    return True
+def set_disabled(cur, appid: int, disabled: bool) -> bool:
+    """Disable (or enable again) the app; False when there is no such app (rowcount counts rows matched)."""
+    return cur.execute(SET_DISABLED, {"appid": appid, "disabled": int(disabled)}) > 0
 
 
 def rotate_secret(cur, appid: int) -> str | None:
