@@ -403,3 +403,13 @@ def run_together(app, headers, calls: list[tuple]) -> list[int]:
     for thread in threads:
         thread.join()
     return statuses
+
+
+@pytest.fixture
+def router():
+    """A stand-in for a stock GoBelieve router's HTTP RPC (tests/router_standin.py) on a free port."""
+    from router_standin import RouterStandin  # it imports conftest's free_port
+
+    standin = RouterStandin()
+    yield standin
+    standin.close()

@@ -21,7 +21,6 @@ from conftest import assert_ok, free_port, queue, rows, wait_for
 from router_standin import (
     LOAD_MEMBERS,
     ForbiddenListener,
-    RouterStandin,
     StreamReader,
 )
 
@@ -93,13 +92,6 @@ class BridgeProcess:
         if self.proc and self.proc.poll() is None:
             self.kill()
         self.log.close()
-
-
-@pytest.fixture
-def router():
-    standin = RouterStandin()
-    yield standin
-    standin.close()
 
 
 @pytest.fixture

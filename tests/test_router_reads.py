@@ -3,16 +3,8 @@ stock router's RPC when IM_RPC_URL / IMR_RPC_URL are set; 503 when it is down, 5
 when it is not configured."""
 import pytest
 from conftest import TEST_CONFIG, Api, assert_error, assert_ok, bearer, token_for
-from router_standin import RouterStandin
 
 from app import create_app
-
-
-@pytest.fixture
-def router():
-    standin = RouterStandin()
-    yield standin
-    standin.close()
 
 
 @pytest.fixture
