@@ -14,7 +14,9 @@ from models.queue import Queues
 
 from .errors import field_error
 
+# A \uD800-\uDFFF escape, in the body's bytes (UTF-8) or its decoded text (UTF-16 or -32).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str):
@@ -34,12 +36,24 @@ def json_body():
         return {}
     if req.mimetype and not req.is_json:
         raise UnsupportedMediaType()
+    encoding = json.detect_encoding(body)
     try:
-        data = _decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-        if SURROGATE_ESCAPE.search(body):  # rare: make sure no lone surrogate got through
+        # Strict decoding (not json.loads' surrogatepass): raw surrogate bytes (UTF-8 ED A0 80,
+        # an unpaired UTF-16 surrogate) are refused here, at no cost to the common case.
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        raise InvalidJson("The request body is not valid " + encoding.upper() + " (a lone surrogate or a bad byte).") \
+            from None
+    try:
+        data = _decode(text)
+        # Escapes are the one way left to a lone surrogate; only bodies with one pay for the check.
+        if (SURROGATE_ESCAPE.search(body) if encoding == "utf-8" else SURROGATE_ESCAPE_TEXT.search(text)):
             json.dumps(data, ensure_ascii=False).encode()
         return data
-    except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN, a 5000-digit number, deep nesting
+    except UnicodeEncodeError:
+        raise InvalidJson("The request body holds a lone surrogate (\\uD800-\\uDFFF unpaired), not Unicode text.") \
+            from None
+    except (ValueError, RecursionError):  # bad JSON, NaN, a 5000-digit number, deep nesting
         raise InvalidJson() from None
 
 

@@ -22,7 +22,10 @@ class Content(ma.fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, (dict, list)):
-            value = dumps(value)
+            try:
+                value = dumps(value)
+            except RecursionError:  # the parser took it, with fewer frames on the stack than here
+                raise ma.ValidationError("Nested too deeply.") from None
         if not isinstance(value, str):
             raise ma.ValidationError("Must be a string or a JSON object.")
         if len(value.encode()) > setting("MAX_CONTENT_BYTES"):
