@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from conftest import Api, assert_refused, queue, token_for
+from conftest import Api, assert_refused, bearer, queue, rows, token_for
 
 LONE = "\ud800"  # an unpaired high surrogate: not a Unicode scalar value, never storable as UTF-8
 
@@ -113,3 +113,21 @@ def test_deeply_nested_content_in_a_batch_or_group_notification_is_400(api, db, 
                        ("/messages/systems", '{"receiver": 2, "content": ' + content + "}")]:
         status, body = post_raw(api, "POST", path, data.encode())
         assert status in (200, 400), (path, body)
+
+
+# --- 5. idempotency namespaces (done before this round; the collision the issue names) ---------------
+
+def test_a_server_key_spelled_like_a_clients_stored_key_does_not_collide(api, client, db):
+    client_api = Api(client, bearer(token_for(api, 5)))
+    status, body = client_api.post("/groups", {"master": 5, "name": "mine", "members": [5]},
+                                   headers={"Idempotency-Key": "k1"})
+    assert status == 200, body
+    mine = body["data"]["group_id"]
+    for forged in ("5:k1", "client:5:k1", "client_5_k1"):
+        status, body = api.post("/groups", {"master": 1, "name": "server's", "members": [1]},
+                                headers={"Idempotency-Key": forged})
+        assert status == 200 and body["data"]["group_id"] != mine, (forged, body)
+    status, body = client_api.post("/groups", {"master": 5, "name": "mine", "members": [5]},
+                                   headers={"Idempotency-Key": "k1"})
+    assert body["data"]["group_id"] == mine
+    assert rows(db, "SELECT COUNT(*) AS n FROM `group`")[0]["n"] == 4
