@@ -1,8 +1,9 @@
 """Hostile input and faults, round 2 (issue 15): each test fails on the code before its fix."""
+import base64
 import json
 
 import pytest
-from conftest import Api, assert_refused, bearer, queue, rows, token_for
+from conftest import Api, assert_refused, basic, bearer, make_app, queue, rows, token_for
 
 LONE = "\ud800"  # an unpaired high surrogate: not a Unicode scalar value, never storable as UTF-8
 
@@ -131,3 +132,69 @@ def test_a_server_key_spelled_like_a_clients_stored_key_does_not_collide(api, cl
                                    headers={"Idempotency-Key": "k1"})
     assert body["data"]["group_id"] == mine
     assert rows(db, "SELECT COUNT(*) AS n FROM `group`")[0]["n"] == 4
+
+
+# --- 8. the scheme word in any case; every 401 says how to authenticate -----------------------------
+
+@pytest.mark.parametrize("word", ["basic", "BASIC", "bAsIc"])
+def test_the_basic_scheme_word_is_case_insensitive(client, demo, word):
+    header = demo["auth"]["Authorization"].replace("Basic", word, 1)
+    status, body = Api(client, {"Authorization": header}).post("/auth/grant", {"uid": 1})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("word", ["bearer", "BEARER", "beaRer"])
+def test_the_bearer_scheme_word_is_case_insensitive(api, client, word):
+    token = token_for(api, 3)
+    status, body = Api(client, {"Authorization": f"{word} {token}"}).get("/groups")
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("path,headers,scheme", [
+    ("/auth/grant", {}, "Basic"),
+    ("/auth/grant", {"Authorization": "Digest x"}, "Basic"),
+    ("/auth/grant", {"Authorization": "Basic !!!"}, "Basic"),
+    ("/auth/grant", {"Authorization": "Basic OTk5OTk5OmFiYw=="}, "Basic"),  # 999999:abc, no such app
+    ("/groups", {}, "Bearer"),  # both schemes: a challenge for each
+    ("/groups", {"Authorization": "Bearer nope"}, "Bearer"),
+    ("/device/bind", {}, "Bearer"),
+])
+def test_every_401_carries_www_authenticate(client, demo, path, headers, scheme):
+    response = client.post(path, json={"uid": 1}, headers=headers)
+    assert response.status_code == 401, response.get_json()
+    assert scheme in response.headers.get("WWW-Authenticate", ""), response.headers
+
+
+def test_a_wrong_secret_is_401_with_a_basic_challenge(client, demo):
+    response = client.post("/auth/grant", json={"uid": 1}, headers=basic(demo["id"], "wrong"))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+# --- 9. a malformed allowed_ips fails closed ---------------------------------------------------------
+
+@pytest.mark.parametrize("allowed", ["10.0.0.1;10.0.0.2", "not-an-ip", "10.0.0.0/33"])
+def test_a_malformed_allow_list_is_403_and_logged_once_per_cache_period(client, db, r, allowed, caplog):
+    fenced = make_app(db, name="fenced", allowed_ips=allowed)
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            status, body = Api(client, fenced["auth"]).post("/auth/grant", {"uid": 1})
+            assert status == 403 and body["meta"]["code"] == 2005, body
+    logged = [rec for rec in caplog.records if rec.levelname == "ERROR" and "allowed_ips" in rec.getMessage()]
+    assert len(logged) == 1 and str(fenced["id"]) in logged[0].getMessage(), [r.getMessage() for r in logged]
+    assert r.keys("access_token_*") == []
+
+
+# --- 10. an empty secret never authenticates --------------------------------------------------------
+
+def test_an_app_with_an_empty_secret_never_authenticates(client, db, r):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO app (id, name) VALUES (424242, 'by hand')")
+    assert rows(db, "SELECT secret FROM app WHERE id = 424242")[0]["secret"] == ""
+    for digest_of in ("", "x"):
+        status, body = Api(client, basic(424242, digest_of)).post("/auth/grant", {"uid": 1})
+        assert status == 401 and body["meta"]["code"] == 2003, body
+    raw = {"Authorization": "Basic " + base64.b64encode(b"424242:").decode()}
+    status, body = Api(client, raw).post("/auth/grant", {"uid": 1})
+    assert status == 401, body
+    assert r.keys("access_token_*") == []
