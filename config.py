@@ -136,6 +136,8 @@ class Config:
     HISTORY_LENGTH = Setting(integer(0), 100)
     # POST /auth/customer is open to the internet: requests per client address.
     CUSTOMER_RATE_LIMIT = Setting(rate, "60/minute")
+    # POST /groups/join: wrong face-to-face codes per user (a right one does not count).
+    JOIN_RATE_LIMIT = Setting(rate, "10/minute")
     # Customer client ids start here; app uids must stay below it.
     CUSTOMER_ID_BASE = Setting(integer(1, 2**63 - 1), 2**53)
 

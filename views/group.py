@@ -5,7 +5,16 @@ from flask.views import MethodView
 from models import group as groups
 from models import idempotency
 from models.db import get_db, get_redis
-from models.errors import BatchTooLarge, Forbidden, InvalidField, MasterMustTransfer, NotMaster
+from models.errors import (
+    BatchTooLarge,
+    Forbidden,
+    GroupNotFound,
+    InvalidField,
+    MasterMustTransfer,
+    NotMaster,
+    RateLimited,
+)
+from models.ratelimit import forgive, retry_after
 from models.user import group_quiet, set_group_quiet
 
 from .common import Blueprint, group_change, idempotency_scope, ok, page
@@ -98,9 +107,10 @@ def member_limit(group: dict) -> int:
     return setting("MAX_SUPER_GROUP_MEMBERS" if group["super"] else "MAX_GROUP_MEMBERS")
 
 
-def require_master(group: dict, who: Caller) -> None:
-    """A client must be the group's master; an app server may act on any group of its app."""
-    if not who.is_server and group["master"] != who.uid:
+def require_master(cur, group: dict, who: Caller) -> None:
+    """A client must be the group's master and a live member (a master the app server removed
+    has no master rights left); an app server may act on any group of its app."""
+    if not who.is_server and (group["master"] != who.uid or not groups.live_members_among(cur, group["id"], [who.uid])):
         raise NotMaster()
 
 
@@ -108,6 +118,14 @@ def require_caller_member(cur, group: dict, who: Caller) -> None:
     """A client must be a member of the group; an app server may act on any group of its app."""
     if not who.is_server and not groups.live_members_among(cur, group["id"], [who.uid]):
         raise Forbidden("Only members of the group may do this.")
+
+
+@blp.before_request
+def no_visitors():
+    """Customer-service visitors (client ids from CUSTOMER_ID_BASE up) get 403 on every group path."""
+    who = caller()
+    if not who.is_server and who.uid >= setting("CUSTOMER_ID_BASE"):
+        raise Forbidden("Customer-service visitors cannot use groups.")
 
 
 @route("")
@@ -177,7 +195,7 @@ class Group(MethodView):
         """Rename, change the notice or cover, or transfer to another member (master only)."""
         who = caller()
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             if "master" in args and not groups.live_members_among(cur, gid, [args["master"]]):
                 raise InvalidField("master: the new master must be a member of the group.")
             groups.update_group(cur, changes, group, args)
@@ -188,7 +206,7 @@ class Group(MethodView):
         """Disband the group (master only)."""
         who = caller()
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             groups.disband_group(cur, changes, group)
         return ok()
 
@@ -236,7 +254,7 @@ class Members(MethodView):
         if not members:
             raise InvalidField("members: give at least one member to remove.")
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             if not who.is_server and who.uid in {m["uid"] for m in members}:
                 raise MasterMustTransfer()
             groups.remove_members(cur, changes, group, members)
@@ -249,11 +267,23 @@ class Join(MethodView):
     @blp.arguments(JoinSchema)
     def post(self, args):
         """Join the app's group that has this face-to-face code."""
-        who = caller()
-        if who.uid >= setting("CUSTOMER_ID_BASE"):
-            raise Forbidden("Customer-service visitors cannot join groups.")
-        with group_change(who.appid, code=args["code"]) as (cur, group, changes):
-            groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
+        who, r = caller(), get_redis()
+        # Wrong tries are limited per user (many users share an address behind a NAT), so a
+        # short code cannot be guessed by trying; every try counts at once, a right one is given back.
+        name, limit = f"join_{who.appid}_{who.uid}", setting("JOIN_RATE_LIMIT")
+        wait = retry_after(r, name, limit)
+        if wait is not None:
+            raise RateLimited("Too many wrong face-to-face codes; retry later.", headers={"Retry-After": str(wait)})
+        wrong = False
+        try:
+            with group_change(who.appid, code=args["code"]) as (cur, group, changes):
+                groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
+        except GroupNotFound:
+            wrong = True
+            raise
+        finally:
+            if not wrong:
+                forgive(r, name, limit)
         return ok({"group_id": group["id"]})
 
 
@@ -266,7 +296,7 @@ class Member(MethodView):
         with group_change(who.appid, gid) as (cur, group, changes):
             if not who.is_server:
                 if mid != who.uid:
-                    require_master(group, who)
+                    require_master(cur, group, who)
                 elif group["master"] == who.uid:
                     raise MasterMustTransfer()
             groups.remove_members(cur, changes, group, [{"uid": mid}])
@@ -282,7 +312,7 @@ class Member(MethodView):
         with group_change(who.appid, gid) as (cur, group, changes):
             groups.require_member(cur, group, mid)
             if "mute" in args:
-                require_master(group, who)
+                require_master(cur, group, who)
                 groups.set_mute(cur, changes, group, mid, args["mute"])
             if "nickname" in args:
                 groups.set_nickname(cur, changes, group, mid, args["nickname"])
