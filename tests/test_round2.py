@@ -274,3 +274,30 @@ def test_the_join_rate_limit_is_a_setting_parsed_at_start():
     assert config.load({})["JOIN_RATE_LIMIT"] == (10, 60)
     with pytest.raises(config.SettingError, match="JOIN_RATE_LIMIT"):
         config.load({"JOIN_RATE_LIMIT": "often"})
+
+
+# --- 14. a list's length is checked before its items ----------------------------------------------
+
+HUGE = [1] * 400_000  # within the body limit when written compactly
+
+
+@pytest.mark.parametrize("method,path,body,field", [
+    ("POST", "/groups/{gid}/members", HUGE, "members"),
+    ("DELETE", "/groups/{gid}/members", HUGE, "members"),
+    ("POST", "/groups", {"master": 1, "name": "big", "members": HUGE}, "members"),
+    ("POST", "/users", [{"uid": 1}] * 60_000, "users"),
+    ("POST", "/messages/peers/batch", [{"sender": 1, "receiver": 2, "content": ""}] * 20_000, "messages"),
+    ("POST", "/messages/groups/notifications", {"group_id": 1, "content": "x", "members": HUGE}, "members"),
+])
+def test_a_huge_list_is_refused_before_any_item_is_validated(api, db, r, monkeypatch, method, path, body, field):
+    import marshmallow as ma
+
+    from views import fields
+    gid = api.post("/groups", {"master": 1, "name": "team", "members": [1]})[1]["data"]["group_id"]
+    for cls in (fields.MemberField, ma.fields.Nested):  # the item kinds of these lists
+        monkeypatch.setattr(cls, "_deserialize", lambda *a, **k: pytest.fail("an item was validated"))
+    if path == "/messages/groups/notifications":  # its items are Uids (and no other field is one)
+        monkeypatch.setattr(fields.Uid, "_deserialize", lambda *a, **k: pytest.fail("an item was validated"))
+    data = json.dumps(body, separators=(",", ":")).encode()
+    status, answer = post_raw(api, method, path.format(gid=gid), data)
+    assert status == 400 and answer["meta"]["code"] == 1002 and field in answer["meta"]["message"], answer

@@ -19,7 +19,7 @@ from models.user import group_quiet, set_group_quiet
 
 from .common import Blueprint, group_change, idempotency_scope, ok, page
 from .credentials import Caller, caller, requires
-from .fields import Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
+from .fields import Id, List, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("group", __name__, description="Groups and members")
 
@@ -44,7 +44,7 @@ class MembersSchema(Schema):
     """A member list in any of the original's forms: [uid, ...], [{uid, name, avatar}, ...],
     {"members": [...], "inviter": {uid, name}} or one {uid, name, avatar}."""
 
-    members = ma.fields.List(MemberField(), required=True)
+    members = List(MemberField(), required=True)
     inviter = ma.fields.Nested(InviterSchema, allow_none=True)
 
     @ma.pre_load
@@ -60,7 +60,7 @@ class GroupCreateSchema(Schema):
     master = Uid(required=True)
     name = Text(required=True)
     super = ma.fields.Boolean(load_default=False)
-    members = ma.fields.List(MemberField(), load_default=list)
+    members = List(MemberField(), load_default=list)
     # Chosen ids stay below 2**53 so the table's AUTO_INCREMENT always has room above them.
     group_id = Id(maximum=2**53 - 1, allow_none=True)
     notice = Text(load_default="")

@@ -12,7 +12,7 @@ from models.user import unread
 
 from .common import Blueprint, idempotency_scope, ok, queues
 from .credentials import Caller, caller, requires
-from .fields import SLOW, Id, Schema, Text, Uid, setting
+from .fields import SLOW, Id, List, Schema, Text, Uid, setting
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
 
@@ -60,7 +60,7 @@ class SystemMessageSchema(MessageSchema):
 
 
 class PeerBatchSchema(MessageSchema):
-    messages = ma.fields.List(ma.fields.Nested(PeerMessageSchema), required=True)
+    messages = List(ma.fields.Nested(PeerMessageSchema), required=True)
 
     @ma.pre_load
     def wrap(self, data, **kwargs):
@@ -79,7 +79,7 @@ class OfflineSchema(Schema):
 class GroupNotificationSchema(MessageSchema):
     group_id = Id(required=True)
     content = Content(required=True)
-    members = ma.fields.List(Uid(), allow_none=True)
+    members = List(Uid(), limit="MAX_SUPER_GROUP_MEMBERS", allow_none=True)
 
 
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
