@@ -126,6 +126,10 @@ class Config:
 
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
     TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")
+    # Who may read /metrics: client addresses or networks (and "unix" for a peer on a unix socket),
+    # or anyone sending "Authorization: Bearer <METRICS_TOKEN>" when that is set.
+    METRICS_ALLOWED = Setting(proxies, "127.0.0.1,::1,unix")
+    METRICS_TOKEN = Setting(optional_text, None)
     APP_CACHE_TTL = Setting(integer(0, 60), 30)
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
