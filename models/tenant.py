@@ -9,6 +9,9 @@ INSERT_APP = """
 INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(secret)s, %(store_id)s)
 """
 SELECT_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1"
+# FOR UPDATE: with no index on name, InnoDB locks the rows (and gaps) it scans, so a second
+# create-app of the same name waits until the first has committed, then finds it.
+LOCK_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1 FOR UPDATE"
 LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
 DISABLE_APP = "UPDATE app SET disabled = 1 WHERE id = %(appid)s"
 
@@ -21,6 +24,12 @@ def find_app(cur, appid: int) -> dict | None:
 
 def find_app_by_name(cur, name: str) -> dict | None:
     cur.execute(SELECT_APP_BY_NAME, {"name": name})
+    return cur.fetchone()
+
+
+def lock_app_by_name(cur, name: str) -> dict | None:
+    """The first app of that name, locked for the caller's transaction (create-app), or None."""
+    cur.execute(LOCK_APP_BY_NAME, {"name": name})
     return cur.fetchone()
 
 
