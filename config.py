@@ -174,6 +174,10 @@ class Config:
 
     # Peers (addresses, CIDRs, or "unix" for a unix socket) whose X-Forwarded-For / X-Real-IP are believed.
     TRUSTED_PROXIES = Setting(proxies, "127.0.0.1,::1,unix")
+    # Who may read /metrics: client addresses or networks (and "unix" for a peer on a unix socket),
+    # or anyone sending "Authorization: Bearer <METRICS_TOKEN>" when that is set.
+    METRICS_ALLOWED = Setting(proxies, "127.0.0.1,::1,unix")
+    METRICS_TOKEN = Setting(optional_text, None)
     APP_CACHE_TTL = Setting(integer(0, 60), 30)
     # Browsers' origins allowed to call client-auth endpoints (views/cors.py): "*" or a comma list; empty: none.
     CORS_ORIGINS = Setting(origins, "")
@@ -186,6 +190,8 @@ class Config:
     HISTORY_LENGTH = Setting(integer(0), 100)
     # POST /auth/customer is open to the internet: requests per client address.
     CUSTOMER_RATE_LIMIT = Setting(rate, "60/minute")
+    # POST /groups/join: wrong face-to-face codes per user (a right one does not count).
+    JOIN_RATE_LIMIT = Setting(rate, "10/minute")
     # Customer client ids start here; app uids must stay below it.
     CUSTOMER_ID_BASE = Setting(integer(1, 2**63 - 1), 2**53)
 

@@ -8,7 +8,9 @@ FROM app WHERE id = %(appid)s
 INSERT_APP = """
 INSERT INTO app (name, `key`, secret, store_id) VALUES (%(name)s, %(key)s, %(secret)s, %(store_id)s)
 """
-SELECT_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1"
+# FOR UPDATE: with no index on name, InnoDB locks the rows (and gaps) it scans, so a second
+# create-app of the same name waits until the first has committed, then finds it.
+LOCK_APP_BY_NAME = "SELECT id, name, `key`, secret FROM app WHERE name = %(name)s ORDER BY id LIMIT 1 FOR UPDATE"
 LIST_APPS = "SELECT id, name, `key`, store_id, disabled, allowed_ips, created_at FROM app ORDER BY id"
 SET_DISABLED = "UPDATE app SET disabled = %(disabled)s WHERE id = %(appid)s"
 SET_SECRET = "UPDATE app SET secret = %(secret)s WHERE id = %(appid)s"
@@ -22,14 +24,15 @@ def find_app(cur, appid: int) -> dict | None:
     return cur.fetchone()
 
 
-def find_app_by_name(cur, name: str) -> dict | None:
-    cur.execute(SELECT_APP_BY_NAME, {"name": name})
-    return cur.fetchone()
-
-
 def show_app(cur, appid: int) -> dict | None:
     """The app row with its creation time, or None."""
     cur.execute(SHOW_APP, {"appid": appid})
+    return cur.fetchone()
+
+
+def lock_app_by_name(cur, name: str) -> dict | None:
+    """The first app of that name, locked for the caller's transaction (create-app), or None."""
+    cur.execute(LOCK_APP_BY_NAME, {"name": name})
     return cur.fetchone()
 
 

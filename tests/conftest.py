@@ -288,10 +288,12 @@ def redis_state(r) -> dict:
 
 def snapshot(db, r) -> dict:
     """Everything a refused call must leave alone: every row of every table, the sequence counters
-    included, and every Redis key with its value."""
+    included, and every Redis key with its value, but rate-limit counters (a refused wrong
+    face-to-face code is meant to count)."""
     state = {table.strip("`"): rows(db, f"SELECT * FROM {table} ORDER BY {order}")
              for table, order in SNAPSHOT_TABLES.items()}
-    return state | {"redis": redis_state(r)}
+    redis = {key: value for key, value in redis_state(r).items() if not key.startswith("rate_limit_")}
+    return state | {"redis": redis}
 
 
 def assert_refused(db, r, call, status, code):

@@ -1,5 +1,6 @@
 """/auth: access tokens for app users."""
-import pymysql
+import logging
+
 from flask.views import MethodView
 
 from models import user as users
@@ -10,6 +11,8 @@ from .common import Blueprint, ok, queues
 from .credentials import caller, requires
 from .docs import responds
 from .fields import Id, Schema, Text, Uid
+
+log = logging.getLogger(__name__)
 
 blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens for app users")
 
@@ -41,12 +44,20 @@ def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> 
             if record:
                 with get_db().cursor() as cur:
                     users.record_user(cur, appid, uid, name)
-        except pymysql.Error:
-            if created:  # so that a retry makes the token, and the row, again
-                users.forget_token(r, appid, uid, token)
+            users.save_name(r, appid, uid, token, (known or "") if name is None else name)
+        except BaseException:
+            if created:  # whatever went wrong: a retry makes the token, and the row, again
+                _forget(r, appid, uid, token)
             raise
-        users.save_name(r, appid, uid, token, (known or "") if name is None else name)
     return token
+
+
+def _forget(r, appid: int, uid: int, token: str) -> None:
+    """Undo a token made moments ago; if Redis refuses that too, the first failure is the one to report."""
+    try:
+        users.forget_token(r, appid, uid, token)
+    except Exception:
+        log.exception("could not undo the token just made for app %s uid %s", appid, uid)
 
 
 class RevokeSchema(Schema):

@@ -8,13 +8,16 @@ import marshmallow as ma
 from flask import current_app, request
 
 from models.db import get_db
-from models.errors import InvalidField, InvalidJson, UnsupportedMediaType
+from models.errors import BodyTooLarge, InvalidField, InvalidJson, UnsupportedMediaType
 from models.group_change import group_change as unit_of_work
 from models.queue import Queues
 
 from .errors import field_error
+from .fields import setting
 
+# A \uD800-\uDFFF escape, in the body's bytes (UTF-8) or its decoded text (UTF-16 or -32).
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+SURROGATE_ESCAPE_TEXT = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _reject_constant(name: str):
@@ -29,18 +32,51 @@ def json_body():
     """The request body as JSON, {} when there is none. A Content-Type other than JSON is a
     415; none at all is taken as JSON (original clients often send none)."""
     req = request._get_current_object()
-    body = req.get_data(cache=True)
+    body = req.get_data(cache=True) if req.environ.get("CONTENT_LENGTH") else _unsized_body(req)
     if not body:
         return {}
     if req.mimetype and not req.is_json:
         raise UnsupportedMediaType()
+    encoding = json.detect_encoding(body)
     try:
-        data = _decode(body.decode(json.detect_encoding(body), "surrogatepass"))
-        if SURROGATE_ESCAPE.search(body):  # rare: make sure no lone surrogate got through
+        # Strict decoding (not json.loads' surrogatepass): raw surrogate bytes (UTF-8 ED A0 80,
+        # an unpaired UTF-16 surrogate) are refused here, at no cost to the common case.
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        raise InvalidJson("The request body is not valid " + encoding.upper() + " (a lone surrogate or a bad byte).") \
+            from None
+    try:
+        data = _decode(text)
+        # Escapes are the one way left to a lone surrogate; only bodies with one pay for the check.
+        if (SURROGATE_ESCAPE.search(body) if encoding == "utf-8" else SURROGATE_ESCAPE_TEXT.search(text)):
             json.dumps(data, ensure_ascii=False).encode()
         return data
-    except (ValueError, RecursionError):  # bad UTF-8 or JSON, NaN, a 5000-digit number, deep nesting
+    except UnicodeEncodeError:
+        raise InvalidJson("The request body holds a lone surrogate (\\uD800-\\uDFFF unpaired), not Unicode text.") \
+            from None
+    except (ValueError, RecursionError):  # bad JSON, NaN, a 5000-digit number, deep nesting
         raise InvalidJson() from None
+
+
+def _unsized_body(req) -> bytes:
+    """A body without Content-Length (chunked), whole, or BodyTooLarge: never a part of it.
+
+    werkzeug stops reading such a body at max_content_length and hands on what it read as if
+    it were all. Read at most the limit and one byte more from the server's (de-chunked) input."""
+    if "wsgi.input_terminated" not in req.environ:
+        return req.get_data(cache=True)  # werkzeug's safe fallback: an empty body
+    limit, stream = setting("MAX_CONTENT_LENGTH"), req.environ["wsgi.input"]
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise BodyTooLarge()
+    req._cached_data = body = b"".join(chunks)
+    return body
 
 
 LOCATIONS = {"json": json_body, "query": lambda: request.args}

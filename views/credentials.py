@@ -4,9 +4,10 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import logging
 import time
 from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import wraps
 
 import flask_smorest
 from flask import current_app, request
@@ -17,6 +18,8 @@ from models.errors import AppDisabled, BadSecret, BadToken, Forbidden, IpNotAllo
 from models.user import resolve_token
 
 from .fields import setting
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,27 @@ def find_app(appid: int) -> dict | None:
     with get_db().cursor() as cur:
         row = tenants.find_app(cur, appid)
     if row is not None:
-        row["secret_md5"] = hashlib.md5(row["secret"].encode()).hexdigest()
+        # An empty secret (a row inserted by hand) never authenticates: no digest matches None.
+        row["secret_md5"] = hashlib.md5(row["secret"].encode()).hexdigest() if row["secret"] else None
+        row["networks"] = _allowed_networks(row)
         cache[appid] = (time.monotonic() + setting("APP_CACHE_TTL"), row)
     return row
+
+
+MALFORMED = object()  # the "networks" of an app whose allowed_ips cannot be read: it fails closed
+
+
+def _allowed_networks(row: dict) -> tuple | object | None:
+    """The app's IP allow-list, None when it has none; MALFORMED (logged once per cache period) when unreadable."""
+    spec = row["allowed_ips"]
+    if not spec or not spec.strip():
+        return None
+    try:
+        return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in spec.split(",") if item.strip())
+    except ValueError:
+        log.error("app %s (%s): allowed_ips %r is not a comma-separated list of addresses or networks; "
+                  "its server auth is refused (403) until it is fixed", row["id"], row["name"], spec)
+        return MALFORMED
 
 
 def caller(scheme: str | None = None) -> Caller:
@@ -52,12 +73,26 @@ def caller(scheme: str | None = None) -> Caller:
     who = environ.get("im.caller")
     if who is None:
         kind, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if kind not in ("Basic", "Bearer") or not credentials.strip():
-            raise MissingCredentials()
-        who = environ["im.caller"] = _server(credentials.strip()) if kind == "Basic" else _client(credentials.strip())
+        if kind != "Basic" and kind != "Bearer":
+            kind = SCHEME_WORDS.get(kind.lower())  # the scheme is case-insensitive (RFC 7235)
+        credentials = credentials.strip()
+        if kind is None or not credentials:
+            raise MissingCredentials(headers={"WWW-Authenticate": challenge(scheme)})
+        who = environ["im.caller"] = _server(credentials) if kind == "Basic" else _client(credentials)
     if scheme == "Basic" and not who.is_server or scheme == "Bearer" and who.is_server:
         raise Forbidden(f"This endpoint needs {'server' if scheme == 'Basic' else 'client'} auth.")
     return who
+
+
+SCHEME_WORDS = {"basic": "Basic", "bearer": "Bearer"}
+CHALLENGES = {"Basic": 'Basic realm="app server", charset="UTF-8"', "Bearer": 'Bearer realm="client"'}
+
+
+def challenge(scheme: str | None, error: str | None = None) -> str:
+    """The WWW-Authenticate value of a 401: the scheme the endpoint takes, or both."""
+    if scheme is None:
+        return f"{CHALLENGES['Basic']}, {CHALLENGES['Bearer']}"
+    return CHALLENGES[scheme] + (f', error="{error}"' if error else "")
 
 
 SCHEMES = {"server": "Basic", "client": "Bearer", "any": None}
@@ -85,16 +120,18 @@ def _server(credentials: str) -> Caller:
         appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
         appid = int(appid)
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise MissingCredentials() from None
+        raise MissingCredentials(headers={"WWW-Authenticate": challenge("Basic")}) from None
     app = find_app(appid) if 0 <= appid < 2**63 else None
     if app is None:
-        raise UnknownApp()
-    if not hmac.compare_digest(app["secret_md5"].encode(), digest.lower().encode()):
-        raise BadSecret()
+        raise UnknownApp(headers={"WWW-Authenticate": challenge("Basic")})
+    if app["secret_md5"] is None or not hmac.compare_digest(app["secret_md5"].encode(), digest.lower().encode()):
+        raise BadSecret(headers={"WWW-Authenticate": challenge("Basic")})
     if app["disabled"]:
         raise AppDisabled()
-    if app["allowed_ips"] and not _in(client_address(), _networks(app["allowed_ips"])):
-        raise IpNotAllowed()
+    networks = app["networks"]
+    if networks is not None and (networks is MALFORMED or not _in(client_address(), networks)):
+        raise IpNotAllowed("The app's allowed_ips setting cannot be read; its operator must fix it."
+                           if networks is MALFORMED else None)
     return Caller(appid, None)
 
 
@@ -102,15 +139,10 @@ def _client(token: str) -> Caller:
     found = resolve_token(get_redis(), token)
     app = find_app(found[0]) if found else None
     if app is None:
-        raise BadToken()
+        raise BadToken(headers={"WWW-Authenticate": challenge("Bearer", "invalid_token")})
     if app["disabled"]:
         raise AppDisabled()
     return Caller(*found)
-
-
-@lru_cache(maxsize=64)
-def _networks(spec: str) -> tuple:
-    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in spec.split(",") if item.strip())
 
 
 _ANY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))

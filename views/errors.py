@@ -43,6 +43,8 @@ def respond(error: errors.ApiError):
     if error.status in (429, 503):
         response.headers["Retry-After"] = str(setting("RETRY_AFTER"))
     response.headers.update(error.headers)
+    if error.status == 401 and "WWW-Authenticate" not in error.headers:  # every 401 says how to authenticate
+        response.headers["WWW-Authenticate"] = 'Basic realm="app server", charset="UTF-8", Bearer realm="client"'
     return response
 
 

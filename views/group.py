@@ -1,6 +1,7 @@
 """/groups: groups and their members, for app servers (S) and for members' clients (C)."""
 import flask
 import marshmallow as ma
+from flask import request
 from flask.views import MethodView
 
 from models import group as groups
@@ -17,14 +18,16 @@ from models.errors import (
     MemberLimit,
     NotMaster,
     NotMember,
+    RateLimited,
 )
+from models.ratelimit import forgive, retry_after
 from models.user import group_quiet, set_group_quiet
 
 from . import schemas
 from .common import Blueprint, group_change, idempotency_scope, ok, page
 from .credentials import Caller, caller, requires
 from .docs import listed, one_of, responds
-from .fields import Id, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
+from .fields import Id, List, MemberField, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("group", __name__, description="Groups and members")
 
@@ -52,7 +55,7 @@ class MembersSchema(Schema):
     """A member list in any of the original's forms: [uid, ...], [{uid, name, avatar}, ...],
     {"members": [...], "inviter": {uid, name}} or one {uid, name, avatar}."""
 
-    members = ma.fields.List(MemberField(), required=True)
+    members = List(MemberField(), required=True)
     inviter = ma.fields.Nested(InviterSchema, allow_none=True)
 
     @ma.pre_load
@@ -68,7 +71,7 @@ class GroupCreateSchema(Schema):
     master = Uid(required=True)
     name = Text(required=True)
     super = ma.fields.Boolean(load_default=False)
-    members = ma.fields.List(MemberField(), load_default=list)
+    members = List(MemberField(), load_default=list)
     # Chosen ids stay below 2**53 so the table's AUTO_INCREMENT always has room above them.
     group_id = Id(maximum=2**53 - 1, allow_none=True)
     notice = Text(load_default="")
@@ -115,9 +118,10 @@ def member_limit(group: dict) -> int:
     return setting("MAX_SUPER_GROUP_MEMBERS" if group["super"] else "MAX_GROUP_MEMBERS")
 
 
-def require_master(group: dict, who: Caller) -> None:
-    """A client must be the group's master; an app server may act on any group of its app."""
-    if not who.is_server and group["master"] != who.uid:
+def require_master(cur, group: dict, who: Caller) -> None:
+    """A client must be the group's master and a live member (a master the app server removed
+    has no master rights left); an app server may act on any group of its app."""
+    if not who.is_server and (group["master"] != who.uid or not groups.live_members_among(cur, group["id"], [who.uid])):
         raise NotMaster()
 
 
@@ -125,6 +129,16 @@ def require_caller_member(cur, group: dict, who: Caller) -> None:
     """A client must be a member of the group; an app server may act on any group of its app."""
     if not who.is_server and not groups.live_members_among(cur, group["id"], [who.uid]):
         raise Forbidden("Only members of the group may do this.")
+
+
+@blp.before_request
+def no_visitors():
+    """Customer-service visitors (client ids from CUSTOMER_ID_BASE up) get 403 on every group path."""
+    if request.method == "OPTIONS":  # a browser's preflight carries no credentials (views/cors.py answers it)
+        return
+    who = caller()
+    if not who.is_server and who.uid >= setting("CUSTOMER_ID_BASE"):
+        raise Forbidden("Customer-service visitors cannot use groups.")
 
 
 @route("")
@@ -204,7 +218,7 @@ class Group(MethodView):
         """Rename, change the notice or cover, or transfer to another member (master only)."""
         who = caller()
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             if "master" in args and not groups.live_members_among(cur, gid, [args["master"]]):
                 raise InvalidField("master: the new master must be a member of the group.")
             groups.update_group(cur, changes, group, args)
@@ -216,7 +230,7 @@ class Group(MethodView):
         """Disband the group (master only)."""
         who = caller()
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             groups.disband_group(cur, changes, group)
         return ok()
 
@@ -269,7 +283,7 @@ class Members(MethodView):
         if not members:
             raise InvalidField("members: give at least one member to remove.")
         with group_change(who.appid, gid) as (cur, group, changes):
-            require_master(group, who)
+            require_master(cur, group, who)
             if not who.is_server and who.uid in {m["uid"] for m in members}:
                 raise MasterMustTransfer()
             groups.remove_members(cur, changes, group, members)
@@ -278,16 +292,28 @@ class Members(MethodView):
 
 @route("/join")
 class Join(MethodView):
-    @responds("groups_join", schemas.GroupIdSchema, errors=(GroupNotFound, MemberLimit))
+    @responds("groups_join", schemas.GroupIdSchema, errors=(GroupNotFound, MemberLimit, RateLimited))
     @requires("client")
     @blp.arguments(JoinSchema)
     def post(self, args):
         """Join the app's group that has this face-to-face code."""
-        who = caller()
-        if who.uid >= setting("CUSTOMER_ID_BASE"):
-            raise Forbidden("Customer-service visitors cannot join groups.")
-        with group_change(who.appid, code=args["code"]) as (cur, group, changes):
-            groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
+        who, r = caller(), get_redis()
+        # Wrong tries are limited per user (many users share an address behind a NAT), so a
+        # short code cannot be guessed by trying; every try counts at once, a right one is given back.
+        name, limit = f"join_{who.appid}_{who.uid}", setting("JOIN_RATE_LIMIT")
+        wait = retry_after(r, name, limit)
+        if wait is not None:
+            raise RateLimited("Too many wrong face-to-face codes; retry later.", headers={"Retry-After": str(wait)})
+        wrong = False
+        try:
+            with group_change(who.appid, code=args["code"]) as (cur, group, changes):
+                groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
+        except GroupNotFound:
+            wrong = True
+            raise
+        finally:
+            if not wrong:
+                forgive(r, name, limit)
         return ok({"group_id": group["id"]})
 
 
@@ -301,7 +327,7 @@ class Member(MethodView):
         with group_change(who.appid, gid) as (cur, group, changes):
             if not who.is_server:
                 if mid != who.uid:
-                    require_master(group, who)
+                    require_master(cur, group, who)
                 elif group["master"] == who.uid:
                     raise MasterMustTransfer()
             groups.remove_members(cur, changes, group, [{"uid": mid}])
@@ -318,7 +344,7 @@ class Member(MethodView):
         with group_change(who.appid, gid) as (cur, group, changes):
             groups.require_member(cur, group, mid)
             if "mute" in args:
-                require_master(group, who)
+                require_master(cur, group, who)
                 groups.set_mute(cur, changes, group, mid, args["mute"])
             if "nickname" in args:
                 groups.set_nickname(cur, changes, group, mid, args["nickname"])

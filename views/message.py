@@ -22,7 +22,7 @@ from . import schemas
 from .common import Blueprint, idempotency_scope, ok, queues
 from .credentials import Caller, caller, requires
 from .docs import listed, responds
-from .fields import SLOW, Id, Schema, Text, Uid, setting
+from .fields import SLOW, Id, List, Schema, Text, Uid, setting
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
 
@@ -32,7 +32,10 @@ class Content(ma.fields.Field):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, (dict, list)):
-            value = dumps(value)
+            try:
+                value = dumps(value)
+            except RecursionError:  # the parser took it, with fewer frames on the stack than here
+                raise ma.ValidationError("Nested too deeply.") from None
         if not isinstance(value, str):
             raise ma.ValidationError("Must be a string or a JSON object.")
         if len(value.encode()) > setting("MAX_CONTENT_BYTES"):
@@ -67,7 +70,7 @@ class SystemMessageSchema(MessageSchema):
 
 
 class PeerBatchSchema(MessageSchema):
-    messages = ma.fields.List(ma.fields.Nested(PeerMessageSchema), required=True)
+    messages = List(ma.fields.Nested(PeerMessageSchema), required=True)
 
     @ma.pre_load
     def wrap(self, data, **kwargs):
@@ -94,7 +97,7 @@ class OfflineSchema(Schema):
 class GroupNotificationSchema(MessageSchema):
     group_id = Id(required=True)
     content = Content(required=True)
-    members = ma.fields.List(Uid(), allow_none=True)
+    members = List(Uid(), limit="MAX_SUPER_GROUP_MEMBERS", allow_none=True)
 
 
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:

@@ -1,4 +1,6 @@
 """Operations: health probes, request ids, JSON logs and Prometheus metrics."""
+import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -15,11 +17,13 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from models import outbox
 from models.db import get_db, get_redis, ping_mysql
-from models.errors import Unavailable
+from models.errors import Forbidden, Unavailable
 
 from . import schemas
 from .common import Blueprint, ok
+from .credentials import client_address
 from .docs import responds
+from .fields import setting
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -72,8 +76,25 @@ class BacklogCollector:
         yield backlog
 
 
+def metrics_allowed() -> bool:
+    """Whether the caller may read /metrics: its address is in METRICS_ALLOWED, or it sends METRICS_TOKEN."""
+    token = setting("METRICS_TOKEN")
+    if token is not None:
+        kind, _, sent = request.headers.get("Authorization", "").partition(" ")
+        if kind.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode()):
+            return True
+    allowed, address = setting("METRICS_ALLOWED"), client_address()
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # no IP address: a peer on a unix socket
+        return allowed.unix
+    return any(ip in network for network in allowed.networks)
+
+
 def metrics():
     """Prometheus text format: this process's counters, or every worker's under gunicorn."""
+    if not metrics_allowed():
+        raise Forbidden("/metrics is not open to this client (METRICS_ALLOWED, METRICS_TOKEN).")
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)

@@ -13,7 +13,7 @@ from . import schemas
 from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
 from .docs import listed, responds
-from .fields import MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
+from .fields import List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
 
@@ -47,7 +47,7 @@ class ProfileSchema(Schema):
 
 
 class RegisterSchema(Schema):
-    users = ma.fields.List(ma.fields.Nested(MemberSchema), required=True)
+    users = List(ma.fields.Nested(MemberSchema), required=True)
 
     @ma.pre_load
     def wrap(self, data, **kwargs):
