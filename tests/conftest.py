@@ -415,3 +415,12 @@ def router():
     standin = RouterStandin()
     yield standin
     standin.close()
+
+
+def insert_group(db, appid: int, gid: int, members=(1, 2), master: int = 1, deleted: int = 0) -> int:
+    """A group written straight into MySQL (as an operator or the router's own tools would), with members."""
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO `group` (id, appid, master, name, deleted) VALUES (%s, %s, %s, 'g', %s)",
+                    (gid, appid, master, deleted))
+        cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(gid, uid) for uid in members])
+    return gid

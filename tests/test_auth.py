@@ -3,7 +3,19 @@ import base64
 import hashlib
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, basic, bearer, make_app, nothing_written, queue, rows, token_for
+from conftest import (
+    TEST_CONFIG,
+    Api,
+    assert_error,
+    basic,
+    bearer,
+    insert_group,
+    make_app,
+    nothing_written,
+    queue,
+    rows,
+    token_for,
+)
 
 from app import create_app
 
@@ -12,13 +24,6 @@ GRANT = "/auth/grant"
 
 def raw_basic(text: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(text.encode()).decode()}
-
-
-def insert_group(db, appid, gid, members=(1, 2), master=1):
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO `group` (id, appid, master, name) VALUES (%s, %s, %s, 'g')", (gid, appid, master))
-        for uid in members:
-            cur.execute("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", (gid, uid))
 
 
 # --- server auth: credentials ---------------------------------------------------------------------

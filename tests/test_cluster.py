@@ -9,7 +9,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from conftest import TEST_CONFIG, Api, all_keys, assert_error, bearer, queue, rows, token_for
+from conftest import TEST_CONFIG, Api, all_keys, assert_error, bearer, insert_group, queue, rows, token_for
 
 from app import create_app
 from models import outbox
@@ -142,10 +142,7 @@ POSTS = [  # (path, body, whose history lists get it)
 
 @pytest.fixture
 def group(db, demo):
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO `group` (id, appid, master, name) VALUES (%s, %s, 1, 'g')", (GID, demo["id"]))
-        cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(GID, 1), (GID, 2)])
-    return GID
+    return insert_group(db, demo["id"], GID)
 
 
 def histories(r, appid) -> dict:

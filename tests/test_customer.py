@@ -4,7 +4,7 @@ per-user history lists that POST /messages/... fill and GET /messages reads."""
 import json
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, bearer, make_app, queue, rows, token_for
+from conftest import TEST_CONFIG, Api, assert_error, bearer, insert_group, make_app, queue, rows, token_for
 
 from app import create_app
 
@@ -595,10 +595,7 @@ def history(r, appid, uid) -> list[dict]:
 
 @pytest.fixture
 def group(db, demo):
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO `group` (id, appid, master, name) VALUES (%s, %s, 1, 'g')", (GID, demo["id"]))
-        cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(GID, 1), (GID, 2)])
-    return GID
+    return insert_group(db, demo["id"], GID)
 
 
 def test_a_peer_message_goes_on_both_lists_as_the_queue_item(api, demo, r):

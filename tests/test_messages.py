@@ -4,7 +4,7 @@ import os
 import time
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, queue
+from conftest import TEST_CONFIG, Api, assert_error, insert_group, queue
 
 from app import create_app
 
@@ -28,17 +28,9 @@ BODIES = dict((path, body) for path, body, *_ in ENDPOINTS)
 
 
 
-def insert_group(db, appid, gid=GID, deleted=0):
-    with db.cursor() as cur:
-        cur.execute("INSERT INTO `group` (id, appid, master, name, deleted) VALUES (%s, %s, 1, 'g', %s)",
-                    (gid, appid, deleted))
-        cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(gid, 1), (gid, 2)])
-
-
 @pytest.fixture
 def group(db, demo):
-    insert_group(db, demo["id"])
-    return GID
+    return insert_group(db, demo["id"], GID)
 
 
 def post_ok(api, path, body) -> int:
@@ -116,7 +108,7 @@ def test_content_over_64_kib_is_400(api, group, r, path, content):
 @pytest.mark.parametrize("whose", ["other-app", "disbanded", "missing"])
 def test_message_to_a_group_not_live_in_the_app_is_404(api, db, demo, other, r, path, field, whose):
     if whose != "missing":
-        insert_group(db, other["id"] if whose == "other-app" else demo["id"], deleted=int(whose == "disbanded"))
+        insert_group(db, other["id"] if whose == "other-app" else demo["id"], GID, deleted=int(whose == "disbanded"))
     status, body = api.post(path, {**BODIES[path], field: GID})
     assert_error(status, body, 404, code=4001)
     assert r.keys("*") == []  # no queue item, no history

@@ -6,14 +6,13 @@ The test starts a MariaDB primary (binlog on) and a replica of its own, replicat
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic
+from conftest import TEST_CONFIG, Api, basic, free_port
 
 from app import create_app
 from models import db as dbmodule
@@ -21,12 +20,6 @@ from models.db import mysql_connect_args
 from models.migrations import init_db
 
 MARIADBD = "/usr/sbin/mariadbd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, seconds=30, what="it"):
