@@ -174,10 +174,7 @@ class Queues:
         is pushed and the first post's answer is returned. Without one, the first item's id is
         the key for a minute: a push resent by redis-py's retry after a timeout, whose first
         copy did run, pushes nothing."""
-        if idempotency:
-            key, ttl = keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
-        else:
-            key, ttl = keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
+        key, ttl = self._post_key(items, idempotency)
         script_keys, args = [self.messages, key], [self.max_length, self.history_length, ttl, dumps(answer)]
         for item in items:
             owners = history_owners(item) if self.history_length > 0 else []
@@ -188,14 +185,17 @@ class Queues:
             raise QueueFull()
         return answer if result == 0 else json.loads(result)
 
+    def _post_key(self, items: list[dict], idempotency: tuple[int, str, str] | None) -> tuple[str, int]:
+        """The post's de-duplication key and how long it is kept: its Idempotency-Key's, or its first id's."""
+        if idempotency:
+            return keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
+        return keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
+
     def _push_messages_in_steps(self, items: list[dict], answer: dict,
                                 idempotency: tuple[int, str, str] | None = None) -> dict:
         """push_messages for a Redis Cluster: the queue step (bound, idempotency) in one script,
         then the history lists; a post the queue step finds already made pushes no history again."""
-        if idempotency:
-            key, ttl = keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
-        else:
-            key, ttl = keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
+        key, ttl = self._post_key(items, idempotency)
         texts = [dumps(item) for item in items]
         result = run_script(self.redis, PUSH_QUEUED, [self.messages, key],
                             [self.max_length, ttl, dumps(answer), *texts])
