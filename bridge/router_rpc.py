@@ -141,7 +141,8 @@ class RouterClient:
     async def post(self, call: Call) -> None:
         """Deliver one call: return on 2xx, raise Refused or Unavailable otherwise."""
         try:
-            status, body = await asyncio.wait_for(self._send(self.request(call)), self.timeout)
+            async with asyncio.timeout(self.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                status, body = await self._send(self.request(call))
         except TimeoutError:
             raise Unavailable(f"no answer within {self.timeout} s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:

@@ -4,6 +4,11 @@ Its state lives in Redis. An item moves atomically from its queue onto `{queue}:
 when taken and leaves that list only once the router has it (or it is dead-lettered), so a
 crash loses nothing: the next bridge to hold the lease moves the processing list back onto
 the queue's pop end, in order, and delivers it again (at least once).
+
+Every loop ends by itself when told to (an event it waits on, a flag it checks), never by
+being cancelled: on Python 3.11 `asyncio.wait_for`, which redis-py uses for its socket
+timeout, can swallow a cancellation that arrives as the call completes, and a loop that
+swallowed it would run on and keep the process from exiting.
 """
 import asyncio
 import json
@@ -27,6 +32,7 @@ from .settings import Settings
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 5.0
 TAKE_BATCH = 200  # items moved per round trip while the queue is full
 BLOCK_SECONDS = 1  # a blocking take returns this often, to see a stop or a lost lease
+ENDING_SECONDS = 6.0  # for the loops of a term to see it end: one Redis call's timeout (5 s) and a little
 
 # Move up to ARGV[1] items from the queue's pop end onto the processing list, in one step.
 TAKE = """
@@ -44,6 +50,31 @@ local n = 0
 while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do n = n + 1 end
 return n
 """
+
+
+async def wait_until(seconds: float, *events: asyncio.Event) -> None:
+    """Wait `seconds`, or less if one of the events is set or becomes set."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+async def end(tasks: list[asyncio.Task], seconds: float) -> int:
+    """Give tasks that were told to end `seconds` to do so, then cancel them; how many still run."""
+    if not tasks:
+        return 0
+    _, running = await asyncio.wait(tasks, timeout=seconds)
+    for task in running:
+        task.cancel()
+    if running:
+        _, running = await asyncio.wait(running, timeout=1)
+    for task in set(tasks) - running:
+        if not task.cancelled() and task.exception() is not None:
+            logs.error("a loop of the bridge failed", error=repr(task.exception()))
+    return len(running)
 
 
 def backoff(attempt: int) -> float:
@@ -88,7 +119,7 @@ class QueueDrain:
             room = self.bridge.settings.max_pending - len(self.outstanding)
             if room <= 0:
                 self.room.clear()
-                await self.bridge.wait_or_stop(self.room.wait(), BLOCK_SECONDS)
+                await wait_until(BLOCK_SECONDS, self.room, self.bridge.stop, self.bridge.lost)
                 continue
             try:
                 raws = await self.r.eval(TAKE, 2, self.name, self.processing, min(TAKE_BATCH, room))
@@ -99,7 +130,7 @@ class QueueDrain:
             except (RedisError, OSError) as exc:
                 attempt += 1
                 logs.warning("taking failed", queue=self.name, error=str(exc), attempt=attempt)
-                await self.bridge.wait_or_stop(asyncio.sleep(backoff(attempt)), BACKOFF_CAP)
+                await wait_until(backoff(attempt), self.bridge.stop, self.bridge.lost)
                 continue
             for raw in raws:
                 self.dispatch(raw)
@@ -122,7 +153,8 @@ class QueueDrain:
         """Deliver one item until the router takes it or refuses it for good; never drop it.
 
         The item keeps its slot while it waits to retry: a router that is down then sees at
-        most BRIDGE_CONCURRENCY items retrying, however many conversations are waiting."""
+        most BRIDGE_CONCURRENCY items retrying, however many conversations are waiting. Once
+        the lanes are closing it is not tried again: it stays in the processing list."""
         attempt = 0
         async with self.bridge.slots:
             while True:
@@ -136,6 +168,9 @@ class QueueDrain:
                 except Refused as exc:
                     return await self.bury(taken, exc.status, exc.reason)
                 except (Unavailable, RedisError, OSError) as exc:
+                    if self.lanes.closing:
+                        return logs.warning("delivery failed while stopping, left for the next holder",
+                                            queue=self.name, id=deadletter.entry_id(taken.item), error=str(exc))
                     attempt += 1
                     self.metrics.retried.labels(self.name).inc()
                     logs.warning("delivery failed, will retry", queue=self.name, id=deadletter.entry_id(taken.item),
@@ -154,13 +189,16 @@ class QueueDrain:
         self.room.set()
 
     async def bury(self, taken: Taken, status: int, reason: str) -> None:
-        """Move a refused item to the dead letters, retrying Redis until that is done."""
+        """Move a refused item to the dead letters, retrying Redis until that is done (or the lanes close)."""
         attempt = 0
         while True:
             try:
                 dead_id = await deadletter.bury(self.r, self.name, taken.raw, taken.item, status, reason)
                 break
             except (RedisError, OSError) as exc:
+                if self.lanes.closing:
+                    return logs.warning("dead-lettering failed while stopping, left for the next holder",
+                                        queue=self.name, error=str(exc))
                 attempt += 1
                 logs.warning("dead-lettering failed, will retry", queue=self.name, error=str(exc))
                 await asyncio.sleep(backoff(attempt))
@@ -170,9 +208,12 @@ class QueueDrain:
         self.settle(taken)
 
     async def ack_loop(self) -> None:
-        """Take acknowledged items off the processing list, many per round trip."""
+        """Take acknowledged items off the processing list, many per round trip, until the term ends.
+
+        The term's end sets ack_ready too, to wake it; wind_down() flushes what is left."""
         attempt = 0
-        while True:
+        ending = self.bridge.ending
+        while not ending.is_set():
             await self.ack_ready.wait()
             self.ack_ready.clear()
             try:
@@ -182,7 +223,7 @@ class QueueDrain:
                 attempt += 1
                 logs.warning("acknowledging failed, will retry", queue=self.name, error=str(exc))
                 self.ack_ready.set()
-                await asyncio.sleep(backoff(attempt))
+                await wait_until(backoff(attempt), ending)
 
     async def flush_acks(self) -> None:
         """LREM every acknowledged item (searching from the old end, where it sits)."""
@@ -216,6 +257,7 @@ class Bridge:
         self.lease = Lease(self.r, keys.lease(settings.queues["messages"]), settings.lease_seconds)
         self.drains = [QueueDrain(self, role, name) for role, name in settings.queues.items()]
         self.stop, self.lost = asyncio.Event(), asyncio.Event()
+        self.ending = asyncio.Event()  # set once a term's lanes are finished: its other loops then end
         self.slots = asyncio.Semaphore(settings.concurrency)
 
     def role(self) -> str:
@@ -224,14 +266,6 @@ class Bridge:
 
     def taking(self) -> bool:
         return not (self.stop.is_set() or self.lost.is_set())
-
-    async def wait_or_stop(self, waiting, seconds: float) -> None:
-        """Wait for something, for a stop or a lost lease, or for `seconds`, whichever comes first."""
-        task = asyncio.ensure_future(waiting)
-        stop, lost = asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self.lost.wait())
-        await asyncio.wait({task, stop, lost}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for pending in (task, stop, lost):
-            pending.cancel()
 
     async def run(self) -> int:
         """Stand by until the lease is free, drain while it is held; return 0 after a SIGTERM or SIGINT."""
@@ -247,9 +281,10 @@ class Bridge:
                 if await self.try_lease():
                     await self.active_term()
                 else:
-                    await self.wait_or_stop(asyncio.sleep(self.poll_seconds()), self.poll_seconds())
+                    await wait_until(self.poll_seconds(), self.stop)
         finally:
-            watch.cancel()
+            self.stop.set()  # ends the observer too, if an error got us here
+            await end([watch], ENDING_SECONDS)
             await self.close(server)
         logs.info("bridge stopped")
         return 0
@@ -273,6 +308,7 @@ class Bridge:
     async def active_term(self) -> None:
         """Everything done while holding the lease: re-drive, take and deliver, then wind down."""
         self.lost.clear()
+        self.ending.clear()
         self.metrics.active.set(1)
         logs.info("lease taken: active", holder=self.lease.holder)
         tasks = []
@@ -294,9 +330,11 @@ class Bridge:
         for drain, cut in zip(self.drains, cuts, strict=True):
             if cut:
                 logs.warning("left unfinished in the processing list", queue=drain.name, count=cut)
-        for task in tasks:  # the ack flushers too: a cancelled flush puts its batch back for the last one
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self.ending.set()  # the renewer and the ack flushers end (a flush they are in puts its batch back)
+        for drain in self.drains:
+            drain.ack_ready.set()
+        if await end(tasks, ENDING_SECONDS):
+            logs.warning("a loop of the bridge did not end when told to")
         for drain in self.drains:
             try:
                 await drain.flush_acks()
@@ -314,9 +352,11 @@ class Bridge:
             logs.warning("lease lost: standing by")
 
     async def renew_loop(self) -> None:
-        """Renew the lease a few times per term; on losing it, stop taking."""
+        """Renew the lease a few times per lease period until the term ends; on losing it, stop taking."""
         while True:
-            await asyncio.sleep(self.settings.lease_seconds / 3)
+            await wait_until(self.settings.lease_seconds / 3, self.ending)
+            if self.ending.is_set():
+                return
             if not await self.lease.renew():
                 logs.warning("lease lost", holder=await self.safe_holder())
                 self.lost.set()
@@ -329,8 +369,8 @@ class Bridge:
             return None
 
     async def observe_loop(self) -> None:
-        """Once a second: queue lengths and lag for the metrics, and the heartbeat /healthz reads."""
-        while True:
+        """Once a second until the bridge stops: queue lengths and lag for the metrics, the heartbeat for /healthz."""
+        while not self.stop.is_set():
             try:
                 async with self.r.pipeline(transaction=False) as pipe:
                     for drain in self.drains:
@@ -344,7 +384,7 @@ class Bridge:
                 self.health.mark(True)
             except (RedisError, OSError):
                 self.health.mark(False)
-            await asyncio.sleep(1)
+            await wait_until(1, self.stop)
 
     async def deliver(self, drain: QueueDrain, item: dict) -> None:
         """Give one item to the router, the way its queue's kind of item goes (SPEC 7)."""

@@ -527,6 +527,44 @@ def test_a_missing_or_bad_im_rpc_url_is_a_one_line_error(app, url, message):
     assert "Traceback" not in done.stderr
 
 
+def test_a_stop_ends_the_term_even_when_a_redis_call_swallows_its_cancellation(app, r, router):
+    """On Python 3.11 redis-py's socket timeout (asyncio.wait_for) can eat a cancellation that lands
+    as a call completes; the CI run that hung on SIGTERM was one. Here a flush swallows it every
+    time: the bridge must still stop, because its loops end when told to, not when cancelled."""
+    import asyncio
+
+    from bridge.settings import from_config
+    from bridge.worker import Bridge
+
+    def deaf(flush):
+        calls = []
+
+        async def swallowing():
+            calls.append(1)
+            try:
+                await flush()
+                if len(calls) == 1:
+                    await asyncio.sleep(2)  # the window the stop lands in
+            except asyncio.CancelledError:
+                pass
+        return swallowing
+
+    async def deliver_one_then_stop():
+        bridge = Bridge(from_config({**app.config, "IM_RPC_URL": router.url, "BRIDGE_METRICS_PORT": 0}))
+        drain = bridge.drains[0]  # im_message_queue
+        drain.flush_acks = deaf(drain.flush_acks)
+        running = asyncio.create_task(bridge.run())
+        push(r, "im_message_queue", peer(1, 1, 2))
+        while not router.taken():
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the ack flusher is now inside its 2 s flush
+        bridge.request_stop(signal.SIGTERM)
+        return await asyncio.wait_for(running, 10)
+
+    assert asyncio.run(deliver_one_then_stop()) == 0
+    assert [q.text for q in router.taken()] == ["1>2#1"]
+    assert drained(r, "im_message_queue")  # acknowledged
+    assert r.get("{im_message_queue}:bridge_lease") is None
 
 
 # The parts, without a process.
