@@ -39,15 +39,16 @@ def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, co
             group = None if gid is None else groups.lock_group(cur, appid, gid)
         yield cur, group, changes
         notes = [group_notification(queues.ids.next(), *note) for note in changes.notes]
-        outbox.append(cur, queues, group_events=changes.events, messages=notes, cleared=changes.cleared,
-                      relationship_events=changes.relationship_events)
-    if changes:
-        relay_after_commit(conn, queues)
+        stored = outbox.append(cur, queues, group_events=changes.events, messages=notes,
+                               cleared=changes.cleared, relationship_events=changes.relationship_events)
+    if stored is not None:
+        relay_after_commit(conn, queues, stored)
 
 
-def relay_after_commit(conn, queues: Queues) -> None:
-    """Relay the outbox before the response; if Redis or MySQL fails just then, the background relay will."""
+def relay_after_commit(conn, queues: Queues, stored: int) -> None:
+    """Relay the outbox (`stored`: what outbox.append() returned) before the response; if Redis
+    or MySQL fails just then, the background relay will."""
     try:
-        outbox.relay(conn, queues.redis)
+        outbox.relay(conn, queues.redis, stored)
     except (redis.RedisError, pymysql.Error) as exc:
         log.warning("relay after commit failed, left to the background relay: %s", exc)

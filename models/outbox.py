@@ -11,6 +11,15 @@ relay() first numbers rows in MySQL (seq, the relay order; action_id for events)
 commits, then pushes them; each queue keeps the highest seq pushed to it (keys.relayed), and
 the push script skips rows at or below it, atomically with the pushes. A push that Redis
 ran although its reply was lost, or rows pushed just before a crash, are never pushed twice.
+Once a batch is done, keys.outbox_pushed says so; the relay deletes its rows after it has
+let the lock go (their commit is not one more the next relay waits for), and no relay looks
+at rows at or below that mark again. The background relay deletes any a crash left behind.
+
+A change relays right after its commit, so its items are queued before its response. While
+one relay runs, the changes that committed meanwhile wait for the lock; the running relay
+takes their rows too (it relays until a pass finds fewer than a batch), so each of them,
+once it has the lock, sees its first row gone and returns at once: under load one relay
+moves many changes' rows for two commits, instead of every change paying for its own.
 """
 import json
 import logging
@@ -28,9 +37,17 @@ TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
 RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
 UNNUMBERED = "SELECT id, chain, item FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
 RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
-NUMBER = "UPDATE outbox SET seq = %(seq)s, item = %(item)s WHERE id = %(id)s"
-NUMBERED = "SELECT id, seq, command, redis_key, item FROM outbox WHERE seq IS NOT NULL ORDER BY seq LIMIT %(limit)s"
+# One statement for a whole batch (rows are never deleted but under the relay lock, so each id exists).
+NUMBER = """
+INSERT INTO outbox (id, seq, item) VALUES (%(id)s, %(seq)s, %(item)s)
+ON DUPLICATE KEY UPDATE seq = VALUES(seq), item = VALUES(item)
+"""
+STILL_WAITING = "SELECT 1 FROM outbox WHERE id = %(id)s"
+NUMBERED = """
+SELECT id, seq, command, redis_key, item FROM outbox WHERE seq > %(pushed)s ORDER BY seq LIMIT %(limit)s
+"""
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
+DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= %(pushed)s"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
@@ -52,6 +69,9 @@ for i = 1, #ARGV, 2 do
 end
 if top > mark then redis.call('SET', KEYS[2], top) end
 return refused
+"""
+RAISE_MARK = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 """
 log = logging.getLogger(__name__)
 
@@ -82,45 +102,61 @@ class Changes:
         self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
-def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> None:
-    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit."""
+def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> int | None:
+    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit;
+    the id of one of the rows (for relay()), None if there were none."""
     rows = [{"command": "LPUSH", "key": queues.group_events, "item": dumps(e), "chain": GROUP_CHAIN}
             for e in group_events]
     rows += [{"command": "LPUSH", "key": queues.relationship_events, "item": dumps(e), "chain": RELATIONSHIP_CHAIN}
              for e in relationship_events]
     rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m), "chain": ""} for m in messages]
     rows += [{"command": "HDEL", "key": key, "item": field, "chain": ""} for key, field in cleared]
-    if rows:
-        cur.executemany(INSERT_ITEM, rows)
+    if not rows:
+        return None
+    cur.executemany(INSERT_ITEM, rows)  # one multi-row INSERT: its rows commit, and are relayed, together
+    return cur.lastrowid
 
 
-def relay(conn, r) -> int:
+def relay(conn, r, mine: int | None = None) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
-    If another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it
-    (or to the next relay) and return 0."""
+    `mine`: the id append() returned for the caller's committed change; if a relay that ran
+    meanwhile has moved it, there is nothing left for this one to wait for (see above). If
+    another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it (or
+    to the next relay) and return 0."""
     with conn.cursor() as cur:
         cur.execute(TAKE_RELAY_LOCK, {"seconds": RELAY_LOCK_WAIT})
         if not cur.fetchone()["got"]:
             log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
             return 0
+    done = []
     try:
-        moved = 0
+        if mine is not None:
+            with conn.cursor() as cur:
+                if not cur.execute(STILL_WAITING, {"id": mine}):
+                    return 0
+        pushed = int(r.get(keys.outbox_pushed()) or 0)
         while True:
             _number(conn)
             with conn.cursor() as cur:
-                cur.execute(NUMBERED, {"limit": RELAY_BATCH})
+                cur.execute(NUMBERED, {"pushed": pushed, "limit": RELAY_BATCH})
                 rows = cur.fetchall()
             if rows:
                 _push(r, rows)
-                with conn.cursor() as cur:
-                    cur.execute(DELETE_RELAYED, {"ids": [row["id"] for row in rows]})
-            moved += len(rows)
+                pushed = rows[-1]["seq"]
+                run_script(r, RAISE_MARK, [keys.outbox_pushed()], [pushed])
+                done += [row["id"] for row in rows]
             if len(rows) < RELAY_BATCH:
-                return moved
+                break
     finally:
         with conn.cursor() as cur:
             cur.execute(RELEASE_RELAY_LOCK)
+    with conn.cursor() as cur:
+        if done:
+            cur.execute(DELETE_RELAYED, {"ids": done})
+        if mine is None:  # the background relay: rows a relay pushed and then died before deleting
+            cur.execute(DELETE_LEFT_BEHIND, {"pushed": pushed})
+    return len(done)
 
 
 def _number(conn) -> None:

@@ -68,14 +68,14 @@ def relationship_change(conn, queues: Queues, write: Callable, *args) -> None:
         try:
             with transaction(conn) as cur:
                 write(cur, events, *args)
-                outbox.append(cur, queues, relationship_events=events)
+                stored = outbox.append(cur, queues, relationship_events=events)
             break
         except pymysql.OperationalError as exc:
             if exc.args[0] != ER_LOCK_DEADLOCK or attempt == DEADLOCK_ATTEMPTS:
                 raise
             time.sleep(random.uniform(0, 0.005 * attempt))  # so the two do not meet again at once
-    if events:
-        relay_after_commit(conn, queues)
+    if stored is not None:
+        relay_after_commit(conn, queues, stored)
 
 
 def befriend(cur, events: list, appid: int, uid: int, friend_uids: list[int]) -> None:

@@ -16,11 +16,12 @@ def pending_change(app, db, appid, gid, n=3):
     queues = app.extensions["queues"]
     with db.cursor() as cur:
         cur.execute("BEGIN")
-        outbox.append(cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
+        stored = outbox.append(cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
                                                  for uid in range(1, n + 1)],
                       messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}")
                                 for _ in range(n)])
         cur.execute("COMMIT")
+    return stored
 
 
 def numbered_rows(db):
@@ -67,6 +68,36 @@ def test_events_are_numbered_by_the_relay_gap_free_and_numbering_survives_a_fail
     assert [e["previous_action_id"] for e in events] == list(range(before, before + 6))
     assert [e["group_id"] for e in events] == [5, 5, 5, 6, 6, 6]
     assert first[0] in [item for item in r.lrange("group_event_queue", 0, -1)]  # numbered once, kept
+
+
+def test_a_change_whose_rows_another_relay_moved_does_not_relay_again(app, db, r, demo):
+    """Group commit: the first relay moves both changes' rows; the second change's relay, once
+    it has the lock, finds its row gone and returns without a pass of its own."""
+    first, second = pending_change(app, db, demo["id"], 5), pending_change(app, db, demo["id"], 6)
+    assert second > first
+    assert outbox.relay(db, r, first) == 12
+    pending_change(app, db, demo["id"], 7)  # committed after: not the second change's to wait for
+    assert outbox.relay(db, r, second) == 0
+    assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
+    assert outbox.pending(db) == 6  # the background relay's, or the third change's own relay
+    assert outbox.relay(db, r) == 6
+
+
+def test_rows_done_in_redis_are_never_pushed_again_and_the_background_relay_deletes_them(
+        app, db, r, demo, monkeypatch):
+    """A relay that died after its pushes, before deleting its rows (the delete runs after it let
+    the lock go): the next relays skip them by the pushed mark, without the queues' marks."""
+    first = pending_change(app, db, demo["id"], 5)
+    monkeypatch.setattr(outbox, "DELETE_RELAYED", "DO 0 IN %(ids)s")  # the delete that did not happen
+    assert outbox.relay(db, r, first) == 6
+    monkeypatch.undo()
+    assert int(r.get("{outbox}:pushed")) == max(row["seq"] for row in numbered_rows(db))
+    r.delete("{group_event_queue}:relayed", "{im_message_queue}:relayed")
+    second = pending_change(app, db, demo["id"], 6)
+    assert outbox.relay(db, r, second) == 6  # only the new change's rows
+    assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
+    assert len(numbered_rows(db)) == 6  # a change's relay leaves the others' rows be
+    assert outbox.relay(db, r) == 0 and outbox.pending(db) == 0  # the background relay's clean-up
 
 
 def test_a_group_change_holds_no_global_lock_while_it_runs(app, db, r, demo, api):
