@@ -1,7 +1,7 @@
 """Scaling (SPEC 8): group changes across 16 groups vs 1, and costs against group size.
 
-Usage: .venv/bin/python bench/scaling.py [--part parallel,size] [--rounds 10] [--seconds 2]
-       [--connections 16] [--size-rounds 7] [--sizes 1000,10000,100000]
+Usage: .venv/bin/python bench/scaling.py [--part parallel,size,disband] [--rounds 10] [--seconds 2]
+       [--connections 16] [--size-rounds 7] [--sizes 1000,10000,100000] [--disbands 5]
 Needs wrk, MariaDB (its SEQUENCE engine: seq_1_to_N) and Redis; uses bench.py's database
 gobelieve_bench and Redis DB 9, which it empties, and gunicorn as deployed (gunicorn.conf.py).
 
@@ -12,6 +12,10 @@ connections. Prints requests/s, the ratio of 16 groups to 1 group and each vs th
 size: groups of 1,000, 10,000 and 100,000 members (rows written with INSERT ... SELECT from a
 sequence, member_count set to match), then single requests timed one at a time with
 http.client against gunicorn, interleaved over the sizes, medians over the rounds.
+
+disband: one client adds members to 4 small groups, one request at a time, while another
+disbands a 100,000-member group every 2 s; the adds' latencies while no disband runs vs
+while one does, and how long each disband took (the time it holds its group's lock, at most).
 """
 import argparse
 import base64
@@ -20,6 +24,7 @@ import http.client
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from statistics import median
@@ -168,6 +173,54 @@ def size(args) -> None:
           + f" | {got_bytes[last] / got_bytes[first]:.2f}x |")
 
 
+def disband(args) -> None:
+    appid, secret, _ = prepare()
+    auth, env = setup(appid, secret)
+    with db().cursor() as cur:
+        small = [new_group(cur, appid, 3) for _ in range(4)]
+        big = [new_group(cur, appid, 100_000) for _ in range(args.disbands)]
+    proc, port = serve("app:app", env)
+    adds, disbands, stop = [], [], threading.Event()
+
+    def add_members():
+        client, uid = Client(port, auth), 10**7
+        while not stop.is_set():
+            uid += 1
+            started = time.perf_counter()
+            adds.append((started, client("POST", f"/groups/{small[uid % 4]}/members", [uid])[0]))
+
+    adder = threading.Thread(target=add_members)
+    try:
+        adder.start()
+        client = Client(port, auth)
+        for gid in big:
+            time.sleep(2)
+            started = time.perf_counter()
+            disbands.append((started, client("DELETE", f"/groups/{gid}")[0]))
+        time.sleep(1)
+    finally:
+        stop.set()
+        adder.join()
+        proc.terminate()
+        proc.wait()
+    windows = [(start, start + ms / 1000) for start, ms in disbands]
+    during = [ms for at, ms in adds if any(a <= at <= b for a, b in windows)]
+    outside = [ms for at, ms in adds[10:] if not any(a - 0.05 <= at <= b + 0.05 for a, b in windows)]
+
+    def cells(values):
+        values = sorted(values)
+        return (f"{len(values)} | {median(values):.1f} | {values[int(len(values) * 0.99)]:.1f} | "
+                f"{values[-1]:.1f}")
+
+    print(f"# {os.cpu_count()} cores, gunicorn.conf.py defaults; member adds to 4 small groups one at a time"
+          f" (http.client, keep-alive) while {args.disbands} disbands of 100,000-member groups run, 2 s apart")
+    print("| member adds | requests | p50 ms | p99 ms | max ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"| while no disband runs | {cells(outside)} |")
+    print(f"| while a disband runs | {cells(during)} |")
+    print(f"\ndisband of 100,000 members, ms: {' '.join(f'{ms:.0f}' for _, ms in disbands)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", default="parallel,size")
@@ -176,6 +229,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--size-rounds", type=int, default=7)
     parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--disbands", type=int, default=5)
     args = parser.parse_args()
     parts = args.part.split(",")
     if "parallel" in parts:
@@ -184,6 +238,9 @@ def main():
         if "parallel" in parts:
             print()
         size(args)
+    if "disband" in parts:
+        print()
+        disband(args)
 
 
 if __name__ == "__main__":

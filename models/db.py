@@ -26,6 +26,7 @@ def _session_setup(config) -> list[str]:
     return [
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         f"SET SESSION innodb_lock_wait_timeout = {max(1, int(config['MYSQL_TIMEOUT']) - 1)}",
+        "SET SESSION group_concat_max_len = 67108864",  # 64 MB: a disband's member list in one value
     ]
 
 

@@ -434,6 +434,27 @@ def test_disband_queues_one_disband_event_and_one_notification(api, db, r, demo)
     assert_now_s(note["disband"]["timestamp"])
 
 
+def test_the_disband_notification_names_every_live_member_however_long_the_list(api, db, r):
+    gid = create(api, name="team", members=[1, 22, 333, 4444, 987654321])
+    assert api.post(f"/groups/{gid}/members", [55])[0] == 200
+    assert api.delete(f"/groups/{gid}/members/22")[0] == 200
+    flush_queues(r)
+    assert api.delete(f"/groups/{gid}")[0] == 200
+    [item] = [json.loads(raw) for raw in r.lrange("im_message_queue", 0, -1)]
+    assert item["members"] == [1, 55, 333, 4444, 987654321]
+
+
+def test_a_member_list_longer_than_group_concat_max_len_is_read_row_by_row(api, db):
+    from models import group as groups
+    gid = create(api, name="team", members=[1, 22, 333, 4444, 987654321])
+    with db.cursor() as cur:
+        cur.execute("SET SESSION group_concat_max_len = 8")  # "1,22,333" fits, the rest is cut
+        assert groups._live_uids(cur, gid) == [1, 22, 333, 4444, 987654321]
+        cur.execute("SET SESSION group_concat_max_len = 1024")
+        assert groups._live_uids(cur, gid) == [1, 22, 333, 4444, 987654321]
+        assert groups._live_uids(cur, gid + 1000) == []
+
+
 def test_disband_leaves_other_groups_alone(api, db):
     gid, kept = create(api, members=[1, 2]), create(api, members=[1, 2])
     assert api.delete(f"/groups/{gid}")[0] == 200
