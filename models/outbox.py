@@ -19,7 +19,7 @@ A change relays right after its commit, so its items are queued before its respo
 one relay runs, the changes that committed meanwhile wait for the lock; the running relay
 takes their rows too (it relays until a pass finds fewer than a batch), so each of them,
 once it has the lock, sees its first row gone and returns at once: under load one relay
-moves many changes' rows for two commits, instead of every change paying for its own.
+pass moves many changes' rows, instead of every change paying for a pass of its own.
 """
 import json
 import logging
@@ -37,7 +37,8 @@ TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
 RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
 UNNUMBERED = "SELECT id, chain, item FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
 RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
-# One statement for a whole batch (rows are never deleted but under the relay lock, so each id exists).
+# One statement for a whole batch. Only numbered rows are ever deleted, so each id here exists
+# and the INSERT branch never runs.
 NUMBER = """
 INSERT INTO outbox (id, seq, item) VALUES (%(id)s, %(seq)s, %(item)s)
 ON DUPLICATE KEY UPDATE seq = VALUES(seq), item = VALUES(item)
