@@ -25,6 +25,8 @@ import json
 import logging
 from collections import defaultdict
 
+import pymysql
+
 from . import keys
 from .db import transaction
 from .queue import group_event
@@ -35,10 +37,17 @@ INSERT INTO outbox (command, redis_key, item, chain) VALUES (%(command)s, %(key)
 """
 TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
 RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
-UNNUMBERED = "SELECT id, chain, item FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s"
+# `locked`: whether this session still holds the relay lock. The pool reconnects a session that
+# dropped and re-runs a statement outside a transaction on the new one, which holds no lock;
+# inside the numbering transaction it cannot, so checking there keeps two relays from
+# numbering the same rows.
+UNNUMBERED = """
+SELECT id, chain, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked FROM outbox
+WHERE seq IS NULL ORDER BY id LIMIT %(limit)s
+"""
 RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
-# One statement for a whole batch. Only numbered rows are ever deleted, so each id here exists
-# and the INSERT branch never runs.
+# One statement for a whole batch. Only numbered rows are ever deleted, and these rows were read
+# unnumbered under the lock, in this transaction: each id exists and the INSERT branch never runs.
 NUMBER = """
 INSERT INTO outbox (id, seq, item) VALUES (%(id)s, %(seq)s, %(item)s)
 ON DUPLICATE KEY UPDATE seq = VALUES(seq), item = VALUES(item)
@@ -75,6 +84,10 @@ RAISE_MARK = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 """
 log = logging.getLogger(__name__)
+
+
+class RelayLockLost(pymysql.err.OperationalError):
+    """The relay's session lost the lock (MySQL dropped it and the pool reconnected): stop relaying."""
 
 
 class Changes:
@@ -167,6 +180,8 @@ def _number(conn) -> None:
         rows = cur.fetchall()
         if not rows:
             return
+        if not rows[0]["locked"]:
+            raise RelayLockLost("the MySQL session that took the relay lock is gone; numbering left to the next relay")
         next_seq = _reserve(cur, "outbox_seq", len(rows))
         chains = defaultdict(list)
         for row in rows:

@@ -3,6 +3,7 @@ import threading
 import time
 
 import pymysql
+import pytest
 from conftest import queue, rows
 
 from models import outbox
@@ -24,13 +25,21 @@ def pending_change(app, db, appid, gid, n=3):
     return stored
 
 
+def number_under_the_lock(db):
+    """The relay's first step alone (as a relay that dies after it)."""
+    with db.cursor() as cur:
+        cur.execute("SELECT GET_LOCK('outbox_relay', 5)")
+        outbox._number(db)
+        cur.execute("SELECT RELEASE_LOCK('outbox_relay')")
+
+
 def numbered_rows(db):
     return rows(db, "SELECT id, seq, command, redis_key, item FROM outbox WHERE seq IS NOT NULL ORDER BY seq")
 
 
 def test_rows_pushed_just_before_a_crash_are_not_pushed_again(app, db, r, demo):
     pending_change(app, db, demo["id"], 5)
-    outbox._number(db)
+    number_under_the_lock(db)
     outbox._push(r, numbered_rows(db))  # ... and the relay died before deleting the rows
     assert len(queue(r, "group_event_queue")) == 3
     assert outbox.relay(db, r) == 6  # the next relay finds them again
@@ -44,7 +53,7 @@ def test_rows_pushed_just_before_a_crash_are_not_pushed_again(app, db, r, demo):
 def test_a_push_redis_ran_twice_queues_once(app, db, r, demo):
     """What redis-py's retry does after a timeout whose command did run: the script skips it."""
     pending_change(app, db, demo["id"], 5)
-    outbox._number(db)
+    number_under_the_lock(db)
     numbered = numbered_rows(db)
     outbox._push(r, numbered)
     outbox._push(r, numbered)
@@ -59,7 +68,7 @@ def test_events_are_numbered_by_the_relay_gap_free_and_numbering_survives_a_fail
     pending_change(app, db, demo["id"], 5)
     stored = rows(db, "SELECT item FROM outbox WHERE chain = 'group_action'")
     assert all("action_id" not in row["item"] for row in stored)  # not numbered inside the change
-    outbox._number(db)
+    number_under_the_lock(db)
     first = [row["item"] for row in numbered_rows(db)]
     pending_change(app, db, demo["id"], 6)
     outbox.relay(db, r)
@@ -98,6 +107,23 @@ def test_rows_done_in_redis_are_never_pushed_again_and_the_background_relay_dele
     assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
     assert len(numbered_rows(db)) == 6  # a change's relay leaves the others' rows be
     assert outbox.relay(db, r) == 0 and outbox.pending(db) == 0  # the background relay's clean-up
+
+
+def test_a_relay_whose_session_lost_the_lock_numbers_nothing(app, db, r, demo, monkeypatch):
+    """As after the pool reconnected a session that had taken the lock (MySQL dropped it): another
+    relay may hold the lock now, and two relays numbering the same rows would push them twice."""
+    pending_change(app, db, demo["id"], 5)
+    other = pymysql.connect(**mysql_connect_args(app.config))
+    with other.cursor() as cur:
+        cur.execute("SELECT GET_LOCK('outbox_relay', 0)")
+    monkeypatch.setattr(outbox, "TAKE_RELAY_LOCK", "SELECT 1 AS got")  # believes it took the lock
+    with pytest.raises(outbox.RelayLockLost):
+        outbox.relay(db, r)
+    other.close()  # its lock goes with it
+    monkeypatch.undo()
+    assert numbered_rows(db) == [] and queue(r, "group_event_queue") == []
+    assert outbox.relay(db, r) == 6
+    assert [e["action_id"] - e["previous_action_id"] for e in queue(r, "group_event_queue")] == [1, 1, 1]
 
 
 def test_a_group_change_holds_no_global_lock_while_it_runs(app, db, r, demo, api):
