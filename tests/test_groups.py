@@ -434,7 +434,7 @@ def test_disband_queues_one_disband_event_and_one_notification(api, db, r, demo)
     assert_now_s(note["disband"]["timestamp"])
 
 
-def test_the_disband_notification_names_every_live_member_however_long_the_list(api, db, r):
+def test_the_disband_notification_names_the_live_members_in_uid_order(api, db, r):
     gid = create(api, name="team", members=[1, 22, 333, 4444, 987654321])
     assert api.post(f"/groups/{gid}/members", [55])[0] == 200
     assert api.delete(f"/groups/{gid}/members/22")[0] == 200

@@ -17,10 +17,10 @@ def pending_change(app, db, appid, gid, n=3):
     queues = app.extensions["queues"]
     with db.cursor() as cur:
         cur.execute("BEGIN")
-        stored = outbox.append(cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
-                                                 for uid in range(1, n + 1)],
-                      messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}")
-                                for _ in range(n)])
+        stored = outbox.append(
+            cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
+                                       for uid in range(1, n + 1)],
+            messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}") for _ in range(n)])
         cur.execute("COMMIT")
     return stored
 
