@@ -58,6 +58,17 @@ def number(low: float = 0) -> Callable[[Any], float]:
     return parse
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(value) -> str:
+    """A logging level by name, in any case (gunicorn takes it in lower case)."""
+    level = str(value).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def flag(value) -> bool:
     if isinstance(value, bool):
         return value
@@ -211,7 +222,7 @@ class Config:
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
     BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
 
-    LOG_LEVEL = Setting(text, "INFO")
+    LOG_LEVEL = Setting(log_level, "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.
     ACCESS_LOG = Setting(flag, True)
 
@@ -230,9 +241,6 @@ class Config:
     OPENAPI_SWAGGER_UI_CONFIG = {"validatorUrl": None, "displayOperationId": True}
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
 def load(overrides: dict | None = None, environ=os.environ) -> dict:
     """Every setting, parsed: an override wins over the environment, which wins over the default."""
     overrides = overrides or {}
@@ -249,6 +257,4 @@ def load(overrides: dict | None = None, environ=os.environ) -> dict:
             settings[name] = declared.parse(raw)
         except (ValueError, TypeError) as exc:
             raise SettingError(f"{variable}={raw!r}: {exc}") from None
-    if str(settings["LOG_LEVEL"]).upper() not in LOG_LEVELS:
-        raise SettingError(f"LOG_LEVEL={settings['LOG_LEVEL']!r}: expected one of {', '.join(LOG_LEVELS)}")
     return {**overrides, **settings}

@@ -29,6 +29,13 @@ def test_an_override_is_checked_like_the_environment():
         create_app({"CUSTOMER_RATE_LIMIT": "60 a minute"})
 
 
+def test_a_log_level_in_lower_case_is_taken_as_gunicorn_takes_it():
+    """LOG_LEVEL is shared with gunicorn.conf.py, which lower-cases it; "warning" once passed the
+    check and then stopped create_app with a traceback."""
+    assert config.load(environ={"LOG_LEVEL": "warning"})["LOG_LEVEL"] == "WARNING"
+    create_app({"LOG_LEVEL": "info"})
+
+
 def test_values_are_parsed_once():
     settings = config.load(environ={"MYSQL_PORT": "3307", "CUSTOMER_RATE_LIMIT": "5/hour", "ACCESS_LOG": "0",
                                     "TRUSTED_PROXIES": "10.0.0.0/8, unix", "MAX_BODY_BYTES": "2048"})
