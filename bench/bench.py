@@ -107,12 +107,20 @@ def serve(module: str, env: dict) -> tuple[subprocess.Popen, int]:
 
 
 def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dict:
+    """One wrk run; with "workers": how many gunicorn processes held its connections halfway through."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script + REPORT_ERROR)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
-                          "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", url],
-                         capture_output=True, text=True, check=True).stdout
+    run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
+                            "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", url],
+                           stdout=subprocess.PIPE, text=True)
+    time.sleep(seconds / 2)
+    port = url.split(":")[2].split("/")[0]
+    held = subprocess.run(["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+                          capture_output=True, text=True).stdout
+    out = run.communicate()[0]
     os.unlink(f.name)
+    if run.returncode:
+        raise SystemExit(f"wrk failed on {url}:\n{out}")
     if "Non-2xx" in out:
         raise SystemExit(f"non-2xx answers from {url}:\n{out}")
 
@@ -123,7 +131,8 @@ def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dic
         value, unit = found.groups()
         return float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
 
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": ms(50), "p99": ms(99)}
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]), "p50": ms(50), "p99": ms(99),
+            "workers": len(set(re.findall(r"pid=(\d+)", held)))}
 
 
 def main():

@@ -39,6 +39,12 @@ from bench.bench import DATABASE, LUA, REDIS_DB, prepare, serve, wrk  # noqa: E4
 from models.db import mysql_connect_args  # noqa: E402
 
 
+# The kernel hands wrk's connections to whichever gunicorn worker accepts first: now and then all
+# of them land on one worker, which runs on one core of two (the floor drops to a third). Such a
+# run measures that luck, not the code, and is run again, up to this many times in all.
+LOPSIDED_TRIES = 4
+
+
 def db():
     return pymysql.connect(**{**mysql_connect_args(config.load({"MYSQL_DATABASE": DATABASE})), "autocommit": True})
 
@@ -74,6 +80,7 @@ def parallel(args) -> None:
             ("member adds, 1 group", "app:app", f"/groups/{one}/members", LUA["add"]),
             ("member adds, 16 groups", "app:app", f"/groups/{many[0]}/members", spread)]
     results, servers = {label: [] for label, *_ in runs}, {}
+    lopsided = dict.fromkeys(results, 0)
     try:
         for round_ in range(args.rounds):
             for label, module, path, script in runs:
@@ -82,8 +89,14 @@ def parallel(args) -> None:
                 url = f"http://127.0.0.1:{servers[module][1]}{path}"
                 if round_ == 0:
                     wrk(url, script, auth, 2, args.connections)
-                results[label].append(wrk(url, script, auth, args.seconds, args.connections))
-                print(f"round {round_ + 1}: {label}: {results[label][-1]['rps']:.0f}/s", file=sys.stderr)
+                for _ in range(LOPSIDED_TRIES):
+                    run = wrk(url, script, auth, args.seconds, args.connections)
+                    if run["workers"] > 1:
+                        break
+                    lopsided[label] += 1
+                results[label].append(run)
+                print(f"round {round_ + 1}: {label}: {run['rps']:.0f}/s over {run['workers']} workers",
+                      file=sys.stderr)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -98,6 +111,7 @@ def parallel(args) -> None:
         print(f"| {label} | {median(r['rps'] for r in rounds):.0f} | {median(r['p50'] for r in rounds):.2f} | "
               f"{median(r['p99'] for r in rounds):.2f} | {median(ratios):.2f}x | "
               f"{' '.join(f'{x:.2f}' for x in ratios)} |")
+    print(f"\nruns run again because all their connections sat on one worker: {lopsided}")
     gains = [m["rps"] / o["rps"] for m, o in zip(results["member adds, 16 groups"], results["member adds, 1 group"])]
     print(f"\n16 groups / 1 group: {median(gains):.2f}x (each round: {' '.join(f'{x:.2f}' for x in gains)})")
 
@@ -132,7 +146,7 @@ def size(args) -> None:
     print(f"seeded {sum(sizes) * (args.size_rounds + 2):,} member rows in {time.perf_counter() - t0:.0f} s",
           file=sys.stderr)
     proc, port = serve("app:app", env)
-    ops = ["add one member", "GET /groups/{gid}", "first page (count=100)", "deep page ?after= (keyset)",
+    ops = ["add one member", "GET /groups/{gid}", "GET /groups/{gid}?members=0 (the header)", "first page (count=100)", "deep page ?after= (keyset)",
            "deep page ?start= (offset)", "POST /messages/groups", "disband (DELETE /groups/{gid})"]
     ms = {(n, op): [] for n in sizes for op in ops}
     got_bytes = {}
@@ -146,6 +160,7 @@ def size(args) -> None:
                 timed = {
                     "add one member": client("POST", f"/groups/{gid}/members", [uid]),
                     "GET /groups/{gid}": client("GET", f"/groups/{gid}"),
+                    "GET /groups/{gid}?members=0 (the header)": client("GET", f"/groups/{gid}?members=0"),
                     "first page (count=100)": client("GET", f"/groups/{gid}/members?count=100"),
                     "deep page ?after= (keyset)": client("GET", f"/groups/{gid}/members?after={deep}&count=100"),
                     "deep page ?start= (offset)": client("GET", f"/groups/{gid}/members?start={deep}&count=100"),

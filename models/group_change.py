@@ -46,9 +46,13 @@ def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, co
 
 
 def relay_after_commit(conn, queues: Queues, stored: int) -> None:
-    """Relay the outbox (`stored`: what outbox.append() returned) before the response; if Redis
-    or MySQL fails just then, the background relay will."""
-    try:
-        outbox.relay(conn, queues.redis, stored)
-    except (redis.RedisError, pymysql.Error) as exc:
-        log.warning("relay after commit failed, left to the background relay: %s", exc)
+    """Relay the outbox (`stored`: what outbox.append() returned) before the response, in this
+    thread or in the one already relaying for this process; if Redis or MySQL fails just then,
+    the background relay will."""
+    def relay(mine: list[int]) -> None:
+        try:
+            outbox.relay(conn, queues.redis, mine)
+        except (redis.RedisError, pymysql.Error) as exc:
+            log.warning("relay after commit failed, left to the background relay: %s", exc)
+
+    queues.relay_turns.take(stored, relay)

@@ -7,8 +7,9 @@ locked while the change runs: events are numbered by the relay, which runs one a
 while its row is locked, so their ids, and so their action_ids, follow the group's commit
 order; the chain has no gaps because only the relay hands out numbers.
 
-relay() first numbers rows in MySQL (seq, the relay order; action_id for events) and
-commits, then pushes them; each queue keeps the highest seq pushed to it (keys.relayed), and
+relay() reads what is left to push in one query (rows numbered above keys.outbox_pushed, then
+rows not numbered yet), numbers the new ones in MySQL (seq, the relay order; action_id for
+events) and commits, then pushes them all in one pipeline; each queue keeps the highest seq pushed to it (keys.relayed), and
 the push script skips rows at or below it, atomically with the pushes. A push that Redis
 ran although its reply was lost, or rows pushed just before a crash, are never pushed twice.
 Once a batch is done, keys.outbox_pushed says so; the relay deletes its rows after it has
@@ -16,45 +17,51 @@ let the lock go (their commit is not one more the next relay waits for), and no 
 at rows at or below that mark again. The background relay deletes any a crash left behind.
 
 A change relays right after its commit, so its items are queued before its response. While
-one relay runs, the changes that committed meanwhile wait for the lock; the running relay
-takes their rows too (it relays until a pass finds fewer than a batch), so each of them,
-once it has the lock, sees its first row gone and returns at once: under load one relay
-pass moves many changes' rows, instead of every change paying for a pass of its own.
+one relay runs, the changes that committed meanwhile wait: within a process, for one pass
+that a single thread runs for all of them (queue.Turns); across processes, for the lock. The
+running relay takes their rows too (it relays until a pass finds fewer than a batch), so a
+relay that then gets the lock finds the rows it is for gone and returns at once: under load
+one relay pass moves many changes' rows, instead of every change paying for a pass of its own.
 """
 import json
 import logging
 from collections import defaultdict
 
 import pymysql
+import redis
+from redis.exceptions import NoScriptError
 
 from . import keys
 from .db import transaction
 from .queue import group_event
-from .redis_io import dumps, run_script
+from .redis_io import dumps, run_script, sha
 
 INSERT_ITEM = """
 INSERT INTO outbox (command, redis_key, item, chain) VALUES (%(command)s, %(key)s, %(item)s, %(chain)s)
 """
 TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
 RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
-# `locked`: whether this session still holds the relay lock. The pool reconnects a session that
-# dropped and re-runs a statement outside a transaction on the new one, which holds no lock;
-# inside the numbering transaction it cannot, so checking there keeps two relays from
-# numbering the same rows.
-UNNUMBERED = """
-SELECT id, chain, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked FROM outbox
-WHERE seq IS NULL ORDER BY id LIMIT %(limit)s
+# What a relay has to do, in one round trip: rows numbered but not pushed (a relay that failed or
+# died after numbering them), then rows not numbered yet. `locked`: whether this session still
+# holds the relay lock. The pool reconnects a session that dropped and re-runs a statement
+# outside a transaction on the new one, which holds no lock; checking here, and in RESERVE
+# inside the numbering transaction, keeps two relays from numbering or pushing the same rows.
+OUTSTANDING = """
+(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
+ FROM outbox WHERE seq > %(pushed)s ORDER BY seq LIMIT %(limit)s)
+UNION ALL
+(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
+ FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s)
 """
-RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
+RESERVE = """
+UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s)
+WHERE name = %(name)s AND IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID()
+"""
 # One statement for a whole batch. Only numbered rows are ever deleted, and these rows were read
-# unnumbered under the lock, in this transaction: each id exists and the INSERT branch never runs.
+# unnumbered under the lock: each id exists and the INSERT branch never runs.
 NUMBER = """
 INSERT INTO outbox (id, seq, item) VALUES (%(id)s, %(seq)s, %(item)s)
 ON DUPLICATE KEY UPDATE seq = VALUES(seq), item = VALUES(item)
-"""
-STILL_WAITING = "SELECT 1 FROM outbox WHERE id = %(id)s"
-NUMBERED = """
-SELECT id, seq, command, redis_key, item FROM outbox WHERE seq > %(pushed)s ORDER BY seq LIMIT %(limit)s
 """
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
 DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= %(pushed)s"
@@ -66,6 +73,7 @@ GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
 # mark. KEYS: queue, its mark. ARGV: seq, item, seq, item, ... A push Redis refuses (the key
 # holds another type) is skipped and its seq returned, so one bad row cannot hold back the rest.
+# (Out of memory, Redis refuses the whole script before it runs: nothing is pushed or skipped.)
 PUSH_RELAYED = """
 local mark = tonumber(redis.call('GET', KEYS[2]) or '0')
 local top, refused = mark, {}
@@ -131,11 +139,11 @@ def append(cur, queues, *, group_events=(), relationship_events=(), messages=(),
     return cur.lastrowid
 
 
-def relay(conn, r, mine: int | None = None) -> int:
+def relay(conn, r, mine: list[int] | None = None) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
-    `mine`: the id append() returned for the caller's committed change; if a relay that ran
-    meanwhile has moved it, there is nothing left for this one to wait for (see above). If
+    `mine`: the ids append() returned for committed changes this relay is for; if relays that
+    ran meanwhile have moved them all, there is nothing left for this one to wait for (see above). If
     another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it (or
     to the next relay) and return 0."""
     with conn.cursor() as cur:
@@ -145,22 +153,18 @@ def relay(conn, r, mine: int | None = None) -> int:
             return 0
     done = []
     try:
-        if mine is not None:
-            with conn.cursor() as cur:
-                if not cur.execute(STILL_WAITING, {"id": mine}):
-                    return 0
         pushed = int(r.get(keys.outbox_pushed()) or 0)
         while True:
-            _number(conn)
-            with conn.cursor() as cur:
-                cur.execute(NUMBERED, {"pushed": pushed, "limit": RELAY_BATCH})
-                rows = cur.fetchall()
-            if rows:
-                _push(r, rows)
-                pushed = rows[-1]["seq"]
+            batch, more = outstanding(conn, pushed)
+            if mine is not None and not done and not more and not set(mine) & {row["id"] for row in batch}:
+                return 0
+            _number(conn, [row for row in batch if row["seq"] is None])
+            if batch:
+                _push(r, batch)
+                pushed = batch[-1]["seq"]
                 run_script(r, RAISE_MARK, [keys.outbox_pushed()], [pushed])
-                done += [row["id"] for row in rows]
-            if len(rows) < RELAY_BATCH:
+                done += [row["id"] for row in batch]
+            if not more:
                 break
     finally:
         with conn.cursor() as cur:
@@ -173,15 +177,24 @@ def relay(conn, r, mine: int | None = None) -> int:
     return len(done)
 
 
-def _number(conn) -> None:
-    """Give committed rows not numbered yet their seq and, for events, their action_ids; commit."""
+def outstanding(conn, pushed: int) -> tuple[list[dict], bool]:
+    """Up to RELAY_BATCH rows to push, in relay order (those numbered above the `pushed` mark, then
+    those not numbered yet), and whether more may wait; for the holder of the relay lock."""
+    with conn.cursor() as cur:
+        cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
+        found = cur.fetchall()
+    if found and not found[0]["locked"]:
+        raise RelayLockLost("the MySQL session that took the relay lock is gone; relaying left to the next relay")
+    numbered = sorted((row for row in found if row["seq"] is not None), key=lambda row: row["seq"])
+    fresh = sorted((row for row in found if row["seq"] is None), key=lambda row: row["id"])
+    return (numbered + fresh)[:RELAY_BATCH], len(found) >= RELAY_BATCH
+
+
+def _number(conn, rows: list[dict]) -> None:
+    """Give rows not numbered yet their seq and, for events, their action_ids (in `rows` too); commit."""
+    if not rows:
+        return
     with transaction(conn) as cur:
-        cur.execute(UNNUMBERED, {"limit": RELAY_BATCH})
-        rows = cur.fetchall()
-        if not rows:
-            return
-        if not rows[0]["locked"]:
-            raise RelayLockLost("the MySQL session that took the relay lock is gone; numbering left to the next relay")
         next_seq = _reserve(cur, "outbox_seq", len(rows))
         chains = defaultdict(list)
         for row in rows:
@@ -193,34 +206,47 @@ def _number(conn) -> None:
                 event = json.loads(row["item"])
                 event.update(action_id=action_id + 1, previous_action_id=action_id)
                 row["item"], action_id = dumps(event), action_id + 1
-        cur.executemany(NUMBER, [{"id": row["id"], "seq": next_seq + i, "item": row["item"]}
-                                 for i, row in enumerate(rows)])
+        for i, row in enumerate(rows):
+            row["seq"] = next_seq + i
+        cur.executemany(NUMBER, [{"id": row["id"], "seq": row["seq"], "item": row["item"]} for row in rows])
 
 
 def _reserve(cur, name: str, n: int) -> int:
-    """Take n numbers of a `sequence` counter; return the first."""
-    cur.execute(RESERVE, {"name": name, "n": n})
+    """Take n numbers of a `sequence` counter; return the first. Only the relay lock's holder may."""
+    if not cur.execute(RESERVE, {"name": name, "n": n}):
+        raise RelayLockLost("the MySQL session that took the relay lock is gone; numbering left to the next relay")
     return cur.lastrowid - n + 1
 
 
 def _push(r, rows: list[dict]) -> None:
-    """Push numbered rows: one script per queue (skipping what it already has), HDELs in a pipeline."""
+    """Push numbered rows in one pipeline: a script per queue (skipping what it already has), and
+    the HDELs; raise if any push failed, so that the pushed mark stays where it is."""
     pushes, fields = defaultdict(list), []
     for row in rows:
         if row["command"] == "LPUSH":
             pushes[row["redis_key"]] += [row["seq"], row["item"]]
         else:
             fields.append(row)
-    for queue, args in pushes.items():
-        for seq in run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args):
+    in_pipeline = isinstance(r, redis.Redis)  # redis-py's cluster pipelines run no scripts
+    pipe = r.pipeline(transaction=False)
+    for queue, args in pushes.items() if in_pipeline else ():
+        pipe.evalsha(sha(PUSH_RELAYED), 2, queue, keys.relayed(queue), *args)
+    for row in fields:
+        pipe.hdel(row["redis_key"], row["item"])
+    results = pipe.execute(raise_on_error=False) if len(pipe) else []
+    if not in_pipeline:
+        results[:0] = [run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args)
+                       for queue, args in pushes.items()]
+    for (queue, args), refused in zip(pushes.items(), results):
+        if isinstance(refused, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
+            refused = run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args)
+        if isinstance(refused, Exception):
+            raise refused
+        for seq in refused:
             log.error("outbox row seq %s refused by Redis (%s is not a list), dropped", seq, queue)
-    if fields:
-        pipe = r.pipeline(transaction=False)
-        for row in fields:
-            pipe.hdel(row["redis_key"], row["item"])
-        for row, result in zip(fields, pipe.execute(raise_on_error=False)):
-            if isinstance(result, Exception):  # the key holds another type: nothing to retry
-                log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
+    for row, result in zip(fields, results[len(pushes):]):
+        if isinstance(result, Exception):  # the key holds another type: nothing to retry
+            log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
 
 
 def pending(conn) -> int:

@@ -102,6 +102,35 @@ class MessageIds:
             return self._next - 1
 
 
+class Turns:
+    """One pass at a time of work that serves everyone waiting for it (the outbox relay): each
+    caller hands in a token and returns once a pass that took its token has ended, the pass of
+    whichever thread found none running. So the threads of a process that committed meanwhile
+    queue for the relay's MySQL lock as one, not one after another."""
+
+    def __init__(self):
+        self._turn = threading.Condition()
+        self._waiting, self._started, self._ended, self._running = [], 0, 0, False
+
+    def take(self, token, work) -> None:
+        """Wait for the pass that takes token; run it, as work(tokens of every waiting caller), if
+        none is running. An exception of work() reaches only the caller that ran it."""
+        with self._turn:
+            self._waiting.append(token)
+            mine = self._started + 1  # a pass that starts later takes this token
+            while self._running and self._ended < mine:
+                self._turn.wait()
+            if self._ended >= mine:
+                return
+            tokens, self._waiting, self._running, self._started = self._waiting, [], True, mine
+        try:
+            work(tokens)
+        finally:
+            with self._turn:
+                self._running, self._ended = False, mine
+                self._turn.notify_all()
+
+
 def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: int, content: str,
             members: list[int] | None = None, **fields) -> dict:
     """An im_message_queue item; fields: a customer message's store_id and seller_id."""
@@ -147,10 +176,12 @@ def history_owners(item: dict) -> list[int]:
 
 class Queues:
     """The queues shared with the router, made once from the settings (create_app): their names,
-    bounds and the message-id source, with the Redis client that pushes to them."""
+    bounds and the message-id source, with the Redis client that pushes to them and the turns of
+    the relay that fills them."""
 
     def __init__(self, r, ids: MessageIds, config):
         self.redis, self.ids = r, ids
+        self.relay_turns = Turns()  # the outbox relay's, after a commit (group_change.relay_after_commit)
         self.messages = config["IM_MESSAGE_QUEUE"]
         self.group_events = config["GROUP_EVENT_QUEUE"]
         self.user_events = config["USER_EVENT_QUEUE"]

@@ -265,3 +265,25 @@ def test_a_message_post_resent_after_a_redis_stall_is_queued_once(flaky_redis_ap
     assert len(items) == (1 if answer["status"] == 200 else len(items)) and len(items) <= 1, items
     if answer["status"] == 200:
         assert items[0]["id"] == answer["body"]["data"]["id"]
+
+
+def test_a_redis_out_of_memory_keeps_the_items_for_a_later_relay(flaky_redis_app, own_redis, demo, db):
+    """maxmemory reached: the pushes are refused, not dropped; once Redis has room, each goes once."""
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    r = flaky_redis_app.extensions["redis"]
+    gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
+    r.config_set("maxmemory", r.info("memory")["used_memory"])  # full: writes that add memory fail
+    try:
+        assert api.post(f"/groups/{gid}/members", [2, 3])[0] == 200  # committed; its relay failed
+        assert len(queue(r, "group_event_queue")) == 2  # the create's only
+        assert rows(db, "SELECT COUNT(*) AS n FROM outbox WHERE seq IS NOT NULL")[0]["n"] > 0
+    finally:
+        r.config_set("maxmemory", 0)
+    conn = pymysql.connect(**mysql_connect_args(flaky_redis_app.config))
+    outbox.relay(conn, r)
+    conn.close()
+    events = queue(r, "group_event_queue")
+    assert [(e["name"], e.get("member_id")) for e in events] == [
+        ("group_create", None), ("group_member_add", 1), ("group_member_add", 2), ("group_member_add", 3)]
+    assert chain_ok(events)
+    assert len(queue(r, "im_message_queue")) == 3 and rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0

@@ -9,7 +9,7 @@ from conftest import queue, rows
 from models import outbox
 from models.db import mysql_connect_args
 from models.group_change import group_change
-from models.queue import group_event, message
+from models.queue import Turns, group_event, message
 
 
 def pending_change(app, db, appid, gid, n=3):
@@ -29,7 +29,8 @@ def number_under_the_lock(db):
     """The relay's first step alone (as a relay that dies after it)."""
     with db.cursor() as cur:
         cur.execute("SELECT GET_LOCK('outbox_relay', 5)")
-        outbox._number(db)
+        batch, _ = outbox.outstanding(db, 0)
+        outbox._number(db, [row for row in batch if row["seq"] is None])
         cur.execute("SELECT RELEASE_LOCK('outbox_relay')")
 
 
@@ -84,9 +85,9 @@ def test_a_change_whose_rows_another_relay_moved_does_not_relay_again(app, db, r
     it has the lock, finds its row gone and returns without a pass of its own."""
     first, second = pending_change(app, db, demo["id"], 5), pending_change(app, db, demo["id"], 6)
     assert second > first
-    assert outbox.relay(db, r, first) == 12
+    assert outbox.relay(db, r, [first]) == 12
     pending_change(app, db, demo["id"], 7)  # committed after: not the second change's to wait for
-    assert outbox.relay(db, r, second) == 0
+    assert outbox.relay(db, r, [second]) == 0
     assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
     assert outbox.pending(db) == 6  # the background relay's, or the third change's own relay
     assert outbox.relay(db, r) == 6
@@ -98,12 +99,12 @@ def test_rows_done_in_redis_are_never_pushed_again_and_the_background_relay_dele
     the lock go): the next relays skip them by the pushed mark, without the queues' marks."""
     first = pending_change(app, db, demo["id"], 5)
     monkeypatch.setattr(outbox, "DELETE_RELAYED", "DO 0 IN %(ids)s")  # the delete that did not happen
-    assert outbox.relay(db, r, first) == 6
+    assert outbox.relay(db, r, [first]) == 6
     monkeypatch.undo()
     assert int(r.get("{outbox}:pushed")) == max(row["seq"] for row in numbered_rows(db))
     r.delete("{group_event_queue}:relayed", "{im_message_queue}:relayed")
     second = pending_change(app, db, demo["id"], 6)
-    assert outbox.relay(db, r, second) == 6  # only the new change's rows
+    assert outbox.relay(db, r, [second]) == 6  # only the new change's rows
     assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
     assert len(numbered_rows(db)) == 6  # a change's relay leaves the others' rows be
     assert outbox.relay(db, r) == 0 and outbox.pending(db) == 0  # the background relay's clean-up
@@ -167,3 +168,69 @@ def test_the_unit_of_work_locks_the_group_itself(app, db, demo, api):
     assert locked
     conn.close()
     other.close()
+
+
+def test_numbering_needs_the_relay_lock_inside_its_transaction(app, db, r, demo):
+    """The second check (after the one in the read): numbering without the lock takes no number."""
+    pending_change(app, db, demo["id"], 5)
+    with db.cursor() as cur:
+        cur.execute("SELECT GET_LOCK('outbox_relay', 5)")
+        batch, _ = outbox.outstanding(db, 0)
+        cur.execute("SELECT RELEASE_LOCK('outbox_relay')")  # as a session the pool replaced would
+    counters = rows(db, "SELECT name, value FROM sequence ORDER BY name")
+    with pytest.raises(outbox.RelayLockLost):
+        outbox._number(db, batch)
+    assert rows(db, "SELECT name, value FROM sequence ORDER BY name") == counters
+    assert numbered_rows(db) == []
+
+
+def test_a_relay_after_redis_lost_its_scripts_pushes_everything_once(app, db, r, demo):
+    pending_change(app, db, demo["id"], 5)
+    r.script_flush()  # as after a restart of Redis: the pipeline's EVALSHA finds no script
+    assert outbox.relay(db, r) == 6
+    assert [e["member_id"] for e in queue(r, "group_event_queue")] == [1, 2, 3]
+    assert len(queue(r, "im_message_queue")) == 3 and outbox.pending(db) == 0
+
+
+def test_turns_serve_the_threads_that_wait_with_one_pass():
+    """While one thread relays, the others that committed meanwhile wait; one of them then runs a
+    single pass for all of them, and none returns before a pass that took its token has ended."""
+    turns, passes, ended = Turns(), [], {}
+    first_running, release_first = threading.Event(), threading.Event()
+
+    def work(tokens):
+        passes.append(sorted(tokens))
+        if len(passes) == 1:
+            first_running.set()
+            release_first.wait(5)
+
+    def change(token):
+        turns.take(token, work)
+        ended[token] = len(passes)
+
+    threads = [threading.Thread(target=change, args=(0,))]
+    threads[0].start()
+    first_running.wait(5)
+    threads += [threading.Thread(target=change, args=(token,)) for token in (1, 2, 3)]
+    for thread in threads[1:]:
+        thread.start()
+    time.sleep(0.2)
+    assert passes == [[0]] and ended == {}  # the others wait for a pass that began after them
+    release_first.set()
+    for thread in threads:
+        thread.join(5)
+    assert passes == [[0], [1, 2, 3]]
+    assert ended == {0: 1, 1: 2, 2: 2, 3: 2}
+
+
+def test_a_failed_turn_reaches_only_the_thread_that_ran_it_and_the_next_caller_runs_a_pass():
+    turns, passes = Turns(), []
+
+    def failing(tokens):
+        passes.append(tokens)
+        raise RuntimeError("Redis went away")
+
+    with pytest.raises(RuntimeError):
+        turns.take(1, failing)
+    turns.take(2, passes.append)
+    assert passes == [[1], [2]]
