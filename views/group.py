@@ -100,6 +100,13 @@ class GroupListSchema(PageSchema):
     fields = ma.fields.String(load_default="", metadata={"description": "client only: members,quiet"})
 
 
+class GroupReadSchema(Schema):
+    members = ma.fields.Integer(
+        load_default=None, validate=ma.validate.Range(min=0),
+        metadata={"description": "how many members to list, at most MEMBERS_INLINE (its default); 0: the group's "
+                                 "header and member_count alone, at the same cost whatever the group's size"})
+
+
 class JoinSchema(Schema):
     code = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64))
 
@@ -197,19 +204,21 @@ class GroupList(MethodView):
 class Group(MethodView):
     @responds("group_get", one_of(schemas.GroupDetailSchema, schemas.GroupSummarySchema), errors=(GroupNotFound,))
     @requires("any")
-    def get(self, gid):
-        """The group with its members (the first MEMBERS_INLINE by uid; `members_next` pages on with GET
-        /groups/{gid}/members?after=); a client that is not a member sees only its public fields."""
+    @blp.arguments(GroupReadSchema, location="query")
+    def get(self, args, gid):
+        """The group with its members (the first `?members=`, at most MEMBERS_INLINE, by uid;
+        `members_next` pages on with GET /groups/{gid}/members?after=); a client that is not a member
+        sees only its public fields."""
         who = caller()
+        inline = setting("MEMBERS_INLINE") if args["members"] is None else min(args["members"], setting("MEMBERS_INLINE"))
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
             if not who.is_server and not groups.live_members_among(cur, gid, [who.uid]):
                 return ok({key: group[key] for key in ("id", "name", "cover", "super", "member_count")})
-            inline = setting("MEMBERS_INLINE")
-            members = groups.members_page(cur, group, 0, inline)
+            members = groups.members_page(cur, group, 0, inline) if inline else []
         more = len(members) == inline and group["member_count"] > inline
         return ok(groups.public(group) | {"member_count": group["member_count"], "members": members,
-                                          "members_next": members[-1]["uid"] if more else None})
+                                          "members_next": (members[-1]["uid"] if members else 0) if more else None})
 
     @responds("group_update", errors=(GroupNotFound, NotMaster, InvalidField))
     @requires("any")

@@ -82,7 +82,7 @@ class GroupMemberSchema(ma.Schema):
 class GroupDetailSchema(GroupSchema):
     member_count = ma.fields.Integer(required=True)
     members = ma.fields.List(ma.fields.Nested(GroupMemberSchema), required=True,
-                             metadata={"description": "the first MEMBERS_INLINE members by uid"})
+                             metadata={"description": "the first ?members= (at most MEMBERS_INLINE) members by uid"})
     members_next = ma.fields.Integer(required=True, allow_none=True, metadata={
         "description": "more members: GET /groups/{gid}/members?after=<this>; null: all are listed"})
 
