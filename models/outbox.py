@@ -9,8 +9,9 @@ order; the chain has no gaps because only the relay hands out numbers.
 
 relay() reads what is left to push in one query (rows numbered above keys.outbox_pushed, then
 rows not numbered yet), numbers the new ones in MySQL (seq, the relay order; action_id for
-events) and commits, then pushes them all in one pipeline; each queue keeps the highest seq pushed to it (keys.relayed), and
-the push script skips rows at or below it, atomically with the pushes. A push that Redis
+events) and commits, then pushes them all in one pipeline. Each queue keeps the highest seq
+pushed to it (keys.relayed), and the push script skips rows at or below it, atomically with
+the pushes. A push that Redis
 ran although its reply was lost, or rows pushed just before a crash, are never pushed twice.
 Once a batch is done, keys.outbox_pushed says so; the relay deletes its rows after it has
 let the lock go (their commit is not one more the next relay waits for), and no relay looks
@@ -143,7 +144,7 @@ def relay(conn, r, mine: list[int] | None = None) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
     `mine`: the ids append() returned for committed changes this relay is for; if relays that
-    ran meanwhile have moved them all, there is nothing left for this one to wait for (see above). If
+    ran meanwhile have moved them all, there is nothing left for this one to do (see above). If
     another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it (or
     to the next relay) and return 0."""
     with conn.cursor() as cur:

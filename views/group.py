@@ -210,7 +210,9 @@ class Group(MethodView):
         `members_next` pages on with GET /groups/{gid}/members?after=); a client that is not a member
         sees only its public fields."""
         who = caller()
-        inline = setting("MEMBERS_INLINE") if args["members"] is None else min(args["members"], setting("MEMBERS_INLINE"))
+        inline = setting("MEMBERS_INLINE")
+        if args["members"] is not None:
+            inline = min(args["members"], inline)
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
             if not who.is_server and not groups.live_members_among(cur, gid, [who.uid]):
