@@ -35,13 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/, so that "bench" is the package
 
 import config  # noqa: E402
-from bench.bench import DATABASE, LUA, REDIS_DB, prepare, serve, wrk  # noqa: E402
+from bench.bench import DATABASE, LUA, REDIS_DB, prepare, serve, steady_wrk, wrk  # noqa: E402
 from models.db import mysql_connect_args  # noqa: E402
-
-# The kernel hands wrk's connections to whichever gunicorn worker accepts first: now and then all
-# of them land on one worker, which runs on one core of two (the floor drops to a third). Such a
-# run measures that luck, not the code, and is run again, up to this many times in all.
-LOPSIDED_TRIES = 4
 
 
 def db():
@@ -88,11 +83,8 @@ def parallel(args) -> None:
                 url = f"http://127.0.0.1:{servers[module][1]}{path}"
                 if round_ == 0:
                     wrk(url, script, auth, 2, args.connections)
-                for _ in range(LOPSIDED_TRIES):
-                    run = wrk(url, script, auth, args.seconds, args.connections)
-                    if run["workers"] > 1:
-                        break
-                    lopsided[label] += 1
+                run = steady_wrk(servers[module][0], url, script, auth, args.seconds, args.connections)
+                lopsided[label] += run["reruns"]
                 results[label].append(run)
                 print(f"round {round_ + 1}: {label}: {run['rps']:.0f}/s over {run['workers']} workers",
                       file=sys.stderr)
