@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import pymysql
 import redis
+from redis.exceptions import RedisClusterException
 
 from . import group as groups
 from . import outbox
@@ -52,7 +53,7 @@ def relay_after_commit(conn, queues: Queues, stored: int) -> None:
     def relay(mine: list[int]) -> None:
         try:
             outbox.relay(conn, queues.redis, mine)
-        except (redis.RedisError, pymysql.Error) as exc:
+        except (redis.RedisError, RedisClusterException, pymysql.Error) as exc:
             log.warning("relay after commit failed, left to the background relay: %s", exc)
 
     queues.relay_turns.take(stored, relay)

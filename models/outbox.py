@@ -45,8 +45,11 @@ RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
 # What a relay has to do, in one round trip: rows numbered but not pushed (a relay that failed or
 # died after numbering them), then rows not numbered yet. `locked`: whether this session still
 # holds the relay lock. The pool reconnects a session that dropped and re-runs a statement
-# outside a transaction on the new one, which holds no lock; checking here, and in RESERVE
-# inside the numbering transaction, keeps two relays from numbering or pushing the same rows.
+# outside a transaction on the new one, which holds no lock; checking here keeps two relays
+# from numbering or pushing the same rows. After this read the pool replaces no session
+# silently: a dead one fails the BEGIN, and inside the transaction a failure is raised. (The
+# check is not repeated in RESERVE: IS_USED_LOCK in an UPDATE is unsafe for statement-based
+# replication, where a replica would run it with the check false and its counters would stop.)
 OUTSTANDING = """
 (SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
  FROM outbox WHERE seq > %(pushed)s ORDER BY seq LIMIT %(limit)s)
@@ -54,10 +57,7 @@ UNION ALL
 (SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
  FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s)
 """
-RESERVE = """
-UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s)
-WHERE name = %(name)s AND IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID()
-"""
+RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
 # One statement for a whole batch. Only numbered rows are ever deleted, and these rows were read
 # unnumbered under the lock: each id exists and the INSERT branch never runs.
 NUMBER = """
@@ -213,9 +213,8 @@ def _number(conn, rows: list[dict]) -> None:
 
 
 def _reserve(cur, name: str, n: int) -> int:
-    """Take n numbers of a `sequence` counter; return the first. Only the relay lock's holder may."""
-    if not cur.execute(RESERVE, {"name": name, "n": n}):
-        raise RelayLockLost("the MySQL session that took the relay lock is gone; numbering left to the next relay")
+    """Take n numbers of a `sequence` counter; return the first."""
+    cur.execute(RESERVE, {"name": name, "n": n})
     return cur.lastrowid - n + 1
 
 

@@ -104,7 +104,8 @@ class GroupReadSchema(Schema):
     members = ma.fields.Integer(
         load_default=None, validate=ma.validate.Range(min=0),
         metadata={"description": "how many members to list, at most MEMBERS_INLINE (its default); 0: the group's "
-                                 "header and member_count alone, at the same cost whatever the group's size"})
+                                 "header and member_count alone (members_next is then null), at the same cost "
+                                 "whatever the group's size"})
 
 
 class JoinSchema(Schema):
@@ -220,7 +221,7 @@ class Group(MethodView):
             members = groups.members_page(cur, group, 0, inline) if inline else []
         more = len(members) == inline and group["member_count"] > inline
         return ok(groups.public(group) | {"member_count": group["member_count"], "members": members,
-                                          "members_next": (members[-1]["uid"] if members else 0) if more else None})
+                                          "members_next": members[-1]["uid"] if more and members else None})
 
     @responds("group_update", errors=(GroupNotFound, NotMaster, InvalidField))
     @requires("any")

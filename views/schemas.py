@@ -84,7 +84,8 @@ class GroupDetailSchema(GroupSchema):
     members = ma.fields.List(ma.fields.Nested(GroupMemberSchema), required=True,
                              metadata={"description": "the first ?members= (at most MEMBERS_INLINE) members by uid"})
     members_next = ma.fields.Integer(required=True, allow_none=True, metadata={
-        "description": "more members: GET /groups/{gid}/members?after=<this>; null: all are listed"})
+        "description": "more members: GET /groups/{gid}/members?after=<this>; null: all are listed, or ?members=0 "
+                       "asked for none"})
 
 
 class GroupSummarySchema(ma.Schema):
