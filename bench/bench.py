@@ -1,7 +1,7 @@
 """Throughput and latency of the hot endpoints under gunicorn as deployed, against a floor.
 
 Usage: .venv/bin/python bench/bench.py [--seconds 2] [--rounds 12] [--connections 32] [--only "label,..."]
-Needs wrk (apt-get install wrk), MariaDB and Redis. Uses the database gobelieve_bench and
+Needs wrk (apt-get install wrk), ss (iproute2), MariaDB and Redis. Uses the database gobelieve_bench and
 Redis DB 9, which it empties. Prints a table; docs/PERFORMANCE.md holds a run of it.
 """
 import argparse
@@ -155,7 +155,7 @@ def steady_wrk(server: subprocess.Popen, url: str, script: str, auth: str, secon
             break
         reruns += 1
     per_request = TICK_US / result["requests"]
-    return result | {"reruns": reruns, "cpu": {part: (after[part] - before.get(part, 0)) * per_request
+    return result | {"reruns": reruns, "cpu": {part: (after[part] - before[part]) * per_request
                                                for part in after}}
 
 
