@@ -42,18 +42,17 @@ def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, co
         notes = [group_notification(queues.ids.next(), *note) for note in changes.notes]
         stored = outbox.append(cur, queues, group_events=changes.events, messages=notes,
                                cleared=changes.cleared, relationship_events=changes.relationship_events)
-    if stored is not None:
-        relay_after_commit(conn, queues, stored)
+    if stored:
+        relay_after_commit(conn, queues)
 
 
-def relay_after_commit(conn, queues: Queues, stored: int) -> None:
-    """Relay the outbox (`stored`: what outbox.append() returned) before the response, in this
-    thread or in the one already relaying for this process; if Redis or MySQL fails just then,
-    the background relay will."""
-    def relay(mine: list[int]) -> None:
+def relay_after_commit(conn, queues: Queues) -> None:
+    """Relay the outbox before the response, in this thread or in the one already relaying for
+    this process; if Redis or MySQL fails just then, the background relay will."""
+    def relay() -> None:
         try:
-            outbox.relay(conn, queues.redis, mine)
+            outbox.relay(conn, queues.redis, sweep=False)
         except (redis.RedisError, RedisClusterException, pymysql.Error) as exc:
             log.warning("relay after commit failed, left to the background relay: %s", exc)
 
-    queues.relay_turns.take(stored, relay)
+    queues.relay_turns.take(relay)

@@ -85,12 +85,6 @@ def relayed(queue: str) -> str:
     return f"{{{queue}}}:relayed"
 
 
-def outbox_pushed() -> str:
-    """String: the highest outbox seq whose row (of any queue, or a field to clear) is done in Redis;
-    rows at or below it wait only to be deleted (models/outbox.py)."""
-    return "{outbox}:pushed"
-
-
 def posted(queue: str, message_id: int) -> str:
     """String: a message post's answer, kept a minute under its first message's id, so that a push
     redis-py resends after a timeout (its first copy having run) is not queued twice."""

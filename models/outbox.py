@@ -7,22 +7,23 @@ locked while the change runs: events are numbered by the relay, which runs one a
 while its row is locked, so their ids, and so their action_ids, follow the group's commit
 order; the chain has no gaps because only the relay hands out numbers.
 
-relay() reads what is left to push in one query (rows numbered above keys.outbox_pushed, then
-rows not numbered yet), numbers the new ones in MySQL (seq, the relay order; action_id for
-events) and commits, then pushes them all in one pipeline. Each queue keeps the highest seq
-pushed to it (keys.relayed), and the push script skips rows at or below it, atomically with
-the pushes. A push that Redis
-ran although its reply was lost, or rows pushed just before a crash, are never pushed twice.
-Once a batch is done, keys.outbox_pushed says so; the relay deletes its rows after it has
-let the lock go (their commit is not one more the next relay waits for), and no relay looks
-at rows at or below that mark again. The background relay deletes any a crash left behind.
+relay() takes the lock and, in the same round trip, reads the `sequence` counters and what is
+left to push (rows numbered above the outbox_pushed mark, then rows not numbered yet). It
+numbers the new ones (seq, the relay order; action_id for events) and commits, in one round
+trip, then pushes them all in one pipeline. Each queue keeps the highest seq pushed to it
+(keys.relayed), and the push script skips rows at or below it, atomically with the pushes. A
+push that Redis ran although its reply was lost, or rows pushed just before a crash, are never
+pushed twice. Once a batch is done the relay raises the outbox_pushed mark, lets the lock go
+and deletes its rows, in one more round trip (the delete runs after the release, so it is not
+one more commit the next relay waits for); no relay looks at rows at or below the mark again,
+and the background relay deletes any a crash left behind.
 
 A change relays right after its commit, so its items are queued before its response. While
 one relay runs, the changes that committed meanwhile wait: within a process, for one pass
 that a single thread runs for all of them (queue.Turns); across processes, for the lock. The
 running relay takes their rows too (it relays until a pass finds fewer than a batch), so a
-relay that then gets the lock finds the rows it is for gone and returns at once: under load
-one relay pass moves many changes' rows, instead of every change paying for a pass of its own.
+relay that then gets the lock finds little or nothing left: under load one relay pass moves
+many changes' rows, instead of every change paying for a pass of its own.
 """
 import json
 import logging
@@ -33,43 +34,58 @@ import redis
 from redis.exceptions import NoScriptError
 
 from . import keys
-from .db import transaction
+from .db import defer, results, transaction, values
 from .queue import group_event
 from .redis_io import dumps, run_script, sha
 
-INSERT_ITEM = """
-INSERT INTO outbox (command, redis_key, item, chain) VALUES (%(command)s, %(key)s, %(item)s, %(chain)s)
-"""
-TAKE_RELAY_LOCK = "SELECT GET_LOCK('outbox_relay', %(seconds)s) AS got"
-RELEASE_RELAY_LOCK = "SELECT RELEASE_LOCK('outbox_relay')"
-# What a relay has to do, in one round trip: rows numbered but not pushed (a relay that failed or
-# died after numbering them), then rows not numbered yet. `locked`: whether this session still
-# holds the relay lock. The pool reconnects a session that dropped and re-runs a statement
-# outside a transaction on the new one, which holds no lock; checking here keeps two relays
-# from numbering or pushing the same rows. After this read the pool replaces no session
-# silently: a dead one fails the BEGIN, and inside the transaction a failure is raised. (The
-# check is not repeated in RESERVE: IS_USED_LOCK in an UPDATE is unsafe for statement-based
-# replication, where a replica would run it with the check false and its counters would stop.)
-OUTSTANDING = """
-(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
- FROM outbox WHERE seq > %(pushed)s ORDER BY seq LIMIT %(limit)s)
+INSERT_ITEMS = "INSERT INTO outbox (command, redis_key, item, chain) VALUES {values}"
+ITEM_ROW = "(%(command)s, %(key)s, %(item)s, %(chain)s)"
+# A named lock is server-wide: the name carries the database's, so that two deployments (or a
+# test run and a bench) sharing one MariaDB do not wait for each other's relays (64 characters at most).
+RELAY_LOCK = "CONCAT('outbox_relay:', LEFT(DATABASE(), 51))"
+TAKE_RELAY_LOCK = f"SELECT GET_LOCK({RELAY_LOCK}, %(seconds)s) AS got"
+RELEASE_RELAY_LOCK = f"SELECT RELEASE_LOCK({RELAY_LOCK})"
+PUSHED, SEQ = "outbox_pushed", "outbox_seq"  # `sequence` rows: the highest seq done in Redis, the last seq given
+GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their `sequence` rows
+COUNTERS = "SELECT name, value FROM sequence WHERE name IN %(counters)s"
+# What a relay has to do: rows numbered but not done in Redis (above the PUSHED mark, or the
+# relay's own `pushed` if higher: a relay that failed or died after numbering them), then rows
+# not numbered yet. `locked`: whether this session still holds the relay lock. The pool
+# reconnects a session that dropped and re-runs a statement outside a transaction on the new
+# one, which holds no lock; checking here keeps two relays from numbering or pushing the same
+# rows. After this read the pool replaces no session silently: a dead one fails the BEGIN, and
+# inside the transaction a failure is raised. (The check is not repeated in the numbering:
+# IS_USED_LOCK in an UPDATE is unsafe for statement-based replication, where a replica would
+# run it with the check false and its counters would stop.)
+OUTSTANDING = f"""
+(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK({RELAY_LOCK}) <=> CONNECTION_ID() AS locked
+ FROM outbox WHERE seq > GREATEST(%(pushed)s, (SELECT value FROM sequence WHERE name = 'outbox_pushed'))
+ ORDER BY seq LIMIT %(limit)s)
 UNION ALL
-(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK('outbox_relay') <=> CONNECTION_ID() AS locked
+(SELECT id, seq, chain, command, redis_key, item, IS_USED_LOCK({RELAY_LOCK}) <=> CONNECTION_ID() AS locked
  FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s)
 """
-RESERVE = "UPDATE sequence SET value = LAST_INSERT_ID(value + %(n)s) WHERE name = %(name)s"
+# A relay's first round trip: the lock, then (holding it) the counters and the first batch.
+START_RELAY = ";\n".join([TAKE_RELAY_LOCK, COUNTERS, OUTSTANDING])
+# Counters are written, not incremented: only the holder of the relay lock changes them, and it
+# read them under the lock.
+SET_COUNTER = "UPDATE sequence SET value = %(value)s WHERE name = %(name)s"
+RAISE_PUSHED = "UPDATE sequence SET value = GREATEST(value, %(pushed)s) WHERE name = 'outbox_pushed'"
 # One statement for a whole batch. Only numbered rows are ever deleted, and these rows were read
 # unnumbered under the lock: each id exists and the INSERT branch never runs.
 NUMBER = """
-INSERT INTO outbox (id, seq, item) VALUES (%(id)s, %(seq)s, %(item)s)
+INSERT INTO outbox (id, seq, item) VALUES {values}
 ON DUPLICATE KEY UPDATE seq = VALUES(seq), item = VALUES(item)
 """
+NUMBER_ROW = "(%(id)s, %(seq)s, %(item)s)"
 DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
-DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= %(pushed)s"
+# A relay's last round trip, after it moved rows: the mark before the release (the next holder of
+# the lock reads it), the delete after it (not one more commit the next relay waits for).
+END_RELAY = ";\n".join([RAISE_PUSHED, RELEASE_RELAY_LOCK, DELETE_RELAYED])
+DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= (SELECT value FROM sequence WHERE name = 'outbox_pushed')"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
-GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their `sequence` rows
 
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
 # mark. KEYS: queue, its mark. ARGV: seq, item, seq, item, ... A push Redis refuses (the key
@@ -88,9 +104,6 @@ for i = 1, #ARGV, 2 do
 end
 if top > mark then redis.call('SET', KEYS[2], top) end
 return refused
-"""
-RAISE_MARK = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 """
 log = logging.getLogger(__name__)
 
@@ -125,65 +138,67 @@ class Changes:
         self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
-def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> int | None:
-    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit;
-    the id of one of the rows (for relay()), None if there were none."""
+def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> bool:
+    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit
+    (they go to MySQL with it); whether there were any."""
     rows = [{"command": "LPUSH", "key": queues.group_events, "item": dumps(e), "chain": GROUP_CHAIN}
             for e in group_events]
     rows += [{"command": "LPUSH", "key": queues.relationship_events, "item": dumps(e), "chain": RELATIONSHIP_CHAIN}
              for e in relationship_events]
     rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m), "chain": ""} for m in messages]
     rows += [{"command": "HDEL", "key": key, "item": field, "chain": ""} for key, field in cleared]
-    if not rows:
-        return None
-    cur.executemany(INSERT_ITEM, rows)  # one multi-row INSERT: its rows commit, and are relayed, together
-    return cur.lastrowid
+    if rows:  # one multi-row INSERT: its rows commit, and are relayed, together
+        defer(cur, INSERT_ITEMS.format(values=values(cur, ITEM_ROW, rows)))
+    return bool(rows)
 
 
-def relay(conn, r, mine: list[int] | None = None) -> int:
+def relay(conn, r, *, sweep: bool = True) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
-    `mine`: the ids append() returned for committed changes this relay is for; if relays that
-    ran meanwhile have moved them all, there is nothing left for this one to do (see above). If
-    another process is relaying for longer than RELAY_LOCK_WAIT, leave the items to it (or
-    to the next relay) and return 0."""
+    sweep: also delete rows that a relay pushed and then died before deleting (the background
+    relay; a change's own relay leaves that to it). If another process is relaying for longer
+    than RELAY_LOCK_WAIT, leave the items to it (or to the next relay) and return 0."""
     with conn.cursor() as cur:
-        cur.execute(TAKE_RELAY_LOCK, {"seconds": RELAY_LOCK_WAIT})
-        if not cur.fetchone()["got"]:
-            log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
-            return 0
-    done = []
+        got, counters, found = results(cur, START_RELAY, {
+            "seconds": RELAY_LOCK_WAIT, "counters": (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN),
+            "pushed": 0, "limit": RELAY_BATCH})
+    if not got[0]["got"]:
+        log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
+        return 0
+    counters = {row["name"]: row["value"] for row in counters}
+    pushed, done = counters[PUSHED], []
     try:
-        pushed = int(r.get(keys.outbox_pushed()) or 0)
         while True:
-            batch, more = outstanding(conn, pushed)
-            if mine is not None and not done and not more and not set(mine) & {row["id"] for row in batch}:
-                return 0
-            _number(conn, [row for row in batch if row["seq"] is None])
+            batch, more = _outstanding(found)
+            _number(conn, [row for row in batch if row["seq"] is None], counters)
             if batch:
                 _push(r, batch)
                 pushed = batch[-1]["seq"]
-                run_script(r, RAISE_MARK, [keys.outbox_pushed()], [pushed])
                 done += [row["id"] for row in batch]
             if not more:
                 break
+            with conn.cursor() as cur:
+                cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
+                found = cur.fetchall()
     finally:
         with conn.cursor() as cur:
-            cur.execute(RELEASE_RELAY_LOCK)
-    with conn.cursor() as cur:
-        if done:
-            cur.execute(DELETE_RELAYED, {"ids": done})
-        if mine is None:  # the background relay: rows a relay pushed and then died before deleting
-            cur.execute(DELETE_LEFT_BEHIND, {"pushed": pushed})
+            results(cur, END_RELAY if done else RELEASE_RELAY_LOCK, {"pushed": pushed, "ids": done})
+    if sweep:
+        with conn.cursor() as cur:
+            cur.execute(DELETE_LEFT_BEHIND)
     return len(done)
 
 
-def outstanding(conn, pushed: int) -> tuple[list[dict], bool]:
-    """Up to RELAY_BATCH rows to push, in relay order (those numbered above the `pushed` mark, then
-    those not numbered yet), and whether more may wait; for the holder of the relay lock."""
+def outstanding(conn, pushed: int = 0) -> tuple[list[dict], bool]:
+    """Up to RELAY_BATCH rows to push, in relay order (those numbered above the pushed mark, or
+    `pushed` if higher, then those not numbered yet), and whether more may wait; for the holder
+    of the relay lock."""
     with conn.cursor() as cur:
         cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
-        found = cur.fetchall()
+        return _outstanding(cur.fetchall())
+
+
+def _outstanding(found: list[dict]) -> tuple[list[dict], bool]:
     if found and not found[0]["locked"]:
         raise RelayLockLost("the MySQL session that took the relay lock is gone; relaying left to the next relay")
     numbered = sorted((row for row in found if row["seq"] is not None), key=lambda row: row["seq"])
@@ -191,31 +206,24 @@ def outstanding(conn, pushed: int) -> tuple[list[dict], bool]:
     return (numbered + fresh)[:RELAY_BATCH], len(found) >= RELAY_BATCH
 
 
-def _number(conn, rows: list[dict]) -> None:
-    """Give rows not numbered yet their seq and, for events, their action_ids (in `rows` too); commit."""
+def _number(conn, rows: list[dict], counters: dict) -> None:
+    """Give rows not numbered yet their seq and, for events, their action_ids (in `rows` too), from
+    `counters` (read under the relay lock, and moved on here); commit, in one round trip."""
     if not rows:
         return
+    taken = dict(counters)
+    for row in rows:
+        if row["chain"]:
+            event = json.loads(row["item"])
+            event.update(action_id=taken[row["chain"]] + 1, previous_action_id=taken[row["chain"]])
+            row["item"], taken[row["chain"]] = dumps(event), taken[row["chain"]] + 1
+        row["seq"] = taken[SEQ] = taken[SEQ] + 1
     with transaction(conn) as cur:
-        next_seq = _reserve(cur, "outbox_seq", len(rows))
-        chains = defaultdict(list)
-        for row in rows:
-            if row["chain"]:
-                chains[row["chain"]].append(row)
-        for chain, events in chains.items():
-            action_id = _reserve(cur, chain, len(events)) - 1
-            for row in events:
-                event = json.loads(row["item"])
-                event.update(action_id=action_id + 1, previous_action_id=action_id)
-                row["item"], action_id = dumps(event), action_id + 1
-        for i, row in enumerate(rows):
-            row["seq"] = next_seq + i
-        cur.executemany(NUMBER, [{"id": row["id"], "seq": row["seq"], "item": row["item"]} for row in rows])
-
-
-def _reserve(cur, name: str, n: int) -> int:
-    """Take n numbers of a `sequence` counter; return the first."""
-    cur.execute(RESERVE, {"name": name, "n": n})
-    return cur.lastrowid - n + 1
+        for name in (SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN):
+            if taken[name] != counters[name]:
+                defer(cur, SET_COUNTER, {"name": name, "value": taken[name]})
+        defer(cur, NUMBER.format(values=values(cur, NUMBER_ROW, rows)))
+    counters.update(taken)
 
 
 def _push(r, rows: list[dict]) -> None:
@@ -233,18 +241,18 @@ def _push(r, rows: list[dict]) -> None:
         pipe.evalsha(sha(PUSH_RELAYED), 2, queue, keys.relayed(queue), *args)
     for row in fields:
         pipe.hdel(row["redis_key"], row["item"])
-    results = pipe.execute(raise_on_error=False) if len(pipe) else []
+    replies = pipe.execute(raise_on_error=False) if len(pipe) else []
     if not in_pipeline:
-        results[:0] = [run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args)
+        replies[:0] = [run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args)
                        for queue, args in pushes.items()]
-    for (queue, args), refused in zip(pushes.items(), results):
+    for (queue, args), refused in zip(pushes.items(), replies):
         if isinstance(refused, NoScriptError):  # Redis lost its scripts (a restart, SCRIPT FLUSH)
             refused = run_script(r, PUSH_RELAYED, [queue, keys.relayed(queue)], args)
         if isinstance(refused, Exception):
             raise refused
         for seq in refused:
             log.error("outbox row seq %s refused by Redis (%s is not a list), dropped", seq, queue)
-    for row, result in zip(fields, results[len(pushes):]):
+    for row, result in zip(fields, replies[len(pushes):]):
         if isinstance(result, Exception):  # the key holds another type: nothing to retry
             log.error("outbox row %s refused by Redis, dropped: %s", row["id"], result)
 

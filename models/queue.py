@@ -104,27 +104,26 @@ class MessageIds:
 
 class Turns:
     """One pass at a time of work that serves everyone waiting for it (the outbox relay): each
-    caller hands in a token and returns once a pass that took its token has ended, the pass of
-    whichever thread found none running. So the threads of a process that committed meanwhile
-    queue for the relay's MySQL lock as one, not one after another."""
+    caller returns once a pass that began after it came has ended, the pass of whichever thread
+    found none running. So the threads of a process that committed meanwhile queue for the
+    relay's MySQL lock as one, not one after another."""
 
     def __init__(self):
         self._turn = threading.Condition()
-        self._waiting, self._started, self._ended, self._running = [], 0, 0, False
+        self._started, self._ended, self._running = 0, 0, False
 
-    def take(self, token, work) -> None:
-        """Wait for the pass that takes token; run it, as work(tokens of every waiting caller), if
-        none is running. An exception of work() reaches only the caller that ran it."""
+    def take(self, work) -> None:
+        """Wait for a pass that begins after this call; run it, as work(), if none is running. An
+        exception of work() reaches only the caller that ran it."""
         with self._turn:
-            self._waiting.append(token)
-            mine = self._started + 1  # a pass that starts later takes this token
+            mine = self._started + 1  # the next pass to start serves this caller
             while self._running and self._ended < mine:
                 self._turn.wait()
             if self._ended >= mine:
                 return
-            tokens, self._waiting, self._running, self._started = self._waiting, [], True, mine
+            self._running, self._started = True, mine
         try:
-            work(tokens)
+            work()
         finally:
             with self._turn:
                 self._running, self._ended = False, mine

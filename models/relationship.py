@@ -74,8 +74,8 @@ def relationship_change(conn, queues: Queues, write: Callable, *args) -> None:
             if exc.args[0] != ER_LOCK_DEADLOCK or attempt == DEADLOCK_ATTEMPTS:
                 raise
             time.sleep(random.uniform(0, 0.005 * attempt))  # so the two do not meet again at once
-    if stored is not None:
-        relay_after_commit(conn, queues, stored)
+    if stored:
+        relay_after_commit(conn, queues)
 
 
 def befriend(cur, events: list, appid: int, uid: int, friend_uids: list[int]) -> None:

@@ -18,21 +18,21 @@ def pending_change(app, db, appid, gid, n=3):
     queues = app.extensions["queues"]
     with db.cursor() as cur:
         cur.execute("BEGIN")
-        stored = outbox.append(
+        outbox.append(
             cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
                                        for uid in range(1, n + 1)],
             messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}") for _ in range(n)])
         cur.execute("COMMIT")
-    return stored
 
 
 def number_under_the_lock(db):
     """The relay's first step alone (as a relay that dies after it)."""
     with db.cursor() as cur:
-        cur.execute("SELECT GET_LOCK('outbox_relay', 5)")
+        cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 5})
         batch, _ = outbox.outstanding(db, 0)
-        outbox._number(db, [row for row in batch if row["seq"] is None])
-        cur.execute("SELECT RELEASE_LOCK('outbox_relay')")
+        counters = {row["name"]: row["value"] for row in rows(db, "SELECT name, value FROM sequence")}
+        outbox._number(db, [row for row in batch if row["seq"] is None], counters)
+        cur.execute(outbox.RELEASE_RELAY_LOCK)
 
 
 def numbered_rows(db):
@@ -81,31 +81,30 @@ def test_events_are_numbered_by_the_relay_gap_free_and_numbering_survives_a_fail
     assert first[0] in [item for item in r.lrange("group_event_queue", 0, -1)]  # numbered once, kept
 
 
-def test_a_change_whose_rows_another_relay_moved_does_not_relay_again(app, db, r, demo):
-    """Group commit: the first relay moves both changes' rows; the second change's relay, once
-    it has the lock, finds its row gone and returns without a pass of its own."""
-    first, second = pending_change(app, db, demo["id"], 5), pending_change(app, db, demo["id"], 6)
-    assert second > first
-    assert outbox.relay(db, r, [first]) == 12
-    pending_change(app, db, demo["id"], 7)  # committed after: not the second change's to wait for
-    assert outbox.relay(db, r, [second]) == 0
+def test_one_relay_moves_every_committed_change_and_the_next_finds_nothing_left(app, db, r, demo):
+    """Group commit: the first change's relay moves both changes' rows, in commit order; the second
+    change's relay, once it has the lock, has nothing left to do."""
+    pending_change(app, db, demo["id"], 5), pending_change(app, db, demo["id"], 6)
+    assert outbox.relay(db, r, sweep=False) == 12
+    assert outbox.relay(db, r, sweep=False) == 0
     assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
-    assert outbox.pending(db) == 6  # the background relay's, or the third change's own relay
-    assert outbox.relay(db, r) == 6
+    assert outbox.pending(db) == 0
 
 
 def test_rows_done_in_redis_are_never_pushed_again_and_the_background_relay_deletes_them(
         app, db, r, demo, monkeypatch):
     """A relay that died after its pushes, before deleting its rows (the delete runs after it let
     the lock go): the next relays skip them by the pushed mark, without the queues' marks."""
-    first = pending_change(app, db, demo["id"], 5)
-    monkeypatch.setattr(outbox, "DELETE_RELAYED", "DO 0 IN %(ids)s")  # the delete that did not happen
-    assert outbox.relay(db, r, [first]) == 6
+    pending_change(app, db, demo["id"], 5)
+    # the delete that did not happen
+    monkeypatch.setattr(outbox, "END_RELAY", outbox.END_RELAY.replace(outbox.DELETE_RELAYED, "DO 0 IN %(ids)s"))
+    assert outbox.relay(db, r, sweep=False) == 6
     monkeypatch.undo()
-    assert int(r.get("{outbox}:pushed")) == max(row["seq"] for row in numbered_rows(db))
+    assert rows(db, "SELECT value FROM sequence WHERE name = 'outbox_pushed'") == [
+        {"value": max(row["seq"] for row in numbered_rows(db))}]
     r.delete("{group_event_queue}:relayed", "{im_message_queue}:relayed")
-    second = pending_change(app, db, demo["id"], 6)
-    assert outbox.relay(db, r, [second]) == 6  # only the new change's rows
+    pending_change(app, db, demo["id"], 6)
+    assert outbox.relay(db, r, sweep=False) == 6  # only the new change's rows
     assert [e["group_id"] for e in queue(r, "group_event_queue")] == [5, 5, 5, 6, 6, 6]
     assert len(numbered_rows(db)) == 6  # a change's relay leaves the others' rows be
     assert outbox.relay(db, r) == 0 and outbox.pending(db) == 0  # the background relay's clean-up
@@ -117,8 +116,9 @@ def test_a_relay_whose_session_lost_the_lock_numbers_nothing(app, db, r, demo, m
     pending_change(app, db, demo["id"], 5)
     other = pymysql.connect(**mysql_connect_args(app.config))
     with other.cursor() as cur:
-        cur.execute("SELECT GET_LOCK('outbox_relay', 0)")
-    monkeypatch.setattr(outbox, "TAKE_RELAY_LOCK", "SELECT 1 AS got")  # believes it took the lock
+        cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 0})
+    # believes it took the lock
+    monkeypatch.setattr(outbox, "START_RELAY", outbox.START_RELAY.replace(outbox.TAKE_RELAY_LOCK, "SELECT 1 AS got"))
     with pytest.raises(outbox.RelayLockLost):
         outbox.relay(db, r)
     other.close()  # its lock goes with it
@@ -180,47 +180,47 @@ def test_a_relay_after_redis_lost_its_scripts_pushes_everything_once(app, db, r,
 
 
 def test_turns_serve_the_threads_that_wait_with_one_pass():
-    """While one thread relays, the others that committed meanwhile wait; one of them then runs a
-    single pass for all of them, and none returns before a pass that took its token has ended."""
+    """While one thread relays, the others that came meanwhile wait; one of them then runs a single
+    pass for all of them, and none returns before a pass that began after it came has ended."""
     turns, passes, ended = Turns(), [], {}
     first_running, release_first = threading.Event(), threading.Event()
 
-    def work(tokens):
-        passes.append(sorted(tokens))
+    def work():
+        passes.append(threading.current_thread().name)
         if len(passes) == 1:
             first_running.set()
             release_first.wait(5)
 
-    def change(token):
-        turns.take(token, work)
-        ended[token] = len(passes)
+    def change(name):
+        turns.take(work)
+        ended[name] = len(passes)
 
-    threads = [threading.Thread(target=change, args=(0,))]
+    threads = [threading.Thread(target=change, args=("first",), name="first")]
     threads[0].start()
     first_running.wait(5)
-    threads += [threading.Thread(target=change, args=(token,)) for token in (1, 2, 3)]
+    threads += [threading.Thread(target=change, args=(name,), name=name) for name in ("a", "b", "c")]
     for thread in threads[1:]:
         thread.start()
     time.sleep(0.2)
-    assert passes == [[0]] and ended == {}  # the others wait for a pass that began after them
+    assert passes == ["first"] and ended == {}  # the others wait for a pass that began after them
     release_first.set()
     for thread in threads:
         thread.join(5)
-    assert passes == [[0], [1, 2, 3]]
-    assert ended == {0: 1, 1: 2, 2: 2, 3: 2}
+    assert len(passes) == 2 and passes[1] in ("a", "b", "c")  # one pass, run by one of them, for all
+    assert ended == {"first": 1, "a": 2, "b": 2, "c": 2}
 
 
 def test_a_failed_turn_reaches_only_the_thread_that_ran_it_and_the_next_caller_runs_a_pass():
     turns, passes = Turns(), []
 
-    def failing(tokens):
-        passes.append(tokens)
+    def failing():
+        passes.append(1)
         raise RuntimeError("Redis went away")
 
     with pytest.raises(RuntimeError):
-        turns.take(1, failing)
-    turns.take(2, passes.append)
-    assert passes == [[1], [2]]
+        turns.take(failing)
+    turns.take(lambda: passes.append(2))
+    assert passes == [1, 2]
 
 
 def test_a_change_whose_relay_meets_a_cluster_outage_still_answers_200(app, db, r, demo, api, monkeypatch):
@@ -236,3 +236,23 @@ def test_a_change_whose_relay_meets_a_cluster_outage_still_answers_200(app, db, 
     assert queue(r, "group_event_queue") == [] and outbox.pending(db) > 0
     outbox.relay(db, r)
     assert [e["name"] for e in queue(r, "group_event_queue")] == ["group_create", "group_member_add"]
+
+
+def test_a_relay_does_not_wait_for_the_relay_of_another_database_on_the_same_server(app, db, r, demo, monkeypatch):
+    """Named locks are server-wide: a second deployment (or a bench) on the same MariaDB relaying
+    must not hold this one's relay up."""
+    second = app.config["MYSQL_DATABASE"] + "_second"
+    with db.cursor() as cur:
+        cur.execute(f"CREATE DATABASE IF NOT EXISTS `{second}`")
+    other = pymysql.connect(**{**mysql_connect_args(app.config), "database": second})
+    try:
+        with other.cursor() as cur:
+            cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 0})
+            assert cur.fetchone()["got"] == 1
+        pending_change(app, db, demo["id"], 5)
+        monkeypatch.setattr(outbox, "START_RELAY", outbox.START_RELAY.replace("%(seconds)s", "0"))
+        assert outbox.relay(db, r) == 6  # not 0: "lock busy"
+    finally:
+        other.close()
+        with db.cursor() as cur:
+            cur.execute(f"DROP DATABASE `{second}`")

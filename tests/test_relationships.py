@@ -165,7 +165,7 @@ def test_friend_and_blacklist_events_share_the_relationship_chain_and_leave_the_
 
 
 def test_a_relationship_change_stands_when_redis_fails_after_the_commit(api, app, db, r, monkeypatch):
-    def down(conn, client, mine=None):
+    def down(conn, client, **kwargs):
         raise redis.ConnectionError("down")
 
     monkeypatch.setattr(group_change.outbox, "relay", down)

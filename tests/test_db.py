@@ -1,0 +1,94 @@
+"""models/db.py's Connection: statements deferred to the next round trip behave as if run at once."""
+import pymysql
+import pytest
+from conftest import rows
+
+from models import group as groups
+from models.db import defer, pooled_connection, transaction, values
+
+
+@pytest.fixture
+def conn(app, db):
+    with db.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS scratch")
+        cur.execute("CREATE TABLE scratch (id INT PRIMARY KEY, note VARCHAR(20) NOT NULL)")
+    pooled = pooled_connection(app)
+    yield pooled
+    pooled.close()
+
+
+@pytest.fixture
+def sent(conn, monkeypatch):
+    """The packets the pooled connection sends from now on, as text."""
+    raw, packets = conn._con._con, []
+    original = type(raw)._execute_command
+
+    def recording(self, command, sql):
+        packets.append(sql.decode() if isinstance(sql, bytes) else sql)
+        return original(self, command, sql)
+
+    monkeypatch.setattr(type(raw), "_execute_command", recording)
+    return packets
+
+
+def test_deferred_statements_run_in_order_before_the_next_one_in_one_round_trip(conn, db, sent):
+    with transaction(conn) as cur:
+        defer(cur, "INSERT INTO scratch (id, note) VALUES %(row)s", {"row": (1, "first")})
+        defer(cur, "UPDATE scratch SET note = %(note)s WHERE id = 1", {"note": "it's \"quoted\" \\ 😀"})
+        cur.execute("SELECT note FROM scratch WHERE id = 1")
+        assert cur.fetchall() == [{"note": "it's \"quoted\" \\ 😀"}]
+    assert rows(db, "SELECT id, note FROM scratch") == [{"id": 1, "note": "it's \"quoted\" \\ 😀"}]
+    assert len(sent) == 2 and sent[0].startswith("BEGIN;") and sent[1] == "COMMIT"
+
+
+def test_statements_deferred_to_the_commit_go_with_it(conn, db, sent):
+    with transaction(conn) as cur:
+        defer(cur, "INSERT INTO scratch (id, note) VALUES {values}".format(
+            values=values(cur, "(%(id)s, %(note)s)", [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}])))
+    assert rows(db, "SELECT id, note FROM scratch ORDER BY id") == [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}]
+    assert len(sent) == 1 and sent[0].startswith("BEGIN;") and sent[0].endswith(";\nCOMMIT")
+
+
+def test_a_deferred_statement_that_fails_fails_the_transaction_and_nothing_of_it_stays(conn, db):
+    with pytest.raises(pymysql.IntegrityError):
+        with transaction(conn) as cur:
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (1, 'kept?')")
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (1, 'twice')")  # the duplicate key fails at the commit
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (2, 'never run')")
+    assert rows(db, "SELECT id FROM scratch") == []
+    with pytest.raises(pymysql.IntegrityError):
+        with transaction(conn) as cur:
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (3, NULL)")
+            cur.execute("SELECT 1")  # raises the deferred statement's error, not its own
+    assert rows(db, "SELECT id FROM scratch") == []
+    with transaction(conn) as cur:  # and the connection goes on working
+        defer(cur, "INSERT INTO scratch (id, note) VALUES (4, 'after')")
+    assert rows(db, "SELECT id FROM scratch") == [{"id": 4}]
+
+
+def test_a_transaction_that_ran_nothing_sends_nothing(conn, sent):
+    with transaction(conn):
+        pass
+    with pytest.raises(RuntimeError):
+        with transaction(conn):
+            raise RuntimeError("before any statement")
+    assert sent == []
+
+
+def test_defer_outside_a_transaction_is_refused(conn, db):
+    with conn.cursor() as cur:
+        with pytest.raises(pymysql.ProgrammingError):
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (1, 'lost')")
+        cur.execute("SELECT 1")
+    assert rows(db, "SELECT id FROM scratch") == []
+
+
+def test_a_group_read_as_one_json_value_is_the_group_read_as_columns(app, db, demo):
+    with db.cursor() as cur:
+        for gid, name, code in [(2**63 - 2, 'q"uo\\te \' 😀 \u2028', None), (7, "", "c0de")]:
+            cur.execute("INSERT INTO `group` (id, appid, master, super, name, notice, cover, code, member_count) "
+                        "VALUES (%s, %s, %s, 1, %s, 'n\\nl', '', %s, 12)", (gid, demo["id"], 2**62, name, code))
+            cur.execute(f"SELECT {groups.GROUP_COLUMNS} FROM `group` WHERE id = %s", (gid,))
+            plain = cur.fetchone()
+            assert groups.find_group(cur, demo["id"], gid) == plain
+            assert type(plain["super"]) is int and plain["code"] == code
