@@ -22,7 +22,8 @@ from bench.bench import DATABASE, REDIS_DB, prepare  # noqa: E402
 
 def counting(sent: dict) -> None:
     """Count every packet PyMySQL and redis-py send, into sent."""
-    mysql_send, redis_send = pymysql.connections.Connection._execute_command, redis.connection.Connection.send_packed_command
+    mysql_send = pymysql.connections.Connection._execute_command
+    redis_send = redis.connection.Connection.send_packed_command
 
     def mysql(self, command, sql):
         sent["MySQL round trips"] += 1
