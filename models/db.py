@@ -33,12 +33,12 @@ def _session_setup(config) -> list[str]:
 
 class Connection(pymysql.connections.Connection):
     """PyMySQL's connection, with fewer round trips inside a transaction (the one speed trick of
-    this module; tests/test_outbox.py checks it behaves as the plain way).
+    this module; tests/test_db.py checks it behaves as the plain way).
 
     BEGIN waits to go out with the transaction's first statement, and statements whose outcome
     matters only to the commit (defer()) wait for the next statement or the COMMIT: all go to
     MySQL as one multi-statement packet, which stops at the first statement that fails and
-    raises its error there. A member add went from 13 MySQL round trips to 7 (docs/PERFORMANCE.md).
+    raises its error there. A member add went from 17 MySQL round trips to 7 (bench/roundtrips.py).
     """
 
     def __init__(self, *args, **kwargs):
