@@ -47,6 +47,8 @@ class Connection(pymysql.connections.Connection):
         super().__init__(*args, **kwargs)
 
     def begin(self):
+        if self._in_transaction:  # plain PyMySQL would commit the open one; here its deferred writes would go
+            raise pymysql.err.ProgrammingError("begin() inside a transaction")
         self._deferred, self._in_transaction = ["BEGIN"], True
 
     def defer(self, sql: str) -> None:

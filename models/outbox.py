@@ -13,10 +13,12 @@ numbers the new ones (seq, the relay order; action_id for events) and commits, i
 trip, then pushes them all in one pipeline. Each queue keeps the highest seq pushed to it
 (keys.relayed), and the push script skips rows at or below it, atomically with the pushes. A
 push that Redis ran although its reply was lost, or rows pushed just before a crash, are never
-pushed twice. Once a batch is done the relay raises the outbox_pushed mark, lets the lock go
-and deletes its rows, in one more round trip (the delete runs after the release, so it is not
-one more commit the next relay waits for); no relay looks at rows at or below the mark again,
-and the background relay deletes any a crash left behind.
+pushed twice. Once a batch is done the relay raises the outbox_pushed mark and deletes its
+rows: with the next batch's read, or, after the last batch, in the round trip that lets the
+lock go (the delete runs after the release, so it is not one more commit the next relay waits
+for). No relay looks at rows at or below the mark again, and the background relay deletes any
+a crash left behind. A packet that should have let the lock go and failed is followed by a
+RELEASE of its own: a pooled session must not keep the lock.
 
 A change relays right after its commit, so its items are queued before its response. While
 one relay runs, the changes that committed meanwhile wait: within a process, for one pass
@@ -53,8 +55,8 @@ COUNTERS = "SELECT name, value FROM sequence WHERE name IN %(counters)s"
 # not numbered yet. `locked`: whether this session still holds the relay lock. The pool
 # reconnects a session that dropped and re-runs a statement outside a transaction on the new
 # one, which holds no lock; checking here keeps two relays from numbering or pushing the same
-# rows. After this read the pool replaces no session silently: a dead one fails the BEGIN, and
-# inside the transaction a failure is raised. (The check is not repeated in the numbering:
+# # rows. After this read the pool replaces no session silently: the numbering is a transaction,
+# whose packet fails on a dead session and is not run again on a new one. (The check is not repeated in the numbering:
 # IS_USED_LOCK in an UPDATE is unsafe for statement-based replication, where a replica would
 # run it with the check false and its counters would stop.)
 OUTSTANDING = f"""
@@ -82,9 +84,12 @@ DELETE_RELAYED = "DELETE FROM outbox WHERE id IN %(ids)s"
 # A relay's last round trip, after it moved rows: the mark before the release (the next holder of
 # the lock reads it), the delete after it (not one more commit the next relay waits for).
 END_RELAY = ";\n".join([RAISE_PUSHED, RELEASE_RELAY_LOCK, DELETE_RELAYED])
+# Between batches of one relay: the last batch's mark and delete, and the next batch.
+NEXT_BATCH = ";\n".join([RAISE_PUSHED, DELETE_RELAYED, OUTSTANDING])
 DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= (SELECT value FROM sequence WHERE name = 'outbox_pushed')"
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
+RELAY_BATCH_BYTES = 4 * 1024 * 1024  # items per batch, at most (a batch is one packet; one item may be larger)
 RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
 
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
@@ -158,35 +163,54 @@ def relay(conn, r, *, sweep: bool = True) -> int:
     sweep: also delete rows that a relay pushed and then died before deleting (the background
     relay; a change's own relay leaves that to it). If another process is relaying for longer
     than RELAY_LOCK_WAIT, leave the items to it (or to the next relay) and return 0."""
-    with conn.cursor() as cur:
-        got, counters, found = results(cur, START_RELAY, {
-            "seconds": RELAY_LOCK_WAIT, "counters": (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN),
-            "pushed": 0, "limit": RELAY_BATCH})
+    try:
+        with conn.cursor() as cur:
+            got, counters, found = results(cur, START_RELAY, {
+                "seconds": RELAY_LOCK_WAIT, "counters": (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN),
+                "pushed": 0, "limit": RELAY_BATCH})
+    except pymysql.Error:  # the lock may be this session's already: a pooled session must not keep it
+        _let_go(conn)
+        raise
     if not got[0]["got"]:
         log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
         return 0
-    counters = {row["name"]: row["value"] for row in counters}
-    pushed, done = counters[PUSHED], []
+    moved, pushed, last = 0, 0, []  # last: the ids of the batch pushed last, its mark and delete still to come
     try:
+        counters = {row["name"]: row["value"] for row in counters}
+        if len(counters) < 4:
+            raise pymysql.err.InternalError(f"`sequence` has only {sorted(counters)}: apply sql/ (flask init-db)")
+        pushed = counters[PUSHED]
         while True:
             batch, more = _outstanding(found)
             _number(conn, [row for row in batch if row["seq"] is None], counters)
             if batch:
                 _push(r, batch)
-                pushed = batch[-1]["seq"]
-                done += [row["id"] for row in batch]
+                pushed, last, moved = batch[-1]["seq"], [row["id"] for row in batch], moved + len(batch)
             if not more:
                 break
-            with conn.cursor() as cur:
-                cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
-                found = cur.fetchall()
+            with conn.cursor() as cur:  # each batch's mark and delete go with the next batch's read
+                found = results(cur, NEXT_BATCH, {"pushed": pushed, "ids": last, "limit": RELAY_BATCH})[-1]
+                last = []
     finally:
-        with conn.cursor() as cur:
-            results(cur, END_RELAY if done else RELEASE_RELAY_LOCK, {"pushed": pushed, "ids": done})
+        try:
+            with conn.cursor() as cur:
+                results(cur, END_RELAY if last else RELEASE_RELAY_LOCK, {"pushed": pushed, "ids": last})
+        except pymysql.Error:
+            _let_go(conn)
+            raise
     if sweep:
         with conn.cursor() as cur:
             cur.execute(DELETE_LEFT_BEHIND)
-    return len(done)
+    return moved
+
+
+def _let_go(conn) -> None:
+    """Release the relay lock on its own, after a packet that should have released it failed."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(RELEASE_RELAY_LOCK)
+    except pymysql.Error:
+        pass  # the session is gone, and the lock with it
 
 
 def outstanding(conn, pushed: int = 0) -> tuple[list[dict], bool]:
@@ -203,7 +227,13 @@ def _outstanding(found: list[dict]) -> tuple[list[dict], bool]:
         raise RelayLockLost("the MySQL session that took the relay lock is gone; relaying left to the next relay")
     numbered = sorted((row for row in found if row["seq"] is not None), key=lambda row: row["seq"])
     fresh = sorted((row for row in found if row["seq"] is None), key=lambda row: row["id"])
-    return (numbered + fresh)[:RELAY_BATCH], len(found) >= RELAY_BATCH
+    batch, size = [], 0
+    for row in (numbered + fresh)[:RELAY_BATCH]:
+        size += len(row["item"])
+        if batch and size > RELAY_BATCH_BYTES:  # the numbering and the pushes stay well inside max_allowed_packet
+            return batch, True
+        batch.append(row)
+    return batch, len(found) >= RELAY_BATCH
 
 
 def _number(conn, rows: list[dict], counters: dict) -> None:

@@ -256,3 +256,40 @@ def test_a_relay_does_not_wait_for_the_relay_of_another_database_on_the_same_ser
         other.close()
         with db.cursor() as cur:
             cur.execute(f"DROP DATABASE `{second}`")
+
+
+def lock_is_free(app) -> bool:
+    other = pymysql.connect(**mysql_connect_args(app.config))
+    try:
+        with other.cursor() as cur:
+            cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 0})
+            return cur.fetchone()["got"] == 1
+    finally:
+        other.close()
+
+
+def test_a_relay_whose_first_read_fails_after_taking_the_lock_lets_it_go(app, db, r, demo, monkeypatch):
+    """A pooled session that kept the lock would make every other relay wait RELAY_LOCK_WAIT, then give up."""
+    pending_change(app, db, demo["id"], 5)
+    monkeypatch.setattr(outbox, "START_RELAY", outbox.TAKE_RELAY_LOCK + ";\nSELECT * FROM no_such_table")
+    with pytest.raises(pymysql.Error):
+        outbox.relay(db, r)
+    assert lock_is_free(app)
+    monkeypatch.undo()
+    assert outbox.relay(db, r) == 6
+
+
+@pytest.mark.parametrize("limit", [{"RELAY_BATCH": 2}, {"RELAY_BATCH_BYTES": 1}])
+def test_a_relay_of_many_batches_moves_them_all_in_order_and_marks_each(app, db, r, demo, monkeypatch, limit):
+    for gid in (5, 6):
+        pending_change(app, db, demo["id"], gid)
+    for name, value in limit.items():
+        monkeypatch.setattr(outbox, name, value)
+    assert outbox.relay(db, r, sweep=False) == 12
+    assert lock_is_free(app) and outbox.pending(db) == 0
+    events = queue(r, "group_event_queue")
+    assert [e["group_id"] for e in events] == [5, 5, 5, 6, 6, 6]
+    assert [e["action_id"] - e["previous_action_id"] for e in events] == [1] * 6
+    assert len(queue(r, "im_message_queue")) == 6
+    assert rows(db, "SELECT value FROM sequence WHERE name = 'outbox_pushed'") == rows(
+        db, "SELECT value FROM sequence WHERE name = 'outbox_seq'")
