@@ -16,7 +16,7 @@ from .outbox import Changes
 GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code, member_count"
 # One group's columns as one JSON value: PyMySQL parses a description per column of a result
 # (pure Python), and nine of them cost about as much as the query itself; every group change
-# reads its group this way (tests/test_groups.py checks it reads as the plain columns do).
+# reads its group this way (tests/test_db.py checks it reads as the plain columns do).
 GROUP_AS_JSON = "JSON_OBJECT(" + ", ".join(f"'{name}', {name}" for name in GROUP_COLUMNS.split(", ")) + ") AS json"
 SELECT_GROUP = f"SELECT {GROUP_AS_JSON} FROM `group` WHERE id = %(gid)s AND appid = %(appid)s AND deleted = 0"
 LOCK_GROUP = SELECT_GROUP + " FOR UPDATE"
