@@ -49,6 +49,7 @@ TAKE_RELAY_LOCK = f"SELECT GET_LOCK({RELAY_LOCK}, %(seconds)s) AS got"
 RELEASE_RELAY_LOCK = f"SELECT RELEASE_LOCK({RELAY_LOCK})"
 PUSHED, SEQ = "outbox_pushed", "outbox_seq"  # `sequence` rows: the highest seq done in Redis, the last seq given
 GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their `sequence` rows
+COUNTER_NAMES = (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN)
 COUNTERS = "SELECT name, value FROM sequence WHERE name IN %(counters)s"
 # What a relay has to do: rows numbered but not done in Redis (above the PUSHED mark, or the
 # relay's own `pushed` if higher: a relay that failed or died after numbering them), then rows
@@ -166,8 +167,7 @@ def relay(conn, r, *, sweep: bool = True) -> int:
     try:
         with conn.cursor() as cur:
             got, counters, found = results(cur, START_RELAY, {
-                "seconds": RELAY_LOCK_WAIT, "counters": (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN),
-                "pushed": 0, "limit": RELAY_BATCH})
+                "seconds": RELAY_LOCK_WAIT, "counters": COUNTER_NAMES, "pushed": 0, "limit": RELAY_BATCH})
     except pymysql.Error:  # the lock may be this session's already: a pooled session must not keep it
         _let_go(conn)
         raise
@@ -177,7 +177,7 @@ def relay(conn, r, *, sweep: bool = True) -> int:
     moved, pushed, last = 0, 0, []  # last: the ids of the batch pushed last, its mark and delete still to come
     try:
         counters = {row["name"]: row["value"] for row in counters}
-        if len(counters) < 4:
+        if len(counters) < len(COUNTER_NAMES):
             raise pymysql.err.InternalError(f"`sequence` has only {sorted(counters)}: apply sql/ (flask init-db)")
         pushed = counters[PUSHED]
         while True:
@@ -214,9 +214,9 @@ def _let_go(conn) -> None:
 
 
 def outstanding(conn, pushed: int = 0) -> tuple[list[dict], bool]:
-    """Up to RELAY_BATCH rows to push, in relay order (those numbered above the pushed mark, or
-    `pushed` if higher, then those not numbered yet), and whether more may wait; for the holder
-    of the relay lock."""
+    """Up to RELAY_BATCH rows (and RELAY_BATCH_BYTES of items) to push, in relay order (those
+    numbered above the pushed mark, or `pushed` if higher, then those not numbered yet), and
+    whether more may wait; for the holder of the relay lock."""
     with conn.cursor() as cur:
         cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
         return _outstanding(cur.fetchall())
