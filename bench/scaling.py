@@ -7,7 +7,9 @@ gobelieve_bench and Redis DB 9, which it empties, and gunicorn as deployed (guni
 
 parallel: interleaved rounds of the floor, member adds (POST /groups/{gid}/members, one random
 uid each) all on one super group, and the same spread over 16 super groups, with the same wrk
-connections. Prints requests/s, the ratio of 16 groups to 1 group and each vs the floor.
+connections, and the bound (bench/bound.py: less than any correct member add does) over the same
+16 groups. Prints requests/s, CPU per request, the ratio of 16 groups to 1 group, each vs the
+floor, and the service's 16 groups vs the bound.
 
 size: groups of 1,000, 10,000 and 100,000 members (rows written with INSERT ... SELECT from a
 sequence, member_count set to match), then single requests timed one at a time with
@@ -60,6 +62,9 @@ def setup(appid: int, secret: str) -> tuple[str, dict]:
     return auth, env
 
 
+BOUND = "bound: least member add, 16 groups"
+
+
 def parallel(args) -> None:
     appid, secret, _ = prepare()
     auth, env = setup(appid, secret)
@@ -72,7 +77,8 @@ def parallel(args) -> None:
               ' string.format(\'[%d]\', math.random(1, 1000000)))\nend')
     runs = [("floor: POST /messages/peers", "bench.floor:app", "/messages/peers", LUA["peers"]),
             ("member adds, 1 group", "app:app", f"/groups/{one}/members", LUA["add"]),
-            ("member adds, 16 groups", "app:app", f"/groups/{many[0]}/members", spread)]
+            ("member adds, 16 groups", "app:app", f"/groups/{many[0]}/members", spread),
+            (BOUND, "bench.bound:app", f"/groups/{many[0]}/members", spread)]
     results, servers = {label: [] for label, *_ in runs}, {}
     lopsided = dict.fromkeys(results, 0)
     try:
@@ -95,16 +101,19 @@ def parallel(args) -> None:
     floors = results["floor: POST /messages/peers"]
     print(f"# {os.cpu_count()} cores, wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} rounds, "
           "gunicorn.conf.py defaults; medians over the rounds; ratios are medians of per-round ratios")
-    print("| run | requests/s | p50 ms | p99 ms | vs floor | each round vs floor |")
-    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    print("| run | requests/s | p50 ms | p99 ms | vs floor | each round vs floor | CPU us: gunicorn | MariaDB |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     for label, rounds in results.items():
         ratios = [r["rps"] / f["rps"] for r, f in zip(rounds, floors)]
         print(f"| {label} | {median(r['rps'] for r in rounds):.0f} | {median(r['p50'] for r in rounds):.2f} | "
               f"{median(r['p99'] for r in rounds):.2f} | {median(ratios):.2f}x | "
-              f"{' '.join(f'{x:.2f}' for x in ratios)} |")
+              f"{' '.join(f'{x:.2f}' for x in ratios)} | {median(r['cpu']['gunicorn'] for r in rounds):.0f} | "
+              f"{median(r['cpu']['mariadb'] for r in rounds):.0f} |")
     print(f"\nruns run again because all their connections sat on one worker: {lopsided}")
     gains = [m["rps"] / o["rps"] for m, o in zip(results["member adds, 16 groups"], results["member adds, 1 group"])]
     print(f"\n16 groups / 1 group: {median(gains):.2f}x (each round: {' '.join(f'{x:.2f}' for x in gains)})")
+    near = [m["rps"] / b["rps"] for m, b in zip(results["member adds, 16 groups"], results[BOUND])]
+    print(f"16 groups / the bound: {median(near):.2f}x (each round: {' '.join(f'{x:.2f}' for x in near)})")
 
 
 class Client:
