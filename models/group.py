@@ -9,7 +9,7 @@ import time
 
 import pymysql
 
-from .db import defer, values
+from .db import defer, results, values
 from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
 from .outbox import Changes
 
@@ -67,6 +67,8 @@ WHERE group_id = %(gid)s AND deleted = 0
 LIVE_MEMBERS_AMONG = """
 SELECT uid FROM group_member WHERE group_id = %(gid)s AND deleted = 0 AND uid IN %(uids)s
 """
+# Two statements in one round trip: the second runs once the first holds the row lock.
+LOCK_GROUP_ASKING = LOCK_GROUP + ";\n" + LIVE_MEMBERS_AMONG
 # A removed member's row is revived, so the router's query sees exactly the live members.
 UPSERT_MEMBERS = """
 INSERT INTO group_member (group_id, uid, timestamp) VALUES {values}
@@ -84,10 +86,18 @@ def find_group(cur, appid: int, gid: int) -> dict:
     return _found(cur.fetchone())
 
 
-def lock_group(cur, appid: int, gid: int) -> dict:
-    """The app's live group, row-locked until the transaction ends, or GroupNotFound."""
-    cur.execute(LOCK_GROUP, {"gid": gid, "appid": appid})
-    return _found(cur.fetchone())
+def lock_group(cur, appid: int, gid: int, asking: list[int] = ()) -> dict:
+    """The app's live group, row-locked until the transaction ends, or GroupNotFound.
+
+    asking: uids whose membership the change will check (live_members_among); they are read
+    under the lock in the same round trip, which a hot group's lock is then held one round trip less for."""
+    if not asking:
+        cur.execute(LOCK_GROUP, {"gid": gid, "appid": appid})
+        return _found(cur.fetchone())
+    found, live = results(cur, LOCK_GROUP_ASKING, {"gid": gid, "appid": appid, "uids": list(asking)})
+    group = _found(found[0] if found else None)
+    group["live"] = dict.fromkeys(asking, False) | {row["uid"]: True for row in live}
+    return group
 
 
 def _key(after: int | None) -> int:
@@ -146,11 +156,18 @@ def members_of_groups(cur, appid: int, gids: list[int]) -> dict[int, list[dict]]
     return found
 
 
-def live_members_among(cur, gid: int, uids: list[int]) -> set[int]:
-    if not uids:
-        return set()
-    cur.execute(LIVE_MEMBERS_AMONG, {"gid": gid, "uids": uids})
+def live_members_among(cur, group: dict, uids: list[int]) -> set[int]:
+    """Those of uids who are live members of the group: as its lock read them (lock_group's
+    asking), or read now."""
+    asked = group.get("live", {})
+    if all(uid in asked for uid in uids):
+        return {uid for uid in uids if asked[uid]}
+    cur.execute(LIVE_MEMBERS_AMONG, {"gid": group["id"], "uids": uids})
     return {row["uid"] for row in cur.fetchall()}
+
+
+def _members_changed(group: dict) -> None:
+    group.pop("live", None)  # what the lock read is out of date
 
 
 def create_group(cur, changes: Changes, group: dict, new_members: list[dict], limit: int) -> int:
@@ -173,7 +190,7 @@ def create_group(cur, changes: Changes, group: dict, new_members: list[dict], li
 def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inviter: dict | None,
                 limit: int) -> None:
     """Add the members who are not live members yet."""
-    live = live_members_among(cur, group["id"], [m["uid"] for m in new_members])
+    live = live_members_among(cur, group, [m["uid"] for m in new_members])
     joining = [m for m in new_members if m["uid"] not in live]
     if not joining:
         return
@@ -186,6 +203,7 @@ def add_members(cur, changes: Changes, group: dict, new_members: list[dict], inv
 
 
 def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict]) -> None:
+    _members_changed(group)
     now = int(time.time())
     rows = [{"gid": group["id"], "uid": m["uid"], "timestamp": now} for m in new_members]
     if rows:
@@ -197,8 +215,9 @@ def _insert_members(cur, changes: Changes, group: dict, new_members: list[dict])
 
 def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> None:
     """Soft-delete the given members who are live."""
-    live = live_members_among(cur, group["id"], [m["uid"] for m in leaving])
+    live = live_members_among(cur, group, [m["uid"] for m in leaving])
     removed = []
+    _members_changed(group)
     for member in leaving:
         if member["uid"] in live and member["uid"] not in removed:
             defer(cur, REMOVE_MEMBER, {"gid": group["id"], "uid": member["uid"]})
@@ -214,7 +233,7 @@ def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> N
 def leave_all_groups(cur, changes: Changes, appid: int, uid: int) -> None:
     """Remove the user from every group of the app, locking each group in id order as every change does."""
     for found in user_groups(cur, appid, uid):
-        remove_members(cur, changes, lock_group(cur, appid, found["id"]), [{"uid": uid}])
+        remove_members(cur, changes, lock_group(cur, appid, found["id"], [uid]), [{"uid": uid}])
 
 
 def _profile(member: dict) -> dict:
@@ -235,6 +254,7 @@ def disband_group(cur, changes: Changes, group: dict) -> None:
     """Soft-delete the group and its member rows: one group_disband, no per-member removes; the
     notification names the members, who see it even after the router dropped the group."""
     live_uids = _live_uids(cur, group["id"])
+    _members_changed(group)
     defer(cur, DISBAND_GROUP, {"gid": group["id"]})
     defer(cur, DISBAND_MEMBERS, {"gid": group["id"]})
     changes.event("group_disband", group)
@@ -264,7 +284,7 @@ def upgrade_group(cur, changes: Changes, group: dict) -> None:
 
 def require_member(cur, group: dict, uid: int) -> None:
     """NotMember unless uid is a live member of the group."""
-    if not live_members_among(cur, group["id"], [uid]):
+    if not live_members_among(cur, group, [uid]):
         raise NotMember()
 
 

@@ -27,17 +27,19 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, code: str | None = None):
+def group_change(conn, queues: Queues, appid: int, gid: int | None = None, *, code: str | None = None,
+                 asking: list[int] = ()):
     """Yield (cursor, the app's group gid or with that join code, row-locked, Changes); see above.
 
     With neither gid nor code the group is None: the block creates groups or locks its own
-    (through groups.lock_group, in id order)."""
+    (through groups.lock_group, in id order). asking: uids whose membership the block checks,
+    read with the lock (groups.lock_group)."""
     changes = Changes()
     with transaction(conn) as cur:
         if code is not None:
             group = groups.lock_group_by_code(cur, appid, code)
         else:
-            group = None if gid is None else groups.lock_group(cur, appid, gid)
+            group = None if gid is None else groups.lock_group(cur, appid, gid, asking)
         yield cur, group, changes
         notes = [group_notification(queues.ids.next(), *note) for note in changes.notes]
         stored = outbox.append(cur, queues, group_events=changes.events, messages=notes,

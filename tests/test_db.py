@@ -100,3 +100,33 @@ def test_a_group_read_as_one_json_value_is_the_group_read_as_columns(app, db, de
             plain = cur.fetchone()
             assert groups.find_group(cur, demo["id"], gid) == plain
             assert type(plain["super"]) is int and plain["code"] == code
+
+
+def test_the_members_a_change_asks_about_are_read_with_the_group_lock_in_one_round_trip(conn, db, demo, sent):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'g')", (demo["id"],))
+        gid = cur.lastrowid
+        cur.execute("INSERT INTO group_member (group_id, uid, deleted) VALUES (%s, 1, 0), (%s, 2, 1)", (gid, gid))
+    changes = groups.Changes()
+    with transaction(conn) as cur:
+        group = groups.lock_group(cur, demo["id"], gid, [1, 2, 3])
+        assert len(sent) == 1 and sent[0].startswith("BEGIN;") and "FOR UPDATE;" in sent[0]
+        assert groups.live_members_among(cur, group, [3, 1, 2]) == {1} and len(sent) == 1  # no second read
+        groups.add_members(cur, changes, group, [{"uid": 2}, {"uid": 3}], None, 100)
+        assert len(sent) == 1
+        # Once the change wrote members, the lock's read is out of date: membership is read again.
+        assert groups.live_members_among(cur, group, [1, 2, 3]) == {1, 2, 3} and len(sent) == 2
+        assert groups.live_members_among(cur, group, [4]) == set() and len(sent) == 3
+    assert rows(db, "SELECT uid FROM group_member WHERE group_id = %s AND deleted = 0 ORDER BY uid",
+                (gid,)) == [{"uid": 1}, {"uid": 2}, {"uid": 3}]
+
+
+def test_a_group_of_another_app_locked_with_members_asked_about_is_not_found(conn, db, demo, other):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'theirs')", (other["id"],))
+        gid = cur.lastrowid
+        cur.execute("INSERT INTO group_member (group_id, uid) VALUES (%s, 1)", (gid,))
+    with pytest.raises(groups.GroupNotFound):
+        with transaction(conn) as cur:
+            groups.lock_group(cur, demo["id"], gid, [1])
+    assert groups.lock_group(conn.cursor(), other["id"], gid, [1, 2])["live"] == {1: True, 2: False}

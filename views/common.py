@@ -123,9 +123,9 @@ def queues() -> Queues:
     return current_app._get_current_object().extensions["queues"]
 
 
-def group_change(appid: int, gid: int | None = None, *, code: str | None = None):
+def group_change(appid: int, gid: int | None = None, *, code: str | None = None, asking: list[int] = ()):
     """models/group_change.py's unit of work on the request's connection and the app's queues."""
-    return unit_of_work(get_db(), queues(), appid, gid, code=code)
+    return unit_of_work(get_db(), queues(), appid, gid, code=code, asking=asking)
 
 
 def idempotency_scope(who, msgid: str | None = None) -> tuple[int, str, str] | None:

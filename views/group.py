@@ -126,16 +126,21 @@ def member_limit(group: dict) -> int:
     return setting("MAX_SUPER_GROUP_MEMBERS" if group["super"] else "MAX_GROUP_MEMBERS")
 
 
+def asking(who: Caller, uids: list[int] = ()) -> list[int]:
+    """The uids whose membership a change checks, the client's own among them: read with the group's lock."""
+    return list(uids) if who.is_server else [*uids, who.uid]
+
+
 def require_master(cur, group: dict, who: Caller) -> None:
     """A client must be the group's master and a live member (a master the app server removed
     has no master rights left); an app server may act on any group of its app."""
-    if not who.is_server and (group["master"] != who.uid or not groups.live_members_among(cur, group["id"], [who.uid])):
+    if not who.is_server and (group["master"] != who.uid or not groups.live_members_among(cur, group, [who.uid])):
         raise NotMaster()
 
 
 def require_caller_member(cur, group: dict, who: Caller) -> None:
     """A client must be a member of the group; an app server may act on any group of its app."""
-    if not who.is_server and not groups.live_members_among(cur, group["id"], [who.uid]):
+    if not who.is_server and not groups.live_members_among(cur, group, [who.uid]):
         raise Forbidden("Only members of the group may do this.")
 
 
@@ -216,7 +221,7 @@ class Group(MethodView):
             inline = min(args["members"], inline)
         with get_db().cursor() as cur:
             group = groups.find_group(cur, who.appid, gid)
-            if not who.is_server and not groups.live_members_among(cur, gid, [who.uid]):
+            if not who.is_server and not groups.live_members_among(cur, group, [who.uid]):
                 return ok({key: group[key] for key in ("id", "name", "cover", "super", "member_count")})
             members = groups.members_page(cur, group, 0, inline) if inline else []
         more = len(members) == inline and group["member_count"] > inline
@@ -228,10 +233,10 @@ class Group(MethodView):
     @blp.arguments(GroupUpdateSchema)
     def patch(self, args, gid):
         """Rename, change the notice or cover, or transfer to another member (master only)."""
-        who = caller()
-        with group_change(who.appid, gid) as (cur, group, changes):
+        who, new_master = caller(), [args["master"]] if "master" in args else []
+        with group_change(who.appid, gid, asking=asking(who, new_master)) as (cur, group, changes):
             require_master(cur, group, who)
-            if "master" in args and not groups.live_members_among(cur, gid, [args["master"]]):
+            if new_master and not groups.live_members_among(cur, group, new_master):
                 raise InvalidField("master: the new master must be a member of the group.")
             groups.update_group(cur, changes, group, args)
         return ok()
@@ -241,7 +246,7 @@ class Group(MethodView):
     def delete(self, gid):
         """Disband the group (master only)."""
         who = caller()
-        with group_change(who.appid, gid) as (cur, group, changes):
+        with group_change(who.appid, gid, asking=asking(who)) as (cur, group, changes):
             require_master(cur, group, who)
             groups.disband_group(cur, changes, group)
         return ok()
@@ -281,7 +286,7 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         # A client invites as itself, whatever the body says.
         inviter = args.get("inviter") if who.is_server else {"uid": who.uid, "name": who.name}
-        with group_change(who.appid, gid) as (cur, group, changes):
+        with group_change(who.appid, gid, asking=asking(who, [m["uid"] for m in members])) as (cur, group, changes):
             require_caller_member(cur, group, who)
             groups.add_members(cur, changes, group, members, inviter, member_limit(group))
         return ok()
@@ -294,7 +299,7 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         if not members:
             raise InvalidField("members: give at least one member to remove.")
-        with group_change(who.appid, gid) as (cur, group, changes):
+        with group_change(who.appid, gid, asking=asking(who, [m["uid"] for m in members])) as (cur, group, changes):
             require_master(cur, group, who)
             if not who.is_server and who.uid in {m["uid"] for m in members}:
                 raise MasterMustTransfer()
@@ -336,7 +341,7 @@ class Member(MethodView):
     def delete(self, gid, mid):
         """Leave the group (a client for itself) or remove a member (the master)."""
         who = caller()
-        with group_change(who.appid, gid) as (cur, group, changes):
+        with group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
             if not who.is_server:
                 if mid != who.uid:
                     require_master(cur, group, who)
@@ -353,7 +358,7 @@ class Member(MethodView):
         who = caller()
         if not who.is_server and mid != who.uid and set(args) != {"mute"}:
             raise Forbidden("A client can only change its own do_not_disturb and nickname.")
-        with group_change(who.appid, gid) as (cur, group, changes):
+        with group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
             groups.require_member(cur, group, mid)
             if "mute" in args:
                 require_master(cur, group, who)
