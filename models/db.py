@@ -1,6 +1,7 @@
 """MySQL and Redis handles for the current request (the one Flask-aware module of models/)."""
 import logging
 import os
+import select
 import threading
 import time
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ def _session_setup(config) -> list[str]:
 
 
 class Connection(pymysql.connections.Connection):
-    """PyMySQL's connection, with fewer round trips inside a transaction (the one speed trick of
-    this module; tests/test_db.py checks it behaves as the plain way).
+    """PyMySQL's connection, with fewer round trips inside a transaction, and a check on checkout
+    that needs none (ping); tests/test_db.py checks it behaves as the plain way.
 
     BEGIN waits to go out with the transaction's first statement, and statements whose outcome
     matters only to the commit (defer()) wait for the next statement or the COMMIT: all go to
@@ -82,6 +83,19 @@ class Connection(pymysql.connections.Connection):
         ahead, self._deferred, self._in_transaction = self._deferred, [], False
         if ahead[:1] != ["BEGIN"]:  # else MySQL never heard of this transaction
             super().rollback()
+
+    def ping(self, reconnect=False):
+        """Whether the session stands, without a round trip (the pool asks on every checkout).
+
+        A connection at rest has nothing to read: bytes or an end of stream waiting on its socket
+        mean MySQL closed the session (KILL, a restart, wait_timeout), and the pool reconnects.
+        A server that froze or vanished is found by the request's first statement, which times
+        out after MYSQL_TIMEOUT, as a ping's round trip would."""
+        if self._sock is None:
+            raise pymysql.err.InterfaceError("the connection is closed")
+        poll = select.poll()
+        poll.register(self._sock, select.POLLIN)
+        return not poll.poll(0)
 
 
 # DBUtils' creator: Connection, with pymysql's exceptions and thread safety.

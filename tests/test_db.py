@@ -2,6 +2,7 @@
 import pymysql
 import pytest
 from conftest import rows
+from test_faults import gone_within
 
 from models import group as groups
 from models.db import defer, pooled_connection, transaction, values
@@ -130,3 +131,12 @@ def test_a_group_of_another_app_locked_with_members_asked_about_is_not_found(con
         with transaction(conn) as cur:
             groups.lock_group(cur, demo["id"], gid, [1])
     assert groups.lock_group(conn.cursor(), other["id"], gid, [1, 2])["live"] == {1: True, 2: False}
+
+
+def test_the_check_on_checkout_sends_nothing_and_finds_a_session_mysql_closed(conn, db, sent):
+    raw = conn._con._con
+    assert raw.ping() is True and sent == []
+    with db.cursor() as cur:
+        cur.execute("KILL %s", (raw.thread_id(),))
+    gone_within(db, [raw.thread_id()])
+    assert raw.ping() is False and sent == []  # so the pool opens a new session on checkout

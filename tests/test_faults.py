@@ -196,9 +196,23 @@ def test_a_killed_pooled_connection_is_replaced_on_the_next_request(app, api, db
     with db.cursor() as cur:
         cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
                     (app.config["MYSQL_DATABASE"],))
-        for row in cur.fetchall():
-            cur.execute("KILL %s", (row["id"],))
+        killed = [row["id"] for row in cur.fetchall()]
+        for session in killed:
+            cur.execute("KILL %s", (session,))
+    gone_within(db, killed)
     assert api.post("/groups", {"master": 1, "name": "after kill"})[0] == 200
+
+
+def gone_within(db, sessions: list[int], seconds: float = 5) -> None:
+    """Wait until MySQL has closed the killed sessions (KILL returns before their sockets close)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with db.cursor() as cur:
+            cur.execute("SELECT COUNT(*) AS n FROM information_schema.processlist WHERE id IN %s", (sessions or [0],))
+            if cur.fetchone()["n"] == 0:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"sessions {sessions} still open after {seconds} s")
 
 
 def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_rest(api, db, r, demo, caplog):
