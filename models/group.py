@@ -89,8 +89,8 @@ def find_group(cur, appid: int, gid: int) -> dict:
 def lock_group(cur, appid: int, gid: int, asking: list[int] = ()) -> dict:
     """The app's live group, row-locked until the transaction ends, or GroupNotFound.
 
-    asking: uids whose membership the change will check (live_members_among); they are read
-    under the lock in the same round trip, which a hot group's lock is then held one round trip less for."""
+    asking: uids whose membership the change will check (live_members_among). They are read
+    under the lock in the same round trip, so a hot group's lock is held for one round trip less."""
     if not asking:
         cur.execute(LOCK_GROUP, {"gid": gid, "appid": appid})
         return _found(cur.fetchone())
