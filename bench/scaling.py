@@ -8,8 +8,8 @@ gobelieve_bench and Redis DB 9, which it empties, and gunicorn as deployed (guni
 parallel: interleaved rounds of the floor, member adds (POST /groups/{gid}/members, one random
 uid each) all on one super group, and the same spread over 16 super groups, with the same wrk
 connections, and the bound (bench/bound.py: less than any correct member add does) on the same
-group and over the same 16 groups. Prints requests/s, CPU per request, the ratio of 16 groups to 1 group, each vs the
-floor, and the service's 16 groups vs the bound.
+group and over the same 16 groups. Prints requests/s and CPU per request of each, each vs the
+floor, 16 groups vs 1 group, and the service vs the bound.
 
 size: groups of 1,000, 10,000 and 100,000 members (rows written with INSERT ... SELECT from a
 sequence, member_count set to match), then single requests timed one at a time with

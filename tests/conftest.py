@@ -245,6 +245,18 @@ def rows(db, sql, params=None) -> list[dict]:
         return list(cur.fetchall())
 
 
+def gone_within(db, sessions: list[int], seconds: float = 5) -> None:
+    """Wait until MySQL has closed the killed sessions (KILL returns before their sockets close)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with db.cursor() as cur:
+            cur.execute("SELECT COUNT(*) AS n FROM information_schema.processlist WHERE id IN %s", (sessions or [0],))
+            if cur.fetchone()["n"] == 0:
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"sessions {sessions} still open after {seconds} s")
+
+
 def token_for(api, uid, name=None) -> str:
     status, body = api.post("/auth/grant", {"uid": uid, **({"user_name": name} if name else {})})
     assert status == 200, body

@@ -9,7 +9,7 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic, bearer, free_port, queue, rows, token_for, wait_for
+from conftest import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, queue, rows, token_for, wait_for
 
 from app import create_app, start_relay_thread
 from models import outbox
@@ -201,18 +201,6 @@ def test_a_killed_pooled_connection_is_replaced_on_the_next_request(app, api, db
             cur.execute("KILL %s", (session,))
     gone_within(db, killed)
     assert api.post("/groups", {"master": 1, "name": "after kill"})[0] == 200
-
-
-def gone_within(db, sessions: list[int], seconds: float = 5) -> None:
-    """Wait until MySQL has closed the killed sessions (KILL returns before their sockets close)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with db.cursor() as cur:
-            cur.execute("SELECT COUNT(*) AS n FROM information_schema.processlist WHERE id IN %s", (sessions or [0],))
-            if cur.fetchone()["n"] == 0:
-                return
-        time.sleep(0.01)
-    raise AssertionError(f"sessions {sessions} still open after {seconds} s")
 
 
 def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_rest(api, db, r, demo, caplog):
