@@ -11,9 +11,10 @@ import pymysql
 import pytest
 from conftest import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, queue, rows, token_for, wait_for
 
+import config
 from app import create_app, start_relay_thread
 from models import outbox
-from models.db import mysql_connect_args
+from models.db import Connection, mysql_connect_args
 from models.migrations import init_db
 
 
@@ -54,6 +55,23 @@ def own_redis():
 
 @pytest.fixture
 def own_mariadb():
+    yield from mariadb_of_our_own()
+
+
+@pytest.fixture
+def tls_mariadb():
+    """A MariaDB of the test's own that offers TLS (a self-signed certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (.ci/run installs it)")
+    certs = tempfile.mkdtemp(prefix="gobelieve-mariadb-tls-")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", f"{certs}/key.pem", "-out", f"{certs}/cert.pem"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield from mariadb_of_our_own([f"--ssl-cert={certs}/cert.pem", f"--ssl-key={certs}/key.pem"])
+    shutil.rmtree(certs, ignore_errors=True)
+
+
+def mariadb_of_our_own(options=()):
     datadir = tempfile.mkdtemp(prefix="gobelieve-mariadb-")
     subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}/data", "--user=root",
                     "--auth-root-authentication-method=normal", "--skip-test-db"], check=True,
@@ -61,7 +79,8 @@ def own_mariadb():
     port = free_port()
     server = Server(["/usr/sbin/mariadbd", "--no-defaults", f"--datadir={datadir}/data", f"--port={port}",
                      "--bind-address=127.0.0.1", f"--socket={datadir}/sock", f"--pid-file={datadir}/pid",
-                     "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--skip-grant-tables"],
+                     "--user=root", "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--skip-grant-tables",
+                     *options],
                     lambda: accepting(port))
     server.start()
     server.port = port
@@ -201,6 +220,24 @@ def test_a_killed_pooled_connection_is_replaced_on_the_next_request(app, api, db
             cur.execute("KILL %s", (session,))
     gone_within(db, killed)
     assert api.post("/groups", {"master": 1, "name": "after kill"})[0] == 200
+
+
+def test_the_check_on_checkout_holds_over_tls_which_pymysql_takes_when_the_server_offers_it(tls_mariadb):
+    """PyMySQL 1.2 asks for TLS whenever the server offers it. A TLS 1.3 server sends session
+    tickets after the handshake: they are read during the login, so a healthy session at rest
+    still has nothing waiting on its socket, and a killed one is still seen."""
+    args = mysql_connect_args(config.load({**TEST_CONFIG, "MYSQL_PORT": tls_mariadb.port}), database=False)
+    conn, killer = Connection(**args), pymysql.connect(**args)
+    with conn.cursor() as cur:
+        cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        assert cur.fetchone()["Value"].startswith("TLSv1.")
+        cur.execute("SELECT 1")
+    time.sleep(0.2)
+    assert conn.ping() is True
+    with killer.cursor() as cur:
+        cur.execute("KILL %s", (conn.thread_id(),))
+    gone_within(killer, [conn.thread_id()])
+    assert conn.ping() is False
 
 
 def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_rest(api, db, r, demo, caplog):
