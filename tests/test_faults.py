@@ -238,6 +238,7 @@ def test_the_check_on_checkout_holds_over_tls_which_pymysql_takes_when_the_serve
         cur.execute("KILL %s", (conn.thread_id(),))
     gone_within(killer, [conn.thread_id()])
     assert conn.ping() is False
+    killer.close()
 
 
 def test_a_redis_write_refused_for_good_is_dropped_and_does_not_hold_back_the_rest(api, db, r, demo, caplog):
