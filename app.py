@@ -97,7 +97,7 @@ def start_relay_thread(app: Flask) -> threading.Thread | None:
             time.sleep(interval)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
-                    outbox.relay(get_db(), app.extensions["redis"])
+                    outbox.relay(get_db(), app.extensions["redis"], **app.extensions["queues"].relay_timing)
             except Exception as exc:  # keep trying; the next round may find the service back
                 log.warning("outbox relay failed: %s: %s", type(exc).__name__, exc)
 

@@ -23,11 +23,17 @@ REPLICA_DOWN_FOR = 5  # seconds a replica that failed its check is left alone
 log = logging.getLogger(__name__)
 
 
+def lock_wait(config) -> int:
+    """Seconds any MySQL lock is waited for: one less than MYSQL_TIMEOUT, so the wait gives up
+    before the socket's read timeout does (which would lose the connection)."""
+    return max(1, int(config["MYSQL_TIMEOUT"]) - 1)
+
+
 def _session_setup(config) -> list[str]:
     # READ COMMITTED: no gap locks, so writers and the outbox relay do not block each other.
     return [
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        f"SET SESSION innodb_lock_wait_timeout = {max(1, int(config['MYSQL_TIMEOUT']) - 1)}",
+        f"SET SESSION innodb_lock_wait_timeout = {lock_wait(config)}",
         "SET SESSION group_concat_max_len = 67108864",  # 64 MB: a disband's member list in one value
     ]
 

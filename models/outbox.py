@@ -91,7 +91,7 @@ DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= (SELECT value FROM sequenc
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 RELAY_BATCH_BYTES = 4 * 1024 * 1024  # items per batch, at most (a batch is one packet; one item may be larger)
-RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
+RELAY_LOCK_WAIT = 4  # seconds, for a caller without settings; the app's is db.lock_wait(): MYSQL_TIMEOUT - 1
 
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
 # mark. KEYS: queue, its mark. ARGV: seq, item, seq, item, ... A push Redis refuses (the key
@@ -158,21 +158,22 @@ def append(cur, queues, *, group_events=(), relationship_events=(), messages=(),
     return bool(rows)
 
 
-def relay(conn, r, *, sweep: bool = True) -> int:
+def relay(conn, r, *, sweep: bool = True, wait: int = RELAY_LOCK_WAIT) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
     sweep: also delete rows that a relay pushed and then died before deleting (the background
     relay; a change's own relay leaves that to it). If another process is relaying for longer
-    than RELAY_LOCK_WAIT, leave the items to it (or to the next relay) and return 0."""
+    than `wait` seconds (below the connection's read timeout), leave the items to it (or to the
+    next relay) and return 0."""
     try:
         with conn.cursor() as cur:
             got, counters, found = results(cur, START_RELAY, {
-                "seconds": RELAY_LOCK_WAIT, "counters": COUNTER_NAMES, "pushed": 0, "limit": RELAY_BATCH})
+                "seconds": wait, "counters": COUNTER_NAMES, "pushed": 0, "limit": RELAY_BATCH})
     except pymysql.Error:  # the lock may be this session's already: a pooled session must not keep it
         _let_go(conn)
         raise
     if not got[0]["got"]:
-        log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
+        log.warning("outbox relay lock busy for %ss; items left to the next relay", wait)
         return 0
     moved, pushed, last = 0, 0, []  # last: the ids of the batch pushed last, its mark and delete still to come
     try:
