@@ -194,6 +194,9 @@ class Config:
     CORS_ORIGINS = Setting(origins, "")
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
+    # Seconds the relay lock outlives a holder that stopped making progress (a frozen node); longer
+    # than a Redis push (REDIS_TIMEOUT) takes, or such a push costs the relay its lock.
+    OUTBOX_RELAY_LEASE = Setting(integer(1), 3)
 
     # Seconds a message post's Idempotency-Key (or msgid) is remembered.
     IDEMPOTENCY_TTL = Setting(integer(1), 86400)
