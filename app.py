@@ -13,6 +13,7 @@ from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
+from models.ratelimit import Holds
 from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
 
@@ -78,6 +79,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
+    app.extensions["auth_holds"] = Holds()  # failed authentications (views/credentials.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)

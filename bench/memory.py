@@ -1,6 +1,6 @@
 """A gunicorn worker's memory under minutes of steady mixed load: RSS each minute, and what grew.
 
-Usage: .venv/bin/python bench/memory.py [--minutes 15] [--rate 100] [--database gobelieve_memory]
+Usage: .venv/bin/python bench/memory.py [--minutes 15] [--rate 100] [--database gobelieve_memory] [--no-trace]
 One gunicorn worker (4 threads) on a MariaDB database of this run's own (dropped first) and a
 redis-server of its own on a free port. The worker is never recycled (max_requests off); it
 runs tracemalloc (1 frame) and, on SIGUSR2, writes a snapshot; the run diffs the one taken after
@@ -41,8 +41,10 @@ max_requests = 0  # no recycling: the run watches one worker's whole life
 
 
 def post_worker_init(worker):
-    import signal, tracemalloc
+    import os, signal, tracemalloc
     _relay_hook(worker)
+    if os.environ.get("MEMORY_TRACE") != "1":
+        return
     tracemalloc.start(1)
     def dump(signum, frame):
         tracemalloc.take_snapshot().dump({snapshots!r} + "/" + str(int(__import__("time").time())))
@@ -176,6 +178,7 @@ def main():
     parser.add_argument("--minutes", type=int, default=15)
     parser.add_argument("--rate", type=float, default=100, help="requests a second, in all")
     parser.add_argument("--database", default="gobelieve_memory")
+    parser.add_argument("--no-trace", action="store_true", help="RSS alone, without tracemalloc's own memory")
     args = parser.parse_args()
 
     appid, secret = prepare(args.database)
@@ -187,6 +190,7 @@ def main():
     hooks = Path(work, "gunicorn_memory.py")
     hooks.write_text(HOOKS.format(conf=str(ROOT / "gunicorn.conf.py"), snapshots=work))
     env = {**os.environ, "MYSQL_DATABASE": args.database, "REDIS_PORT": str(redis_port), "REDIS_DB": "0",
+           "MEMORY_TRACE": "0" if args.no_trace else "1",
            "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4", "ACCESS_LOG": "0", "QUEUE_MAX_LENGTH": str(10**9)}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(hooks), "--bind", f"127.0.0.1:{port}",
                                "app:app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,13 +204,16 @@ def main():
         for minute in range(1, args.minutes + 1):
             time.sleep(60)
             print(f"minute {minute}: RSS {rss_kib(worker) / 1024:.1f} MiB, answers {dict(load.statuses)}", flush=True)
-            if minute == 2:
+            if minute == 2 and not args.no_trace:
                 first = snapshot(worker, work)
-        last = snapshot(worker, work)
+        if first is not None:
+            last = snapshot(worker, work)
+            size = [sum(stat.size for stat in shot.statistics("filename")) / 1024 for shot in (first, last)]
+            print(f"Python heap traced: {size[0]:.0f} KiB at minute 2, {size[1]:.0f} KiB at the end")
+            print("changed most since minute 2 (tracemalloc, 1 frame):")
+            for stat in last.compare_to(first, "lineno")[:12]:
+                print(f"  {stat}")
         load.stop.set()
-        print("grown most since minute 2 (tracemalloc, 1 frame):")
-        for stat in last.compare_to(first, "lineno")[:12]:
-            print(f"  {stat}")
         print(f"worker {worker} still the same process: {worker_of(server.pid) == worker}")
     finally:
         server.terminate()
