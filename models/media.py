@@ -18,7 +18,7 @@ from models.errors import ConversionFailed, InvalidMedia, TooManyPixels, Unsuppo
 HASH = r"[0-9a-f]{64}"
 IMAGE_EXT = r"jpg|png|gif|webp"
 IMAGE_NAME = re.compile(rf"({HASH})\.({IMAGE_EXT})")
-THUMBNAIL_NAME = re.compile(rf"({HASH})\.({IMAGE_EXT})@(\d{{1,4}})w_(\d{{1,4}})h_([01])c\.({IMAGE_EXT})")
+THUMBNAIL_NAME = re.compile(rf"({HASH})\.({IMAGE_EXT})@([1-9]\d{{0,3}})w_([1-9]\d{{0,3}})h_([01])c\.({IMAGE_EXT})")
 AUDIO_NAME = re.compile(rf"({HASH})(\.mp3)?")
 FILE_NAME = re.compile(rf"({HASH})(?:\.([a-z0-9]{{1,16}}))?")
 FILE_EXT = re.compile(r"[a-z0-9]{1,16}")
@@ -40,13 +40,12 @@ DECLARED_IMAGES = {"image/jpeg": "JPEG", "image/jpg": "JPEG", "image/pjpeg": "JP
 # Audio kinds by extension; AMR first: what the SDKs record, and the order nginx tries them in.
 AUDIOS = {"amr": Kind("amr", "audio/amr"), "awb": Kind("awb", "audio/amr-wb"), "m4a": Kind("m4a", "audio/mp4"),
           "3gp": Kind("3gp", "audio/3gpp"), "aac": Kind("aac", "audio/aac"), "ogg": Kind("ogg", "audio/ogg"),
-          "wav": Kind("wav", "audio/wav"), "flac": Kind("flac", "audio/flac"), "webm": Kind("webm", "audio/webm"),
-          "mp3": Kind("mp3", "audio/mpeg")}
+          "wav": Kind("wav", "audio/wav"), "flac": Kind("flac", "audio/flac"), "mp3": Kind("mp3", "audio/mpeg")}
 DECLARED_AUDIOS = {"audio/amr": "amr", "audio/amr-wb": "awb", "audio/mp4": "m4a", "audio/m4a": "m4a",
                    "audio/x-m4a": "m4a", "audio/3gpp": "3gp", "audio/aac": "aac", "audio/x-aac": "aac",
                    "audio/aacp": "aac", "audio/ogg": "ogg", "audio/opus": "ogg", "audio/wav": "wav",
                    "audio/x-wav": "wav", "audio/wave": "wav", "audio/flac": "flac", "audio/x-flac": "flac",
-                   "audio/webm": "webm", "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3"}
+                   "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mpeg3": "mp3"}
 
 # /files: the Content-Type of an extension, for types a browser shows or plays without running
 # anything. Any other extension (html, svg, xml, js, ...) is served as a download:
@@ -55,7 +54,8 @@ FILE_TYPES = {
     "txt": "text/plain", "csv": "text/csv", "pdf": "application/pdf", "json": "application/json",
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
     "mp3": "audio/mpeg", "amr": "audio/amr", "m4a": "audio/mp4", "aac": "audio/aac", "ogg": "audio/ogg",
-    "wav": "audio/wav", "mp4": "video/mp4", "mov": "video/quicktime", "webm": "video/webm",
+    "wav": "audio/wav", "awb": "audio/amr-wb", "3gp": "audio/3gpp", "flac": "audio/flac",
+    "mp4": "video/mp4", "mov": "video/quicktime", "webm": "video/webm",
     "zip": "application/zip", "gz": "application/gzip", "7z": "application/x-7z-compressed",
     "doc": "application/msword", "xls": "application/vnd.ms-excel", "ppt": "application/vnd.ms-powerpoint",
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -182,8 +182,6 @@ def sniff_audio(data: bytes) -> str | None:
         return "wav"
     if data.startswith(b"fLaC"):
         return "flac"
-    if data.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm"
     if data.startswith(b"ID3"):
         return "mp3"
     if len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0:

@@ -127,15 +127,14 @@ class Files(MethodView):
     def post(self):
         """Upload a file (multipart `file`); its name keeps the upload's extension."""
         part = upload_part("MEDIA_MAX_FILE_BYTES", "file")
-        with part:
-            digest, size = hashed(part.stream)
-            if size == 0:
-                fail("file", InvalidMedia("file: the upload is empty."))
-            if size > setting("MEDIA_MAX_FILE_BYTES"):
-                fail("file", too_large("MEDIA_MAX_FILE_BYTES"))
-            ext = media.file_ext(part.filename)
-            name = digest + (f".{ext}" if ext else "")
-            save(f"files/{name}", part.stream, media.file_type(ext), "file", size)
+        digest, size = hashed(part.stream)
+        if size == 0:
+            fail("file", InvalidMedia("file: the upload is empty."))
+        if size > setting("MEDIA_MAX_FILE_BYTES"):
+            fail("file", too_large("MEDIA_MAX_FILE_BYTES"))
+        ext = media.file_ext(part.filename)
+        name = digest + (f".{ext}" if ext else "")
+        save(f"files/{name}", part.stream, media.file_type(ext), "file", size)
         return published(f"/files/{name}")
 
 
@@ -143,9 +142,8 @@ def upload_bytes(limit_name: str, kind: str) -> tuple[bytes, str | None, str | N
     """The uploaded bytes, the type they were declared as (None: multipart without one) and the file name."""
     limit = setting(limit_name)
     if request.mimetype == MULTIPART:
-        part = upload_part(limit_name, kind)
-        with part:
-            data = part.stream.read(limit + 1)
+        part = upload_part(limit_name, kind)  # werkzeug closes its file when the request ends
+        data = part.stream.read(limit + 1)
         declared = media.mimetype(part.content_type)
         declared = None if declared in ("", "application/octet-stream") else declared
         filename = part.filename
