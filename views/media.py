@@ -45,22 +45,30 @@ UPLOAD_ERRORS = (InvalidMedia, TooManyPixels, BodyTooLarge, UnsupportedMediaType
 DOWNLOAD_ERRORS = (MediaNotFound, RangeNotSatisfiable, MediaUnavailable)
 
 
-def upload_doc(types: tuple[str, ...]):
-    """The request body of an upload in the OpenAPI document: raw bytes of these types, or multipart."""
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    content = {kind: binary for kind in types}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+OCTETS = "application/octet-stream"
+
+
+def upload_doc(raw: bool = True):
+    """The request body of an upload in the OpenAPI document: multipart `file`, and (raw) the bytes as the
+    body. The SDKs send an image's own type (image/jpeg...) or audio/amr; the document names
+    application/octet-stream, which is taken too (the type is always sniffed from the bytes)."""
+    content = {OCTETS: BINARY} if raw else {}
     content[MULTIPART] = {"schema": {"type": "object", "required": ["file"],
                                      "properties": {"file": {"type": "string", "format": "binary"}}}}
-    return blp.doc(requestBody={"required": True, "content": content})
+    # "required" stays false where two body forms are listed: openapi-python-client 0.29 writes a client
+    # that cannot be imported for a required body of two forms. An empty upload is a 400 either way.
+    return blp.doc(requestBody={"required": not raw, "content": content})
 
 
-def download_doc(types: tuple[str, ...]):
-    """A download's answers in the OpenAPI document (binary bodies; the error envelope is added by DocsPlugin)."""
-    binary = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in types}
+def download_doc(types: str):
+    """A download's answers in the OpenAPI document: binary bodies of these types (application/octet-stream
+    listed first, for generated clients); the error envelope is added by DocsPlugin."""
+    binary = {OCTETS: BINARY, types: BINARY}
     headers = {name: {"schema": {"type": "string"}} for name in ("ETag", "Cache-Control", "X-Content-Type-Options")}
 
     def decorator(view):
-        view = responds(view.__name__, errors=DOWNLOAD_ERRORS)(view)
+        view = responds(f"{view.__qualname__.split('.')[0].lower()}_download", errors=DOWNLOAD_ERRORS)(view)
         view._apidoc["manual_doc"]["responses"] = {
             "200": {"description": "the object", "content": binary, "headers": headers},
             "206": {"description": "the byte range asked for (Range)", "content": binary, "headers": headers},
@@ -91,11 +99,12 @@ def store():
 @blp.route("/images")
 class Images(MethodView):
     @responds("images_upload", schemas.MediaSchema, errors=UPLOAD_ERRORS)
-    @upload_doc(tuple(media.DECLARED_IMAGES))
+    @upload_doc()
     @requires("any")
     def post(self):
         """Upload an image (JPEG, PNG, GIF or WebP): the bytes as the body with their type, or multipart `file`."""
         data, declared, _ = upload_bytes("MEDIA_MAX_IMAGE_BYTES", "image")
+        declared = None if declared == OCTETS else declared  # no claim: the bytes say what they are
         if declared is not None and declared not in media.DECLARED_IMAGES:
             raise UnsupportedMediaType(f"Content-Type: {declared or '(none)'} is not an accepted image type "
                                        "(image/jpeg, image/png, image/gif, image/webp or multipart/form-data).")
@@ -108,7 +117,7 @@ class Images(MethodView):
 @blp.route("/audios")
 class Audios(MethodView):
     @responds("audios_upload", schemas.MediaSchema, errors=UPLOAD_ERRORS)
-    @upload_doc(("audio/amr", "application/octet-stream"))
+    @upload_doc()
     @requires("any")
     def post(self):
         """Upload a voice message (AMR as the SDKs record it; MP3, AAC, M4A, Ogg, WAV...): raw or multipart `file`."""
@@ -122,7 +131,7 @@ class Audios(MethodView):
 @blp.route("/files")
 class Files(MethodView):
     @responds("files_upload", schemas.MediaSchema, errors=UPLOAD_ERRORS)
-    @upload_doc(())
+    @upload_doc(raw=False)
     @requires("any")
     def post(self):
         """Upload a file (multipart `file`); its name keeps the upload's extension."""
@@ -145,7 +154,7 @@ def upload_bytes(limit_name: str, kind: str) -> tuple[bytes, str | None, str | N
         part = upload_part(limit_name, kind)  # werkzeug closes its file when the request ends
         data = part.stream.read(limit + 1)
         declared = media.mimetype(part.content_type)
-        declared = None if declared in ("", "application/octet-stream") else declared
+        declared = None if declared in ("", OCTETS) else declared
         filename = part.filename
     else:
         data, declared, filename = raw_body(limit, limit_name, kind), media.mimetype(request.content_type), None
@@ -246,7 +255,7 @@ def base_url() -> str:
 
 @blp.route("/images/<name>")
 class Image(MethodView):
-    @download_doc(tuple(kind.content_type for kind in media.IMAGES.values()))
+    @download_doc("image/*")
     def get(self, name):
         """An image as uploaded, or a thumbnail `<name>.<ext>@<w>w_<h>h_<c>c.<ext>` (made once, then kept)."""
         if match := media.IMAGE_NAME.fullmatch(name):
@@ -275,7 +284,7 @@ def make_thumbnail(key: str, match, content_type: str) -> int:
 
 @blp.route("/audios/<name>")
 class Audio(MethodView):
-    @download_doc(tuple(kind.content_type for kind in media.AUDIOS.values()))
+    @download_doc("audio/*")
     def get(self, name):
         """A voice message as uploaded, or `<name>.mp3`: converted with ffmpeg on the first request, then kept."""
         match = media.AUDIO_NAME.fullmatch(name)
@@ -314,7 +323,7 @@ def make_mp3(key: str, mp3: str) -> int:
 
 @blp.route("/files/<name>")
 class File(MethodView):
-    @download_doc((media.DOWNLOAD,))
+    @download_doc("*/*")
     def get(self, name):
         """A file as uploaded, with byte ranges; types a browser could run are served as downloads."""
         match = media.FILE_NAME.fullmatch(name)
