@@ -108,6 +108,8 @@ def check_image(data: bytes, declared: str | None, max_pixels: int) -> Kind:
         raise InvalidMedia(f"file: the Content-Type says {declared} but the body is a {fmt} image.")
     with _opened(data, fmt, max_pixels) as image:
         try:
+            if fmt == "JPEG":  # decoded at an eighth of its size: every byte is still read, at a fraction of the work
+                image.draft(image.mode, (image.width // 8, image.height // 8))
             image.load()
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidMedia(f"file: the {fmt} image does not decode ({exc}).") from None
@@ -134,6 +136,8 @@ def thumbnail(data: bytes, source_ext: str, width: int, height: int, crop: bool,
     with no metadata at all (EXIF, location, comments, colour profile text)."""
     with _opened(data, IMAGE_BY_EXT[source_ext], max_pixels) as image:
         try:
+            if image.format == "JPEG":  # decode only at the scale needed (either way up: orientation may turn it)
+                image.draft(image.mode, (max(width, height), max(width, height)))
             image = ImageOps.exif_transpose(image)  # upright: what the EXIF orientation said
             image = _pixels(image, IMAGE_BY_EXT[ext])
             if crop:
