@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -248,7 +249,9 @@ def test_a_conversion_that_hangs_is_killed_and_answers_503(tmp_path, demo):
     media = directory_media(tmp_path / "store", MEDIA_FFMPEG=str(hang), MEDIA_CONVERT_SECONDS=0.5)
     data = amr(seed=99)
     assert media.upload("/audios", data, "audio/amr", demo["auth"])[0] == 200
+    started = time.monotonic()
     response = media.client.get(f"/audios/{sha(data)}.mp3")
+    assert time.monotonic() - started < 5  # killed at MEDIA_CONVERT_SECONDS, not after its 30 s
     assert_error(response.status_code, response.get_json(), 503, code=8005)
     assert response.headers["Retry-After"]
     assert media.objects() == [f"audios/{sha(data)}.amr"]
@@ -456,12 +459,12 @@ def test_a_write_that_fails_midway_leaves_nothing_under_a_name(tmp_path):
     assert list(tmp_path.rglob("*.*")) == [] and not store.exists("files/" + "b" * 64)
 
 
-def test_the_s3_store_away_is_503(tmp_path, demo):
+def test_the_s3_store_away_is_503(demo, monkeypatch):
     from conftest import free_port
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     media = create_app(TEST_CONFIG | {"MEDIA_STORE": "s3://nowhere", "MEDIA_STORE_TIMEOUT": 0.5,
                                       "MEDIA_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}).test_client()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
     response = media.post("/images", data=jpeg(), headers={**demo["auth"], "Content-Type": "image/jpeg"})
     assert_error(response.status_code, response.get_json(), 503, code=7005)
     response = media.get(f"/images/{'a' * 64}.jpg")
