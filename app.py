@@ -83,6 +83,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     cli.register(app)
     bridge_cli.register(app)
+    cli.guard_all(app)  # after every register(): each command's failures in one line
     return app
 
 
