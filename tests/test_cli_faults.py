@@ -1,8 +1,10 @@
 """Operator commands when MySQL or Redis is down, and create-app's refusals."""
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -162,3 +164,17 @@ def test_create_app_refuses_a_store_id_out_of_range(app, db, store_id):
     result = invoke(app, "create-app", "--name", "shop", "--store-id", store_id)
     assert result.exit_code != 0 and "--store-id" in result.output, result.output
     assert rows(db, "SELECT id FROM app") == []
+
+
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
+           "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
+           "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
+    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    bridge.send_signal(signal.SIGTERM)
+    _, stderr = bridge.communicate(timeout=30)
+    assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
+    failing = [line for line in stderr.splitlines() if "taking the lease" in line]
+    assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr

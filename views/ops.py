@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from models import outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
+from outage import backend
 
 from . import schemas
 from .common import Blueprint, ok
@@ -47,13 +48,22 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 when one is not)."""
-        try:
-            ping_mysql(get_db())
-            get_redis().ping()
-        except Exception as exc:
-            raise Unavailable(f"Not ready: {type(exc).__name__}.") from exc
+        """MySQL and Redis are reachable (503 naming the one that is not)."""
+        checks = (("MySQL", lambda: ping_mysql(get_db())), ("Redis", lambda: get_redis().ping()))
+        down = [f"{name} is not answering ({type(exc).__name__})"
+                for name, check in checks if (exc := failure(check)) is not None]
+        if down:
+            raise Unavailable(f"Not ready: {'; '.join(down)}.")
         return ok({"status": "ready"})
+
+
+def failure(check) -> Exception | None:
+    """What check() raised, or None."""
+    try:
+        check()
+    except Exception as exc:  # any failure of a backend means not ready
+        return exc
+    return None
 
 
 class BacklogCollector:
@@ -63,17 +73,28 @@ class BacklogCollector:
         self.app = app
 
     def collect(self):
+        # Each gauge on its own: the outbox backlog (MySQL) matters most while Redis is down.
         lengths = GaugeMetricFamily("im_api_queue_length", "Items waiting in a Redis queue", labels=["queue"])
         backlog = GaugeMetricFamily("im_api_outbox_pending", "Committed queue items not yet in Redis")
+        queues = self.app.extensions["queues"]
         try:
-            queues = self.app.extensions["queues"]
-            for name in queues.names():
-                lengths.add_metric([name], queues.redis.llen(name))
-            backlog.add_metric([], outbox.pending(get_db()))
+            found = [(name, queues.redis.llen(name)) for name in queues.names()]
         except Exception as exc:  # a scrape must not fail because a backing service did
-            logging.getLogger(__name__).warning("metrics: %s", exc)
-        yield lengths
-        yield backlog
+            logging.getLogger(__name__).warning("metrics: queue lengths unread (%s)", backend(exc))
+        else:
+            yield from self._with(lengths, found)
+        try:
+            pending = outbox.pending(get_db())
+        except Exception as exc:
+            logging.getLogger(__name__).warning("metrics: outbox backlog unread (%s)", backend(exc))
+        else:
+            yield from self._with(backlog, [(None, pending)])
+
+    @staticmethod
+    def _with(family, values):
+        for label, value in values:
+            family.add_metric([] if label is None else [label], value)
+        yield family
 
 
 def metrics_allowed() -> bool:
@@ -101,7 +122,8 @@ def metrics():
     else:
         registry.register(REQUESTS)
     registry.register(BacklogCollector(current_app._get_current_object()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would add a second charset to the one CONTENT_TYPE_LATEST has.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 class Observed:
