@@ -163,3 +163,42 @@ def test_the_relay_thread_backs_off_logs_once_and_says_when_redis_is_back(own_re
     flaky.config["OUTBOX_RELAY_INTERVAL"] = 0  # stops the thread
     assert len(failing) == 1 and failing[0].startswith("outbox relay failing (Redis: "), failing
     assert [e["name"] for e in queue(flaky.extensions["redis"], "group_event_queue")] == ["group_create"]
+
+
+# --- one log shape; nothing in a line that ends or disguises it -------------------------------------
+
+CONTROL_TEXT = "a\x85b\x9bc\x7fd\u2028e\u2029f\u202eg\x00h\ni"  # C1, DEL, separators, a bidi override, C0
+
+
+def assert_one_safe_line(line: str, text: str, field: str) -> None:
+    assert len(line.rstrip("\n").splitlines()) == 1, repr(line)  # splitlines() also ends lines at U+0085 etc.
+    assert not any(ch in line for ch in "\x85\x9b\x7f\u2028\u2029\u202e\x00"), repr(line)
+    assert json.loads(line)[field] == text  # escaped, not dropped
+
+
+def test_an_access_line_escapes_c1_and_other_controls_in_the_path():
+    environ = {"im.request_id": "r", "REQUEST_METHOD": "GET", "PATH_INFO": "/groups/" + CONTROL_TEXT}
+    assert_one_safe_line(access_line(environ, 404, 0.001).decode(), "/groups/" + CONTROL_TEXT, "path")
+
+
+def test_a_log_line_escapes_c1_and_other_controls_in_the_message_and_fields():
+    record = logging.LogRecord("views.errors", logging.WARNING, "", 0, "bad %s", (CONTROL_TEXT,), None)
+    record.fields = {"item": CONTROL_TEXT}
+    line = JsonFormatter().format(record)
+    assert_one_safe_line(line, "bad " + CONTROL_TEXT, "message")
+    assert json.loads(line)["item"] == CONTROL_TEXT
+
+
+def test_the_bridge_logs_in_the_apis_shape(capsys):
+    from bridge import logs
+
+    logs.setup("INFO")
+    logs.warning("delivery failed, will retry", queue="im_message_queue", error="boom")
+    bridge = json.loads(capsys.readouterr().err)
+    record = logging.LogRecord("app", logging.WARNING, "", 0, "outbox relay failing", (), None)
+    api = json.loads(JsonFormatter().format(record))
+    assert list(bridge)[:4] == list(api) == ["ts", "level", "logger", "message"]
+    assert (bridge["level"], bridge["logger"]) == ("WARNING", "bridge")
+    assert bridge["message"] == "delivery failed, will retry"
+    assert (bridge["queue"], bridge["error"]) == ("im_message_queue", "boom")
+

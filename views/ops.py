@@ -28,7 +28,22 @@ from .fields import setting
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-_string = json.encoder.encode_basestring  # a JSON string literal (non-ASCII kept as it is)
+# Characters JSON leaves raw that break or disguise a log line: DEL and the C1 controls (U+0085 ends a
+# line for str.splitlines()), the line and paragraph separators, and the bidirectional overrides.
+CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(encoded: str) -> str:
+    """JSON text with CONTROLS written as \\uXXXX escapes (the same string to a JSON reader)."""
+    return CONTROLS.sub(lambda found: f"\\u{ord(found[0]):04x}", encoded)
+
+
+def _string(text: str) -> str:
+    """A JSON string literal, non-ASCII kept as it is, CONTROLS escaped."""
+    encoded = json.encoder.encode_basestring(text)
+    return escape_controls(encoded) if CONTROLS.search(encoded) else encoded
+
+
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Its _count series are the request counts by endpoint and status: one metric update per request.
@@ -182,7 +197,9 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the request id of the request being served."""
+    """One JSON object per line, with the request id of the request being served: the one log shape
+    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id
+    during a request, then the record's own fields), control characters escaped."""
 
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
@@ -194,7 +211,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return self.encode(entry)
+        return escape_controls(self.encode(entry))
 
 
 def init_app(app: Flask) -> None:
