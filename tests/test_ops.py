@@ -202,3 +202,9 @@ def test_the_bridge_logs_in_the_apis_shape(capsys):
     assert bridge["message"] == "delivery failed, will retry"
     assert (bridge["queue"], bridge["error"]) == ("im_message_queue", "boom")
 
+
+def test_an_unset_metrics_token_opens_nothing(client):
+    assert client.application.config["METRICS_TOKEN"] is None
+    for sent in ("Bearer None", "Bearer ", "Bearer"):
+        response = client.get("/metrics", headers={"Authorization": sent}, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+        assert response.status_code == 403, sent
