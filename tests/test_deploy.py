@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_gunicorn import ROOT
@@ -61,7 +62,8 @@ def test_every_unit_reads_the_environment_file_the_example_is_for(name):
     assert "im-api.env.example" in (DEPLOY / name).read_text()
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed (apt-get install systemd)")
 @pytest.mark.parametrize("name", UNITS)
 def test_systemd_finds_nothing_wrong_with_the_unit(name):
     done = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / name)], capture_output=True, text=True,
@@ -88,3 +90,12 @@ def test_gunicorn_accepts_the_example(app):
     done = subprocess.run([sys.executable, "serve.py", "--check-config"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def test_the_suite_says_in_one_line_what_it_skipped_and_why():
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no systemd-analyze on this PATH
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_deploy.py",
+                           "-k", "systemd_finds"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    notices = [line for line in done.stdout.splitlines() if line.startswith("NOT RUN:")]
+    assert notices == ["NOT RUN: 3 tests skipped: systemd-analyze is not installed (apt-get install systemd) (3). "
+                       "See README, \"What the full test suite needs\"."], done.stdout
