@@ -13,6 +13,7 @@ from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
+from models.ratelimit import Holds
 from outage import Outage
 from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
@@ -79,6 +80,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
+    app.extensions["auth_holds"] = Holds()  # failed authentications (views/credentials.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)
@@ -103,7 +105,7 @@ def start_relay_thread(app: Flask) -> threading.Thread | None:
             time.sleep(wait)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
-                    outbox.relay(get_db(), app.extensions["redis"])
+                    outbox.relay(get_db(), app.extensions["redis"], **app.extensions["queues"].relay_timing)
             except Exception as exc:  # keep trying, less often; the next round may find the service back
                 wait = outage.failed(exc)
             else:

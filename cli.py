@@ -287,7 +287,8 @@ def add_seller_command(store_id: int, name: str, avatar: str):
 @with_appcontext
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
-    click.echo(f"relayed {outbox.relay(get_db(), get_redis())} items")
+    timing = current_app.extensions["queues"].relay_timing
+    click.echo(f"relayed {outbox.relay(get_db(), get_redis(), **timing)} items")
 
 
 def register(app: Flask) -> None:
