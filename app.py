@@ -15,7 +15,7 @@ from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
 from models.ratelimit import Holds
 from outage import Outage
-from views import BLUEPRINTS, cors, docs, errors, ops
+from views import BLUEPRINTS, cors, docs, errors, media, ops
 from views.fields import MAX_ID, setting
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's
     cors.init_app(app)  # after the blueprints: it reads which routes clients call
     ops.init_app(app)
+    media.init_app(app)
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}

@@ -27,6 +27,8 @@ TEST_CONFIG = {
     "OUTBOX_RELAY_INTERVAL": 0,
     "ACCESS_LOG": False,  # tests/test_ops.py turns it on where it checks the line
     "TESTING": True,
+    # uploads go to a directory of the test run's, not to media/ beside the app
+    "MEDIA_STORE": os.path.join(tempfile.gettempdir(), f"im-api-test-media-{os.getpid()}"),
 }
 TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency", "friend",
           "blacklist")

@@ -227,3 +227,9 @@ def client_address() -> str:
         if hop.strip() and not _in(hop, proxies.networks):
             return hop.strip()
     return request.headers.get("X-Real-IP", peer).strip()
+
+
+def from_trusted_proxy() -> bool:
+    """Whether the peer is one of TRUSTED_PROXIES (its forwarded headers are believed)."""
+    peer, proxies = request.remote_addr or "", setting("TRUSTED_PROXIES")
+    return _in(peer, proxies.networks) or proxies.unix and not _in(peer, _ANY)

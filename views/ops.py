@@ -11,7 +11,7 @@ import time
 
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.views import MethodView
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -49,6 +49,13 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Its _count series are the request counts by endpoint and status: one metric update per request.
 REQUESTS = Histogram("im_api_request_seconds", "Time to answer a request", ["method", "endpoint", "status"],
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+# Media (views/media.py): uploads and their bytes by kind, thumbnails and MP3s made, refusals by kind and error.
+MEDIA_UPLOADS = Counter("im_api_media_uploads", "Media objects uploaded", ["kind"])
+MEDIA_BYTES = Counter("im_api_media_upload_bytes", "Bytes of media uploaded", ["kind"])
+MEDIA_CONVERSIONS = Counter("im_api_media_conversions", "Thumbnails and MP3s made and kept", ["kind"])
+MEDIA_FAILURES = Counter("im_api_media_failures", "Media uploads, thumbnails and conversions refused or failed",
+                         ["kind", "error"])
+METRICS = (REQUESTS, MEDIA_UPLOADS, MEDIA_BYTES, MEDIA_CONVERSIONS, MEDIA_FAILURES)
 
 
 @blp.route("/healthz")
@@ -135,7 +142,8 @@ def metrics():
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        registry.register(REQUESTS)
+        for metric in METRICS:
+            registry.register(metric)
     registry.register(BacklogCollector(current_app._get_current_object()))
     # content_type, not mimetype: Flask would add a second charset to the one CONTENT_TYPE_LATEST has.
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

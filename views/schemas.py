@@ -224,3 +224,10 @@ class StoredMessageSchema(ma.Schema):
 class OnlineSchema(ma.Schema):
     uid = Id()
     online = ma.fields.Boolean(required=True)
+
+
+class MediaSchema(ma.Schema):
+    """An uploaded object: its path on this service and the absolute URL of it."""
+
+    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]"})
+    src_url = Str(metadata={"description": "the absolute URL of src"})
