@@ -29,7 +29,8 @@ def text(value) -> str:
 
 
 def optional_text(value) -> str | None:
-    return str(value) or None
+    """Text, or None when unset or empty (never the word "None": it would be a password or token)."""
+    return None if value is None else str(value) or None
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
@@ -230,6 +231,9 @@ class Config:
     CORS_ORIGINS = Setting(origins, "")
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
+    # Seconds the relay lock outlives a holder that stopped making progress (a frozen node); longer
+    # than a Redis push (REDIS_TIMEOUT) takes, or such a push costs the relay its lock.
+    OUTBOX_RELAY_LEASE = Setting(integer(1), 3)
 
     # Seconds a message post's Idempotency-Key (or msgid) is remembered.
     IDEMPOTENCY_TTL = Setting(integer(1), 86400)
@@ -239,6 +243,10 @@ class Config:
     CUSTOMER_RATE_LIMIT = Setting(rate, "60/minute")
     # POST /groups/join: wrong face-to-face codes per user (a right one does not count).
     JOIN_RATE_LIMIT = Setting(rate, "10/minute")
+    # Failed authentications (unknown appid, wrong secret, bad token) per client address, and per
+    # appid; past either, 429 for the failing address (views/credentials.py).
+    AUTH_FAIL_RATE_LIMIT = Setting(rate, "20/minute")
+    AUTH_FAIL_APP_RATE_LIMIT = Setting(rate, "100/minute")
     # Customer client ids start here; app uids must stay below it.
     CUSTOMER_ID_BASE = Setting(integer(1, 2**63 - 1), 2**53)
 

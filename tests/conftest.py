@@ -73,6 +73,7 @@ def clean(app, db, r):
         for table in TABLES:
             cur.execute(f"DELETE FROM {table}")
     app.extensions["app_cache"].clear()
+    app.extensions["auth_holds"].clear()
 
 
 @pytest.fixture(scope="session")
@@ -319,11 +320,12 @@ def assert_refused(db, r, call, status, code):
 
 
 def nothing_written(db, r):
-    """No row in any table but app and no Redis key at all."""
+    """No row in any table but app and no Redis key at all but rate-limit counters (a failed
+    authentication is meant to count)."""
     for table in TABLES:
         if table != "app":
             assert rows(db, f"SELECT * FROM {table}") == [], table
-    assert r.keys("*") == []
+    assert [key for key in r.keys("*") if not key.startswith("rate_limit_")] == []
 
 
 @pytest.fixture
@@ -438,3 +440,17 @@ def insert_group(db, appid: int, gid: int, members=(1, 2), master: int = 1, dele
                     (gid, appid, master, deleted))
         cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(gid, uid) for uid in members])
     return gid
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line naming what this machine lacks when tests were skipped for it, so a part of the suite
+    is never skipped silently (README, "What the full test suite needs")."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        parts = "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+        terminalreporter.write_line(f"NOT RUN: {sum(reasons.values())} tests skipped: {parts}. "
+                                    "See README, \"What the full test suite needs\".")

@@ -26,8 +26,9 @@ RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
 METHODS = ("get", "put", "post", "delete", "patch")
 
 AUTH_ERRORS = {
-    "server": (e.MissingCredentials, e.UnknownApp, e.BadSecret, e.IpNotAllowed, e.AppDisabled, e.Forbidden),
-    "client": (e.MissingCredentials, e.BadToken, e.AppDisabled, e.Forbidden),
+    "server": (e.MissingCredentials, e.UnknownApp, e.BadSecret, e.IpNotAllowed, e.AppDisabled, e.Forbidden,
+               e.RateLimited),
+    "client": (e.MissingCredentials, e.BadToken, e.AppDisabled, e.Forbidden, e.RateLimited),
 }
 BODY_ERRORS = (e.InvalidJson, e.InvalidField, e.BodyTooLarge, e.UnsupportedMediaType)
 
