@@ -120,6 +120,17 @@ def test_every_accepted_image_type_keeps_its_extension(store, demo, make, conten
     assert response.data == data and response.headers["Content-Type"] == content_type
 
 
+@pytest.mark.parametrize("width, height, fitted", [(1, 1, (1, 1)), (4, 3, (4, 3)), (7, 9, (7, 9)), (1, 400, (1, 128))])
+def test_tiny_images_and_their_thumbnails(store, demo, width, height, fitted):
+    data = jpeg(width, height)
+    status, body = store.upload("/images", data, "image/jpeg", demo["auth"])
+    assert_published(status, body, f"/images/{sha(data)}.jpg")
+    response = store.client.get(body["data"]["src"] + "@128w_128h_1c.jpg")
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.data)).size == (128, 128)
+    response = store.client.get(body["data"]["src"] + "@128w_128h_0c.png")
+    assert Image.open(io.BytesIO(response.data)).size == fitted  # fitted within, never enlarged
+
+
 def test_multipart_and_raw_uploads_of_the_same_bytes_are_one_object(store, demo, token):
     data = jpeg(color=(4, 5, 6))
     first = store.upload("/images", data, "image/jpeg", demo["auth"])
