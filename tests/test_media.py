@@ -666,3 +666,49 @@ def test_upload_paths_take_only_post(store):
     for path in ("/images", "/audios", "/files"):
         status, body = Api(store.client, {}).get(path)
         assert_error(status, body, 405, code=1004)
+
+
+def image_in_mode(mode: str, fmt: str) -> bytes:
+    image = Image.new(mode, (40, 30))
+    if mode == "P":
+        image.putpalette([i % 256 for i in range(768)])
+        image.info["transparency"] = 0
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+MODES = [("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG"),
+         ("CMYK", "JPEG"), ("L", "JPEG"), ("P", "GIF"), ("RGBA", "WEBP")]
+
+
+@pytest.mark.parametrize("mode, fmt", MODES)
+def test_thumbnails_of_every_pixel_mode_in_every_format(store, demo, mode, fmt):
+    data = image_in_mode(mode, fmt)
+    content_type = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}[fmt]
+    status, body = store.upload("/images", data, content_type, demo["auth"])
+    assert status == 200, body
+    for ext in ("jpg", "png", "gif", "webp"):
+        response = store.client.get(f"{body['data']['src']}@128w_128h_1c.{ext}")
+        assert response.status_code == 200, (ext, response.data[:200])
+        assert Image.open(io.BytesIO(response.data)).size == (128, 128)
+
+
+MAGICS = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF89a", "image/gif"),
+          (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp")]
+
+
+@pytest.mark.parametrize("magic, content_type", MAGICS)
+def test_garbage_behind_an_image_magic_is_never_a_500(store, demo, magic, content_type):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(tail=st.binary(max_size=600), cut=st.integers(0, 4000))
+    def upload(tail, cut):
+        for body in (magic + tail, jpeg(30, 20)[:cut] + tail if content_type == "image/jpeg" else magic + tail[::-1]):
+            status, answer = store.upload("/images", body, content_type, demo["auth"])
+            assert status in (200, 400, 415), answer
+
+    upload()
