@@ -607,6 +607,9 @@ def test_nginx_hands_misses_to_the_service(nginx_site, demo):
     for path in ("/images/..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e%2f%2e%2e%2fapp.py", "/images/%00"):
         status, raw, headers = via_nginx(site, "GET", path)
         assert status in (400, 404) and set(json.loads(raw)) == {"meta"}, (path, raw)
+    (store / "images" / ".partial-abc").write_bytes(b"half")  # a write in progress is never served
+    status, raw, _ = via_nginx(site, "GET", "/images/.partial-abc")
+    assert status == 404 and json.loads(raw)["meta"]["code"] == 8001
     status, raw, _ = via_nginx(site, "POST", src, b"x", {**demo["auth"], "Content-Type": "image/png"})
     assert status == 405 and json.loads(raw)["meta"]["code"] == 1004
 
