@@ -9,6 +9,7 @@ import hashlib
 import io
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -213,11 +214,19 @@ def check_audio(data: bytes, declared: str | None) -> Kind:
 def to_mp3(data: bytes, ffmpeg: str, seconds: float, max_bytes: int) -> bytes:
     """The audio as MP3, made by ffmpeg in a subprocess that is killed after `seconds` and whose output
     stops at max_bytes. InvalidMedia when ffmpeg cannot read it; ConversionFailed when it ran out of time."""
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-i", "pipe:0",
-               "-vn", "-map_metadata", "-1", "-ac", "1", "-codec:a", "libmp3lame", "-q:a", "5",
-               "-fs", str(max_bytes), "-f", "mp3", "pipe:1"]
+    # The input is a file, not a pipe: an M4A whose index (moov) comes last cannot be read from a pipe.
+    with tempfile.NamedTemporaryFile(prefix="im-media-") as source:
+        source.write(data)
+        source.flush()
+        command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1", "-i", source.name,
+                   "-vn", "-map_metadata", "-1", "-ac", "1", "-codec:a", "libmp3lame", "-q:a", "5",
+                   "-fs", str(max_bytes), "-f", "mp3", "pipe:1"]
+        return _run_ffmpeg(command, seconds, max_bytes)
+
+
+def _run_ffmpeg(command: list[str], seconds: float, max_bytes: int) -> bytes:
     try:
-        done = subprocess.run(command, input=data, capture_output=True, timeout=seconds, check=False)
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=seconds, check=False)
     except subprocess.TimeoutExpired:  # run() has killed it
         raise ConversionFailed(f"The MP3 conversion took longer than {seconds:g} s.") from None
     except OSError as exc:  # no ffmpeg

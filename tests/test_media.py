@@ -231,6 +231,20 @@ def test_mp3_is_converted_once_and_kept(store, demo):
     assert counter(store.client.get("/metrics").data.decode(), 'im_api_media_conversions_total{kind="mp3"}') == before
 
 
+@needs_ffmpeg
+def test_an_m4a_with_its_index_last_converts_too(store, demo, tmp_path):
+    m4a = tmp_path / "voice.m4a"  # ffmpeg writes the moov atom at the end unless told otherwise
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
+                    str(m4a)], check=True)
+    data = m4a.read_bytes()
+    assert data.rfind(b"moov") > data.find(b"mdat")
+    status, body = store.upload("/audios", data, "audio/mp4", demo["auth"])
+    assert_published(status, body, f"/audios/{sha(data)}")
+    assert store.client.get(body["data"]["src"]).headers["Content-Type"] == "audio/mp4"
+    response = store.client.get(body["data"]["src"] + ".mp3")
+    assert response.status_code == 200 and 0.8 < mp3_duration(response.data) < 1.3
+
+
 def test_an_mp3_upload_is_its_own_mp3(store, demo, tmp_path):
     data = b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" + b"\x00" * 400
     status, body = store.upload("/audios", data, "audio/mpeg", demo["auth"])
