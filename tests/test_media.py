@@ -729,3 +729,25 @@ def test_garbage_behind_an_image_magic_is_never_a_500(store, demo, magic, conten
             assert status in (200, 400, 415), answer
 
     upload()
+
+
+def test_the_same_upload_at_once_is_one_whole_object(store, demo):
+    import threading
+    data = jpeg(300, 200, color=(5, 55, 155 + (store.kind == "s3")))
+    barrier, answers = threading.Barrier(6), []
+
+    def upload():
+        client = store.app.test_client()
+        barrier.wait()
+        response = client.post("/images", data=data, headers={**demo["auth"], "Content-Type": "image/jpeg"})
+        answers.append((response.status_code, response.get_json()["data"]["src"]))
+
+    threads = [threading.Thread(target=upload) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [(200, f"/images/{sha(data)}.jpg")] * 6
+    assert [key for key in store.objects() if sha(data) in key] == [f"images/{sha(data)}.jpg"]
+    assert not [key for key in store.objects() if ".partial" in key]
+    assert store.client.get(f"/images/{sha(data)}.jpg").data == data
