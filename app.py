@@ -17,6 +17,7 @@ from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
 
 log = logging.getLogger(__name__)
+V2 = "/v2"  # the original's client API prefix: GoBelieve's SDKs call <API_URL>/... with an API_URL ending in /v2
 
 
 class IdConverter(IntegerConverter):
@@ -42,6 +43,16 @@ class App(Flask):
     def ensure_sync(self, func):
         # No view here is async: Flask would inspect each layer of every call to find out.
         return func
+
+    def wsgi_app(self, environ, start_response):
+        # Every route also answers under /v2, as the original's client API did (SPEC section 6). /v2 is
+        # mounted the WSGI way (SCRIPT_NAME /v2, the rest in PATH_INFO), so the URL map, the OpenAPI
+        # document, CORS, auth and every error answer are the same ones, for routes added later too.
+        path = environ.get("PATH_INFO", "")
+        if path[:3] == V2 and path[3:4] in ("/", ""):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + V2
+            environ["PATH_INFO"] = path[3:]
+        return super().wsgi_app(environ, start_response)
 
     def dispatch_request(self):
         # The matched rule, for the latency histogram's label (views/ops.py, Observed): one

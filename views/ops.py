@@ -152,9 +152,10 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
     """The access log's JSON line, formatted directly: json.dumps of a dict with floats costs
     several times more. The request id needs no escaping: it matched REQUEST_ID or was made here."""
     who, remote = environ.get("im.caller"), environ.get("REMOTE_ADDR")
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # SCRIPT_NAME: /v2 (app.py)
     return (f'{{"ts": {time.time():.3f}, "level": "INFO", "logger": "im.access", "message": "request", '
             f'"request_id": "{environ["im.request_id"]}", "method": {_string(environ["REQUEST_METHOD"])}, '
-            f'"path": {_string(environ.get("PATH_INFO", ""))}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
+            f'"path": {_string(path)}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
             f'"appid": {"null" if who is None else who.appid}, '
             f'"remote": {"null" if remote is None else _string(remote)}}}\n').encode("utf-8", "backslashreplace")
 
