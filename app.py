@@ -77,7 +77,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         "server": {"type": "http", "scheme": "basic", "description": "appid : md5hex(secret)"},
         "client": {"type": "http", "scheme": "bearer", "description": "the user's access token"},
     }}})
-    api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
+    api.register_converter(IdConverter, lambda converter: {"type": "integer", "format": "int64", "minimum": 0})
     uid_max = app.config["CUSTOMER_ID_BASE"] - 1
     api.register_converter(UidConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": uid_max})
     docs.init_app(app, api)

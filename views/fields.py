@@ -133,6 +133,7 @@ class MemberField(ma.fields.Field):
     """A member given as a uid or as {uid, name?, avatar?}; loads as a dict."""
 
     schema = MemberSchema()
+    forms = (Uid(metadata={"example": 1002}), ma.fields.Nested(MemberSchema))  # the OpenAPI document's oneOf
 
     def _deserialize(self, value, attr, data, **kwargs):
         return self.schema.load(value if isinstance(value, dict) else {"uid": value})

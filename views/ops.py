@@ -39,7 +39,9 @@ REQUESTS = Histogram("im_api_request_seconds", "Time to answer a request", ["met
 class Health(MethodView):
     @responds("healthz", schemas.StatusSchema)
     def get(self):
-        """The process is up."""
+        """The process is up.
+
+        For a liveness probe: answers 200 without touching MySQL or Redis."""
         return ok({"status": "ok"})
 
 
@@ -47,7 +49,10 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 when one is not)."""
+        """MySQL and Redis are reachable (503 when one is not).
+
+        For a readiness probe or a load balancer's health check: take the node out while it
+        answers 503."""
         try:
             ping_mysql(get_db())
             get_redis().ping()
