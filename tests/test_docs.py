@@ -167,6 +167,16 @@ def test_no_string_or_id_is_shown_without_an_example(document):
     assert not strings
 
 
+def test_every_path_and_query_parameter_has_an_example(document):
+    parameters = [(path, parameter) for path, item in document["paths"].items()
+                  for parameter in item.get("parameters", ())]
+    parameters += [(path, parameter) for path, _, operation in operations(document)
+                   for parameter in operation.get("parameters", ()) if "in" in parameter]
+    assert len(parameters) > 30
+    missing = [(path, p["name"]) for path, p in parameters if "example" not in p and "example" not in p["schema"]]
+    assert not missing, missing
+
+
 def test_id_fields_of_request_bodies_are_typed(document):
     schemas = document["components"]["schemas"]
     uid = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}

@@ -102,7 +102,8 @@ operation with the same answers, as GoBelieve's SDKs call it; the group paths al
 # Examples by field name, where a name means the same thing in every schema; a field's own
 # metadata={"example": ...} wins. An example is used only on a field of its JSON type.
 EXAMPLES = {
-    "uid": 1001, "sender": 1001, "receiver": 1002, "peer_uid": 1002, "master": 1001, "friend_uid": 1002,
+    "uid": 1001, "gid": 120045, "mid": 1002, "fid": 1002, "bid": 1003,
+    "sender": 1001, "receiver": 1002, "peer_uid": 1002, "master": 1001, "friend_uid": 1002,
     "appid": 7, "id": 120045, "group_id": 120045, "store_id": 3, "store": 3, "seller_id": 12,
     "client_id": 2**53 + 1, "platform_id": 1, "member_count": 3, "total": 1, "start": 0, "count": 1,
     "created_at": 1765100000, "updated_at": 1765100000, "timestamp": 1765100000,
@@ -193,6 +194,12 @@ class DocsPlugin(BasePlugin):
         """A schema's own `example` (a class attribute), where one made from its fields would mislead."""
         example = getattr(schema, "example", None)
         return {"example": deepcopy(example)} if example is not None else {}
+
+    def path_helper(self, path=None, operations=None, parameters=(), **kwargs) -> None:
+        """Path ids get the example of their name (EXAMPLES)."""
+        for parameter in parameters:
+            if isinstance(parameter, dict) and parameter.get("in") == "path" and parameter["name"] in EXAMPLES:
+                parameter.setdefault("example", EXAMPLES[parameter["name"]])
 
     def operation_helper(self, path=None, operations=None, **kwargs) -> None:
         seen = set()

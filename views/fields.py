@@ -144,7 +144,8 @@ class PageSchema(Schema):
     ?start=&count= (an offset) of a paged listing."""
 
     start = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
-    count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500))
+    count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500), metadata={"example": 20})
     after = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=0, max=MAX_ID),
-                              metadata={"description": "the last id of the previous page (its `next`)"})
+                              metadata={"description": "the last id of the previous page (its `next`)",
+                                        "example": 1001})
 

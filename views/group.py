@@ -115,7 +115,7 @@ class GroupReadSchema(Schema):
         load_default=None, validate=ma.validate.Range(min=0),
         metadata={"description": "how many members to list, at most MEMBERS_INLINE (its default); 0: the group's "
                                  "header and member_count alone (members_next is then null), at the same cost "
-                                 "whatever the group's size"})
+                                 "whatever the group's size", "example": 20})
 
 
 class JoinSchema(Schema):
