@@ -14,7 +14,7 @@ from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
 from views import BLUEPRINTS, cors, docs, errors, ops
-from views.fields import MAX_ID, setting
+from views.fields import ID_TEXT, MAX_ID, setting
 
 log = logging.getLogger(__name__)
 V2 = "/v2"  # the original's client API prefix: GoBelieve's SDKs call <API_URL>/... with an API_URL ending in /v2
@@ -22,6 +22,8 @@ V2 = "/v2"  # the original's client API prefix: GoBelieve's SDKs call <API_URL>/
 
 class IdConverter(IntegerConverter):
     """<id:uid> in a path: an integer 0 <= id < 2**63 (anything else is a 404)."""
+
+    regex = ID_TEXT.pattern  # ASCII digits, no leading zero: werkzeug's \d+ also takes "٧" and "７"
 
     def __init__(self, url_map):
         super().__init__(url_map, min=0, max=MAX_ID)

@@ -17,7 +17,7 @@ from models.db import get_db, get_redis
 from models.errors import AppDisabled, BadSecret, BadToken, Forbidden, IpNotAllowed, MissingCredentials, UnknownApp
 from models.user import resolve_token
 
-from .fields import setting
+from .fields import parse_id, setting
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def requires(kind: str):
 def _server(credentials: str) -> Caller:
     try:
         appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
-        appid = int(appid)
+        appid = parse_id(appid)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials(headers={"WWW-Authenticate": challenge("Basic")}) from None
     app = find_app(appid) if 0 <= appid < 2**63 else None

@@ -28,7 +28,7 @@ from .auth import issue_token
 from .common import Blueprint, ok
 from .credentials import caller, client_address, requires
 from .docs import responds
-from .fields import Id, Schema, Text, setting
+from .fields import Id, Schema, Text, parse_id, setting
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
 
@@ -89,7 +89,7 @@ def widget_credentials(appid: int) -> str:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     try:
         given_appid, _, key = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
-        if scheme.lower() != "basic" or int(given_appid) != appid or not key:
+        if scheme.lower() != "basic" or parse_id(given_appid) != appid or not key:
             raise ValueError
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials("Give Authorization: Basic base64(appid:app key) for the body's appid.") from None

@@ -58,10 +58,13 @@ changed. Every answer carries `X-Request-ID` (yours, if you sent a valid one).
 
 ## Ids
 
-Ids are JSON integers. A uid is `0 <= uid < 2^53` (9007199254740992, `CUSTOMER_ID_BASE`): exact
-as a JavaScript number; visitors' client ids start at 2^53 and are refused as app uids. Group,
-app, store, seller and message ids are int64 (`0 <= id < 2^63`): keep them as 64-bit integers
-(or strings of digits) in JavaScript. In paths and query strings an id is ASCII digits.
+Ids are JSON integers, or strings of ASCII digits (`"1001"`, as the original's clients send some);
+no other spelling is an id (`7.0`, `1e3`, `"+7"`, `" 7"`, `"007"`, `"1_000"`, non-ASCII digits
+such as `"٧"`): 400 naming the field. In paths and query strings an id is ASCII digits without a
+leading zero. A uid is `0 <= uid < 2^53` (9007199254740992, `CUSTOMER_ID_BASE`): exact as a
+JavaScript number; visitors' client ids start at 2^53 and are refused as app uids. Group, app,
+store, seller and message ids are int64 (`0 <= id < 2^63`): keep them as 64-bit integers (or
+strings of digits) in JavaScript.
 
 ## Lists, paging, limits
 

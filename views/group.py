@@ -27,7 +27,19 @@ from . import schemas
 from .common import Blueprint, group_change, idempotency_scope, ok, page
 from .credentials import Caller, caller, requires
 from .docs import UID, listed, one_of, responds
-from .fields import Id, List, MemberField, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
+from .fields import (
+    Id,
+    Integer,
+    List,
+    MemberField,
+    MemberSchema,
+    OneOrMoreSchema,
+    PageSchema,
+    Schema,
+    Text,
+    Uid,
+    setting,
+)
 
 blp = Blueprint("group", __name__, description="Groups and members")
 
@@ -111,7 +123,7 @@ class GroupListSchema(PageSchema):
 
 
 class GroupReadSchema(Schema):
-    members = ma.fields.Integer(
+    members = Integer(
         load_default=None, validate=ma.validate.Range(min=0),
         metadata={"description": "how many members to list, at most MEMBERS_INLINE (its default); 0: the group's "
                                  "header and member_count alone (members_next is then null), at the same cost "

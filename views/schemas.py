@@ -27,7 +27,7 @@ def Str(**kwargs) -> ma.fields.String:  # noqa: N802
 class ErrorMetaSchema(ma.Schema):
     code = ma.fields.Integer(required=True, metadata={"description": "business code (docs/ERRORS.md)", "example": 1001})
     message = Str(metadata={"description": "an English sentence; a 400 names the field",
-                            "example": "uid: Must be less than 9007199254740992 (higher ids are customers')."})
+                            "example": "uid: Must be a uid from 0 to 9007199254740991 (higher ids are customers')."})
 
 
 class ErrorSchema(ma.Schema):

@@ -13,7 +13,7 @@ from . import schemas
 from .common import Blueprint, group_change, ok, page, queues
 from .credentials import caller, requires
 from .docs import listed, one_of, responds
-from .fields import List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
+from .fields import ID_TEXT, Integer, List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
 blp = Blueprint("user", __name__, description="User settings and device tokens")
 
@@ -168,8 +168,8 @@ class User(MethodView):
 
 
 class StoredMessagesSchema(Schema):
-    limit = ma.fields.Integer(load_default=100, validate=ma.validate.Range(1, 1000))
-    last_id = ma.fields.Integer(validate=ma.validate.Range(0, 2**63 - 1),
+    limit = Integer(load_default=100, validate=ma.validate.Range(1, 1000))
+    last_id = Integer(validate=ma.validate.Range(0, 2**63 - 1),
                                 metadata={"description": "messages after this router message id"})
 
 
@@ -232,7 +232,7 @@ def parse_uids(text: str) -> list[int]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not 0 < len(items) <= setting("MAX_BATCH"):
         raise InvalidField(f"uids: give 1 to {setting('MAX_BATCH')} uids.")
-    if not all(item.isdigit() and int(item) < setting("CUSTOMER_ID_BASE") for item in items):
+    if not all(ID_TEXT.fullmatch(item) and int(item) < setting("CUSTOMER_ID_BASE") for item in items):
         raise InvalidField("uids: each must be a uid (an integer below CUSTOMER_ID_BASE).")
     return list(dict.fromkeys(int(item) for item in items))
 
