@@ -114,6 +114,9 @@ def test_a_negative_or_too_high_uid_names_the_real_bound(api):
         status, body = api.post("/messages/peers", {"sender": value, "receiver": 2, "content": "x"})
         assert_error(status, body, 400, field="sender", code=1001)
         assert str(UID_BASE - 1) in body["meta"]["message"] and str(2**63 - 1) not in body["meta"]["message"]
+    status, body = api.get(f"/users/online?uids=1,{UID_BASE}")
+    assert_error(status, body, 400, field="uids", code=1001)
+    assert str(UID_BASE - 1) in body["meta"]["message"]
     status, body = api.post("/messages/groups", {"sender": 1, "receiver": -1, "content": "x"})
     assert_error(status, body, 400, field="receiver", code=1001)
     assert str(2**63 - 1) in body["meta"]["message"]

@@ -233,7 +233,7 @@ def parse_uids(text: str) -> list[int]:
     if not 0 < len(items) <= setting("MAX_BATCH"):
         raise InvalidField(f"uids: give 1 to {setting('MAX_BATCH')} uids.")
     if not all(ID_TEXT.fullmatch(item) and int(item) < setting("CUSTOMER_ID_BASE") for item in items):
-        raise InvalidField("uids: each must be a uid (an integer below CUSTOMER_ID_BASE).")
+        raise InvalidField(f"uids: each must be a uid from 0 to {setting('CUSTOMER_ID_BASE') - 1}.")
     return list(dict.fromkeys(int(item) for item in items))
 
 
