@@ -108,7 +108,7 @@ def numbers(node):
 
 def test_no_bound_in_the_document_is_past_what_javascript_holds_exactly(document):
     """Swagger UI and ReDoc are JavaScript: 2^63 - 1 would show as 9223372036854776000."""
-    assert max(numbers(document)) == 2**53 + 1  # the example client id, just past the uids
+    assert max(numbers(document)) <= 2**53  # 2^53: the first client id (an example)
     assert "9223372036854775807" not in json.dumps(document)
 
 
@@ -138,6 +138,8 @@ def test_every_request_body_and_answer_has_an_example_that_its_schema_takes(docu
     for path, method, operation in operations(document):
         bodies = [operation["responses"]["200"]] + ([operation["requestBody"]] if "requestBody" in operation else [])
         for body in bodies:
+            if "application/json" not in body["content"]:
+                continue  # bytes (an upload, a download): nothing to show
             content = body["content"]["application/json"]
             assert "example" in content, (path, method)
             validate(content["example"], {**content["schema"], "components": document["components"]},
@@ -160,7 +162,8 @@ def leaves(node, path=""):
 def test_no_string_or_id_is_shown_without_an_example(document):
     """Swagger UI and ReDoc show "string" and 0 for a field without one."""
     missing = [path for path, schema in leaves(document["components"]["schemas"])
-               if schema["type"] in ("string", "integer") and "example" not in schema and "enum" not in schema]
+               if schema["type"] in ("string", "integer") and "example" not in schema and "enum" not in schema
+               and schema.get("format") != "binary"]
     assert not missing, missing
     strings = [example for _, schema in leaves(document["components"]["schemas"]) if schema["type"] == "string"
                for example in [schema.get("example")] if example == "string" or example == ""]

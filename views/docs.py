@@ -108,7 +108,7 @@ EXAMPLES = {
     "uid": 1001, "gid": 120045, "mid": 1002, "fid": 1002, "bid": 1003,
     "sender": 1001, "receiver": 1002, "peer_uid": 1002, "master": 1001, "friend_uid": 1002,
     "appid": 7, "id": 120045, "group_id": 120045, "store_id": 3, "store": 3, "seller_id": 12,
-    "client_id": 2**53 + 1, "platform_id": 1, "member_count": 3, "total": 1, "start": 0, "count": 1,
+    "client_id": 2**53, "platform_id": 1, "member_count": 3, "total": 1, "start": 0, "count": 1,
     "created_at": 1765100000, "updated_at": 1765100000, "timestamp": 1765100000,
     "name": "Alice", "user_name": "Alice", "nickname": "Ali", "avatar": "https://cdn.example.com/a/1001.png",
     "notice": "Saturday 9:00 at the north gate", "cover": "https://cdn.example.com/g/120045.jpg",
