@@ -19,8 +19,8 @@ blp = Blueprint("auth", __name__, url_prefix="/auth", description="Access tokens
 
 class GrantSchema(Schema):
     uid = Uid(required=True)
-    user_name = Text(allow_none=True)
-    platform_id = Id(allow_none=True)
+    user_name = Text(allow_none=True, metadata={"description": "the user's display name, kept in `user`"})
+    platform_id = Id(allow_none=True, metadata={"description": "1 iOS, 2 Android, 3 web (the original's values)"})
     device_id = Text(allow_none=True)
 
 
@@ -30,7 +30,13 @@ class Grant(MethodView):
     @requires("server")
     @blp.arguments(GrantSchema)
     def post(self, args):
-        """Get the user's permanent access token (the same one until it is revoked)."""
+        """Get the user's permanent access token (the same one until it is revoked).
+
+        Call it from your app server and hand the token to the user's client, which sends it as
+        `Authorization: Bearer <token>` here and to the IM router. Asking again for the same uid
+        answers the same token, so a client may ask at every login. The user is recorded in the
+        `user` table, named `user_name` when given (a new name replaces the old one); the router
+        reads the token from the Redis hash `access_token_<token>`."""
         return ok({"token": issue_token(caller().appid, args["uid"], args.get("user_name"))})
 
 
@@ -70,6 +76,10 @@ class Revoke(MethodView):
     @requires("server")
     @blp.arguments(RevokeSchema)
     def post(self, args):
-        """Revoke the user's token at once (the router hears of it); the next grant makes a new one."""
+        """Revoke the user's token at once (the router hears of it); the next grant makes a new one.
+
+        The token stops authenticating here at once, and the router reads that it is gone from
+        Redis (a `user_token_revoked` item on `user_event_queue` says so). Revoking a user who has
+        no token succeeds too."""
         users.revoke_token(get_redis(), queues().user_events, caller().appid, args["uid"])
         return ok()
