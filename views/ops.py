@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from models import outbox
+from models import marker, outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
 
@@ -47,12 +47,14 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 when one is not)."""
+        """MySQL and Redis are reachable, and Redis holds what MySQL recorded (503 when not)."""
         try:
             ping_mysql(get_db())
-            get_redis().ping()
+            intact = marker.intact(get_redis(), get_db())
         except Exception as exc:
             raise Unavailable(f"Not ready: {type(exc).__name__}.") from exc
+        if not intact:
+            raise Unavailable(marker.LOST)
         return ok({"status": "ready"})
 
 
