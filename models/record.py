@@ -72,7 +72,7 @@ def rename_token(cur, appid: int, uid: int, user_name: str) -> None:
 
 
 def delete_token(cur, appid: int, uid: int) -> None:
-    cur.execute(DELETE_TOKEN, {"appid": appid, "uid": uid})
+    defer(cur, DELETE_TOKEN, {"appid": appid, "uid": uid})
 
 
 def record_settings(cur, appid: int, uid: int, settings: dict) -> None:
@@ -103,7 +103,6 @@ def forget_devices(cur, appid: int, uid: int, tokens: dict) -> None:
         defer(cur, DELETE_DEVICE, {"appid": appid, "uid": uid, "kind": device_kind(field), "device_token": value})
 
 
-def forget_user(cur, appid: int, uid: int) -> None:
-    """Drop the user's token, flags, do-not-disturb and devices."""
-    for sql in FORGET_USER:
-        defer(cur, sql, {"appid": appid, "uid": uid})
+def forget_user(cur, appid: int, uid: int) -> bool:
+    """Drop the user's token, flags, do-not-disturb and devices; whether there was any."""
+    return sum(cur.execute(sql, {"appid": appid, "uid": uid}) for sql in FORGET_USER) > 0

@@ -115,13 +115,13 @@ class User(MethodView):
         appid = caller().appid
         with group_change(appid) as (cur, _, changes):
             existed = users.delete_user(cur, appid, uid)
+            existed = records.forget_user(cur, appid, uid) or existed
             groups.leave_all_groups(cur, changes, appid, uid)
             relationships.forget_user(cur, changes.relationship_events, appid, uid)
-            records.forget_user(cur, appid, uid)
         revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
-        users.forget_user(get_redis(), appid, uid)
         if not (existed or revoked or changes):
             raise UserNotFound()
+        users.forget_user(get_redis(), appid, uid)
         return ok()
 
     @responds("user_settings")
