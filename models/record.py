@@ -5,17 +5,13 @@ Every request writes here first and to Redis after (models/user.py); `restore-re
 """
 from .db import defer
 
-# A new token, unless the user has one recorded (Redis lost it): then that one stays the user's.
+# The user's token, unless one is recorded already (Redis lost it, or a concurrent grant made
+# another meanwhile): the recorded one stays the user's.
 INSERT_TOKEN = """
 INSERT INTO user_token (appid, uid, token, user_name) VALUES (%(appid)s, %(uid)s, %(token)s, %(user_name)s)
 ON DUPLICATE KEY UPDATE user_name = IF(%(rename)s, VALUES(user_name), user_name)
 """
 SELECT_TOKEN = "SELECT token, user_name FROM user_token WHERE appid = %(appid)s AND uid = %(uid)s"
-# Redis's token is the one clients hold: the record follows it.
-UPSERT_TOKEN = """
-INSERT INTO user_token (appid, uid, token, user_name) VALUES (%(appid)s, %(uid)s, %(token)s, %(user_name)s)
-ON DUPLICATE KEY UPDATE token = VALUES(token), user_name = VALUES(user_name)
-"""
 RENAME_TOKEN = "UPDATE user_token SET user_name = %(user_name)s WHERE appid = %(appid)s AND uid = %(uid)s"
 DELETE_TOKEN = "DELETE FROM user_token WHERE appid = %(appid)s AND uid = %(uid)s"
 UPSERT_FLAGS = """
@@ -52,19 +48,14 @@ def device_kind(field: str) -> str:
     return field.removesuffix("_device_token")
 
 
-def record_new_token(cur, appid: int, uid: int, token: str, name: str | None) -> tuple[str, str]:
-    """Record a token just made, named name (None: keep a recorded name); answer the user's recorded
-    token and its user_name (another token when Redis had lost the recorded one)."""
+def record_token(cur, appid: int, uid: int, token: str, name: str | None) -> tuple[str, str]:
+    """Record the user's token named name (None: keep a recorded name); answer the recorded token
+    (another one when Redis had lost it) and its user_name. The row stays locked till the commit."""
     params = {"appid": appid, "uid": uid, "token": token, "user_name": name or "", "rename": name is not None}
     defer(cur, INSERT_TOKEN, params)
     cur.execute(SELECT_TOKEN, params)
     row = cur.fetchone()
     return row["token"], row["user_name"]
-
-
-def record_token(cur, appid: int, uid: int, token: str, user_name: str) -> None:
-    """Record the user's token as Redis holds it, with the token hash's user_name."""
-    defer(cur, UPSERT_TOKEN, {"appid": appid, "uid": uid, "token": token, "user_name": user_name})
 
 
 def rename_token(cur, appid: int, uid: int, user_name: str) -> None:

@@ -1,4 +1,6 @@
 """MySQL keeps the record of every router key a user owns (SPEC 5.3), written before Redis."""
+import threading
+
 import pytest
 from conftest import Api, assert_ok, assert_refused, bearer, rows, token_for
 
@@ -64,6 +66,28 @@ def test_a_grant_after_redis_lost_the_token_gives_back_the_recorded_one(api, dem
     assert r.hget(f"users_{demo['id']}_7", "access_token") == token
     assert r.keys("access_token_*") == [f"access_token_{token}"]  # the token made meanwhile is gone
     assert token_rows(db) == [{"appid": demo["id"], "uid": 7, "token": token, "user_name": "Ann"}]
+
+
+def test_concurrent_grants_after_redis_lost_the_token_all_give_back_the_recorded_one(app, api, demo, db, r):
+    token = token_for(api, 7, "Ann")
+    r.flushdb()
+    barrier, answers = threading.Barrier(8), []
+
+    def grant():
+        client = Api(app.test_client(), demo["auth"])
+        barrier.wait()
+        answers.append(client.post("/auth/grant", {"uid": 7}))
+
+    threads = [threading.Thread(target=grant) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [status for status, _ in answers] == [200] * 8
+    assert {body["data"]["token"] for _, body in answers} == {token}
+    assert r.keys("access_token_*") == [f"access_token_{token}"]
+    assert r.hget(f"users_{demo['id']}_7", "access_token") == token
+    assert [row["token"] for row in token_rows(db)] == [token]
 
 
 def test_a_revoke_deletes_the_record_then_the_token(api, demo, db, r):

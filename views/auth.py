@@ -42,20 +42,16 @@ def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> 
     token, created, known = users.grant_token(r, appid, uid)
     # The common case, a known user under the same name, costs that one Redis round trip.
     if created or known is None or name not in (None, known):
-        user_name = (known or "") if name is None else name
         try:
+            # Redis before the commit: a revoke, which deletes the row first, waits and comes after.
             with transaction() as cur:  # the user row and its token: one transaction
                 if record:
                     users.record_user(cur, appid, uid, name)
-                if created:
-                    recorded, user_name = records.record_new_token(cur, appid, uid, token, name)
-                else:
-                    recorded = token
-                    records.record_token(cur, appid, uid, token, user_name)
-            if recorded != token:  # Redis had lost the user's token: the recorded one is still the user's
-                users.adopt_token(r, appid, uid, token, recorded)
-                created, token = False, recorded
-            users.save_name(r, appid, uid, token, user_name)
+                recorded, user_name = records.record_token(cur, appid, uid, token, known if name is None else name)
+                if recorded != token:  # Redis had lost the user's token: the recorded one is still the user's
+                    users.adopt_token(r, appid, uid, token, recorded)
+                    created, token = False, recorded
+                users.save_name(r, appid, uid, token, user_name)
         except BaseException:
             if created:  # whatever went wrong: a retry makes the token, and the row, again
                 _forget(r, appid, uid, token)
