@@ -29,7 +29,7 @@ from models.errors import (
 )
 from models.user import resolve_token
 
-from .fields import setting
+from .fields import parse_id, setting
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def requires(kind: str):
 def _server(credentials: str) -> Caller:
     try:
         appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
-        appid = int(appid)
+        appid = parse_id(appid)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials(headers={"WWW-Authenticate": challenge("Basic")}) from None
     appid = appid if 0 <= appid < 2**63 else None  # out of range: no such app, nor a count of its own

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from models import outbox
+from models import marker, outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
 from outage import backend
@@ -62,7 +62,9 @@ METRICS = (REQUESTS, MEDIA_UPLOADS, MEDIA_BYTES, MEDIA_CONVERSIONS, MEDIA_FAILUR
 class Health(MethodView):
     @responds("healthz", schemas.StatusSchema)
     def get(self):
-        """The process is up."""
+        """The process is up.
+
+        For a liveness probe: answers 200 without touching MySQL or Redis."""
         return ok({"status": "ok"})
 
 
@@ -70,12 +72,17 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 naming the one that is not)."""
+        """MySQL and Redis are reachable and Redis holds what MySQL recorded (503 naming what is not).
+
+        For a readiness probe or a load balancer's health check: take the node out while it
+        answers 503."""
         checks = (("MySQL", lambda: ping_mysql(get_db())), ("Redis", lambda: get_redis().ping()))
         down = [f"{name} is not answering ({type(exc).__name__})"
                 for name, check in checks if (exc := failure(check)) is not None]
         if down:
             raise Unavailable(f"Not ready: {'; '.join(down)}.")
+        if not marker.intact(get_redis(), get_db()):
+            raise Unavailable(marker.LOST)
         return ok({"status": "ready"})
 
 
@@ -197,9 +204,10 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
     """The access log's JSON line, formatted directly: json.dumps of a dict with floats costs
     several times more. The request id needs no escaping: it matched REQUEST_ID or was made here."""
     who, remote = environ.get("im.caller"), environ.get("REMOTE_ADDR")
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # SCRIPT_NAME: /v2 (app.py)
     return (f'{{"ts": {time.time():.3f}, "level": "INFO", "logger": "im.access", "message": "request", '
             f'"request_id": "{environ["im.request_id"]}", "method": {_string(environ["REQUEST_METHOD"])}, '
-            f'"path": {_string(environ.get("PATH_INFO", ""))}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
+            f'"path": {_string(path)}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
             f'"appid": {"null" if who is None else who.appid}, '
             f'"remote": {"null" if remote is None else _string(remote)}}}\n').encode("utf-8", "backslashreplace")
 
