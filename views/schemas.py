@@ -231,5 +231,7 @@ class OnlineSchema(ma.Schema):
 class MediaSchema(ma.Schema):
     """An uploaded object: its path on this service and the absolute URL of it."""
 
-    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]"})
-    src_url = Str(metadata={"description": "the absolute URL of src"})
+    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]",
+                        "example": "/images/f0e4c2f76c58916ec258f246851bea091d14d4247a2fc3e18694461b1816e13b.jpg"})
+    src_url = Str(metadata={"description": "the absolute URL of src", "example": "https://im.example.com/images/"
+                            "f0e4c2f76c58916ec258f246851bea091d14d4247a2fc3e18694461b1816e13b.jpg"})
