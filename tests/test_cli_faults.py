@@ -178,3 +178,11 @@ def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, clos
     assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
     failing = [line for line in stderr.splitlines() if "taking the lease" in line]
     assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr
+
+
+@pytest.mark.parametrize("argv", [("-m", "flask", "--app", "app", "list-apps"), ("serve.py",)], ids=["flask", "serve"])
+def test_an_unreachable_redis_cluster_at_start_is_one_line(app, closed_port, argv):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_TIMEOUT": "0.5",
+           "REDIS_CLUSTER_NODES": f"127.0.0.1:{closed_port}"}  # the cluster client connects when it is made
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(done, f"Redis Cluster at 127.0.0.1:{closed_port} is not reachable", "REDIS_CLUSTER_NODES")
