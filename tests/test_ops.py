@@ -197,7 +197,8 @@ def test_the_bridge_logs_in_the_apis_shape(capsys):
     bridge = json.loads(capsys.readouterr().err)
     record = logging.LogRecord("app", logging.WARNING, "", 0, "outbox relay failing", (), None)
     api = json.loads(JsonFormatter().format(record))
-    assert list(bridge)[:4] == list(api) == ["ts", "level", "logger", "message"]
+    assert list(bridge)[:5] == list(api) == ["ts", "level", "logger", "message", "request_id"]
+    assert bridge["request_id"] is None
     assert (bridge["level"], bridge["logger"]) == ("WARNING", "bridge")
     assert bridge["message"] == "delivery failed, will retry"
     assert (bridge["queue"], bridge["error"]) == ("im_message_queue", "boom")
