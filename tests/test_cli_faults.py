@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import TEST_CONFIG, rows
+from conftest import TEST_CONFIG, rows, wait_for
 from test_cli import credentials, invoke
 from test_concurrency import free_port
 from test_gunicorn import ROOT
@@ -166,15 +166,21 @@ def test_create_app_refuses_a_store_id_out_of_range(app, db, store_id):
     assert rows(db, "SELECT id FROM app") == []
 
 
-def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port, tmp_path):
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
            "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
            "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
-    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    bridge.send_signal(signal.SIGTERM)
-    _, stderr = bridge.communicate(timeout=30)
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as err:
+        bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "taking the lease failing" in log.read_text(), seconds=60, what="the bridge to start")
+            time.sleep(2)  # 20 more polls of the lease, all failing
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            bridge.wait(timeout=30)
+    stderr = log.read_text()
     assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
     failing = [line for line in stderr.splitlines() if "taking the lease" in line]
     assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr

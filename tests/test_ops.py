@@ -158,7 +158,7 @@ def test_the_relay_thread_backs_off_logs_once_and_says_when_redis_is_back(own_re
         time.sleep(2)
         failing = [r.getMessage() for r in caplog.records if r.name == "app"]
         own_redis.start()
-        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=15)
+        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=30)
         wait_for(lambda: any("works again" in r.getMessage() for r in caplog.records), what="the log line")
     flaky.config["OUTBOX_RELAY_INTERVAL"] = 0  # stops the thread
     assert len(failing) == 1 and failing[0].startswith("outbox relay failing (Redis: "), failing
