@@ -131,8 +131,9 @@ RETRY_AFTER = {"$ref": "#/components/headers/Retry-After"}
 METHODS = ("get", "put", "post", "delete", "patch")
 
 AUTH_ERRORS = {
-    "server": (e.MissingCredentials, e.UnknownApp, e.BadSecret, e.IpNotAllowed, e.AppDisabled, e.Forbidden),
-    "client": (e.MissingCredentials, e.BadToken, e.AppDisabled, e.Forbidden),
+    "server": (e.MissingCredentials, e.UnknownApp, e.BadSecret, e.IpNotAllowed, e.AppDisabled, e.Forbidden,
+               e.RateLimited),
+    "client": (e.MissingCredentials, e.BadToken, e.AppDisabled, e.Forbidden, e.RateLimited),
 }
 BODY_ERRORS = (e.InvalidJson, e.InvalidField, e.BodyTooLarge, e.UnsupportedMediaType)
 
@@ -146,6 +147,12 @@ def one_of(*choices) -> dict:
     return {"oneOf": list(choices)}
 
 
+# Path parameters whose name alone says too little: the media names (a SHA-256, with the extension).
+PATH_EXAMPLES = {
+    "/images/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg",
+    "/audios/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "/files/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.pdf",
+}
 # A uid in a bare-array body ([1002, 1003]); the bound is the introduction's (below 2^53).
 UID = {"type": "integer", "minimum": 0, "example": 1002}
 UIDS = {"type": "array", "items": UID, "example": [1002, 1003]}
@@ -198,11 +205,14 @@ class DocsPlugin(BasePlugin):
         example = getattr(schema, "example", None)
         return {"example": deepcopy(example)} if example is not None else {}
 
-    def path_helper(self, path=None, operations=None, parameters=(), **kwargs) -> None:
-        """Path ids get the example of their name (EXAMPLES)."""
+    def path_helper(self, path=None, operations=None, parameters=(), rule=None, **kwargs) -> None:
+        """Path parameters get the example of their rule (PATH_EXAMPLES) or of their name (EXAMPLES)."""
         for parameter in parameters:
-            if isinstance(parameter, dict) and parameter.get("in") == "path" and parameter["name"] in EXAMPLES:
-                parameter.setdefault("example", EXAMPLES[parameter["name"]])
+            if not isinstance(parameter, dict) or parameter.get("in") != "path":
+                continue
+            example = PATH_EXAMPLES.get(getattr(rule, "rule", None), EXAMPLES.get(parameter["name"]))
+            if type(example) in JSON_TYPES.get(parameter.get("schema", {}).get("type"), ()):
+                parameter.setdefault("example", example)
 
     def operation_helper(self, path=None, operations=None, **kwargs) -> None:
         seen = set()

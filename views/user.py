@@ -156,12 +156,12 @@ class User(MethodView):
 
         Give one setting or several. They are written to the router's `users_<appid>_<uid>` hash
         (`do_not_disturb` silences pushes from one peer; `mute`: the user's phone is silent); `forbidden`
-        also queues a `user_forbidden` event on `user_event_queue`. PATCH is the same operation."""
+        also queues a `user_forbidden` event on `user_event_queue`. A user not seen before is
+        registered, with an empty name unless one is given. PATCH is the same operation."""
         appid = caller().appid
+        with transaction() as cur:  # a user given settings is known: GET answers 200 afterwards, as after a grant
+            users.record_user(cur, appid, uid, args.get("name"))
         users.save_settings(get_redis(), queues().user_events, appid, uid, args)
-        if "name" in args:
-            with transaction() as cur:
-                users.record_user(cur, appid, uid, args["name"])
         return ok()
 
     patch = post
