@@ -1,5 +1,6 @@
 """Every route answers under /v2 exactly as at /: GoBelieve's SDKs call <API_URL>/... with an API_URL
 that ends in /v2, and app servers call /v2/auth/grant (SPEC 6, "The client API of the original")."""
+import base64
 import io
 import re
 
@@ -271,3 +272,12 @@ def test_the_android_sdk_uploads_under_v2_and_the_objects_are_the_roots(app, api
         assert client.get(src).get_data() == client.get("/v2" + src).get_data() == data, src
     again = client.post("/images", data=picture, headers={**headers, "Content-Type": "image/png"})
     assert again.get_json()["data"]["src"] == uploads[0].get_json()["data"]["src"]  # one object, whichever path
+
+
+def test_failed_authentications_count_root_and_v2_together(app, demo, client):
+    guarded = create_app({**TEST_CONFIG, "AUTH_FAIL_RATE_LIMIT": "3/minute"}).test_client()
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{demo['id']}:{'0' * 32}".encode()).decode()}
+    statuses = [guarded.get(prefix + "/users", headers=wrong).status_code for prefix in ("", "/v2", "", "/v2")]
+    assert statuses[:3] == [401, 401, 401] and statuses[3] == 429
+    held = guarded.get("/users", headers=demo["auth"])  # the address is held back, right secret or not
+    assert held.status_code == 429 and held.headers["Retry-After"].isdigit()

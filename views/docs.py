@@ -83,9 +83,12 @@ an existing member) or answer the conflict (409).
 
 ## Rate limits
 
-`POST /auth/customer` and `POST /customer/register` are limited per client address
+Failed authentications (an unknown appid, a wrong secret or token) are limited per client
+address (`AUTH_FAIL_RATE_LIMIT`, default 20 a minute) and per appid; an address past the limit
+gets 429 for a while, right credentials included, while other addresses pass. `POST
+/auth/customer` and `POST /customer/register` are limited per client address
 (`CUSTOMER_RATE_LIMIT`, default 60 a minute), wrong face-to-face codes at `POST /groups/join`
-per user: past the limit, 429 with `Retry-After`.
+per user. Past a limit: 429 with `Retry-After`, the seconds to wait.
 
 ## What reaches the router
 
