@@ -63,6 +63,7 @@ def test_every_operation_declares_its_data_and_its_errors_in_the_envelope(docume
             assert "X-Request-ID" in response["headers"], (path, method, status)
             if int(status) >= 400:
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+                assert response["content"]["application/json"]["example"]["meta"]["code"] in response["x-codes"]
                 codes = {cls.code: cls for cls in vars(errors).values()
                          if isinstance(cls, type) and issubclass(cls, errors.ApiError)}
                 assert response["x-codes"] and all(codes[c].status == int(status) for c in response["x-codes"])

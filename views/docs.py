@@ -196,12 +196,13 @@ class DocsPlugin(BasePlugin):
         self.spec = spec
         spec.components.header("X-Request-ID", {
             "description": "the request's id: the X-Request-ID sent (1 to 128 of A-Z a-z 0-9 . _ : -) or a new one",
-            "required": True, "schema": {"type": "string"}})
+            "required": True, "schema": {"type": "string"}, "example": "4bf92f3577b34da6a3ce929d0e0e4736"})
         spec.components.header("Retry-After", {"description": "seconds to wait before retrying", "required": True,
-                                               "schema": {"type": "integer", "minimum": 0}})
+                                               "schema": {"type": "integer", "minimum": 0}, "example": 1})
         spec.components.parameter("Idempotency-Key", "header", {
             "description": "a retry with the same key answers the first answer and does nothing more",
-            "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
+            "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+            "example": "order-5512-shipped"})
 
     def schema_helper(self, name, definition, schema=None, **kwargs) -> dict:
         """A schema's own `example` (a class attribute), where one made from its fields would mislead."""
@@ -282,8 +283,9 @@ def by_status(found: list) -> dict[int, list]:
 
 def error_response(classes: list) -> dict:
     lines = "\n".join(f"- `{cls.code}` {cls.__name__}: {cls.message}" for cls in classes)
-    response = {"description": f"Business codes (`meta.code`):\n\n{lines}", "content": {JSON: {"schema": ERROR_REF}},
-                "x-codes": [cls.code for cls in classes]}
+    example = {"meta": {"code": classes[0].code, "message": classes[0].message}}
+    response = {"description": f"Business codes (`meta.code`):\n\n{lines}",
+                "content": {JSON: {"schema": ERROR_REF, "example": example}}, "x-codes": [cls.code for cls in classes]}
     if classes[0].status in (429, 503):
         response["headers"] = {"Retry-After": RETRY_AFTER}
     return response
