@@ -31,7 +31,7 @@ TEST_CONFIG = {
     "MEDIA_STORE": os.path.join(tempfile.gettempdir(), f"im-api-test-media-{os.getpid()}"),
 }
 TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency", "friend",
-          "blacklist")
+          "blacklist", "user_token", "user_setting", "user_do_not_disturb", "user_device")
 
 
 def _config() -> dict:
@@ -291,6 +291,8 @@ SNAPSHOT_TABLES = {
     "app": "id", "user": "appid, uid", "`group`": "id", "group_member": "group_id, uid", "outbox": "id",
     "idempotency": "appid, idem_key", "store": "id", "seller": "id", "customer": "id", "sequence": "name",
     "friend": "appid, uid, friend_uid", "blacklist": "appid, uid, friend_uid",
+    "user_token": "appid, uid", "user_setting": "appid, uid", "user_do_not_disturb": "appid, uid, kind, target",
+    "user_device": "appid, uid, kind",
 }
 
 

@@ -16,7 +16,7 @@ from test_gunicorn import ROOT
 from app import create_app
 
 COMMANDS = [("create-app", "--name", "x"), ("list-apps",), ("disable-app", "1"), ("relay-outbox",), ("check",),
-            ("init-db",)]
+            ("init-db",), ("restore-redis",), ("take-over-redis",)]
 
 
 def assert_one_line(result, *wanted):
@@ -39,7 +39,8 @@ def test_every_command_says_in_one_line_that_mysql_is_down_where(args, closed_po
     assert_one_line(invoke(down, *args), f"MySQL at 127.0.0.1:{closed_port}", f"--port={closed_port}")
 
 
-@pytest.mark.parametrize("args", [("relay-outbox",), ("check",)], ids=lambda a: a[0])
+@pytest.mark.parametrize("args", [("relay-outbox",), ("check",), ("restore-redis",), ("take-over-redis",)],
+                         ids=lambda a: a[0])
 def test_a_command_that_needs_redis_says_in_one_line_that_it_is_down_where(app, args, closed_port, db):
     with db.cursor() as cur:  # something to relay
         cur.execute("INSERT INTO outbox (redis_key, item) VALUES ('group_event_queue', '{}')")

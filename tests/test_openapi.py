@@ -132,31 +132,6 @@ def test_a_generated_client_calls_a_live_server(app, demo, generated):
         assert [g.id for g in mine] == [group_id]
 
 
-def test_a_generated_client_uploads_and_downloads_media(app, demo, generated):
-    import io
-
-    from im_api_client.api.media import files_upload, image_download, images_upload
-    from im_api_client.models import FilesUploadBody, ImagesUploadFilesBody
-    from im_api_client.types import File
-    from media_files import png
-
-    data = png(20, 10)
-    digest = hashlib.md5(demo["secret"].encode()).hexdigest()
-    basic = base64.b64encode(f"{demo['id']}:{digest}".encode()).decode()
-    with serving(app) as base:
-        server = generated.AuthenticatedClient(base_url=base, token=basic, prefix="Basic")
-        raw = images_upload.sync(client=server, body=File(payload=io.BytesIO(data), mime_type="image/png"))
-        form = images_upload.sync(client=server, body=ImagesUploadFilesBody(
-            file=File(payload=io.BytesIO(data), file_name="a.png", mime_type="image/png")))
-        assert raw.data.src == form.data.src == f"/images/{hashlib.sha256(data).hexdigest()}.png"
-        assert raw.data.src_url == base + raw.data.src
-        name = raw.data.src.rsplit("/", 1)[1]
-        assert image_download.sync_detailed(name, client=generated.Client(base_url=base)).content == data
-        sent = files_upload.sync(client=server, body=FilesUploadBody(
-            file=File(payload=io.BytesIO(b"notes"), file_name="notes.txt")))
-        assert sent.data.src.endswith(".txt")
-
-
 def spelled(hint) -> str:
     """A type hint as written, without spaces or module names: list[int|Member]|Unset."""
     if isinstance(hint, str):
@@ -207,3 +182,28 @@ def test_the_generated_client_sends_the_bare_array_bodies(app, demo, generated, 
     with db.cursor() as cur:
         cur.execute("SELECT uid, friend_uid FROM friend ORDER BY uid")
         assert cur.fetchall() == [{"uid": 11, "friend_uid": 12}, {"uid": 12, "friend_uid": 11}]
+
+
+def test_a_generated_client_uploads_and_downloads_media(app, demo, generated):
+    import io
+
+    from im_api_client.api.media import files_upload, image_download, images_upload
+    from im_api_client.models import FilesUploadBody, ImagesUploadFilesBody
+    from im_api_client.types import File
+    from media_files import png
+
+    data = png(20, 10)
+    digest = hashlib.md5(demo["secret"].encode()).hexdigest()
+    basic = base64.b64encode(f"{demo['id']}:{digest}".encode()).decode()
+    with serving(app) as base:
+        server = generated.AuthenticatedClient(base_url=base, token=basic, prefix="Basic")
+        raw = images_upload.sync(client=server, body=File(payload=io.BytesIO(data), mime_type="image/png"))
+        form = images_upload.sync(client=server, body=ImagesUploadFilesBody(
+            file=File(payload=io.BytesIO(data), file_name="a.png", mime_type="image/png")))
+        assert raw.data.src == form.data.src == f"/images/{hashlib.sha256(data).hexdigest()}.png"
+        assert raw.data.src_url == base + raw.data.src
+        name = raw.data.src.rsplit("/", 1)[1]
+        assert image_download.sync_detailed(name, client=generated.Client(base_url=base)).content == data
+        sent = files_upload.sync(client=server, body=FilesUploadBody(
+            file=File(payload=io.BytesIO(b"notes"), file_name="notes.txt")))
+        assert sent.data.src.endswith(".txt")

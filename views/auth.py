@@ -3,8 +3,9 @@ import logging
 
 from flask.views import MethodView
 
+from models import record as records
 from models import user as users
-from models.db import get_db, get_redis
+from models.db import get_redis, transaction
 
 from . import schemas
 from .common import Blueprint, ok, queues
@@ -41,16 +42,22 @@ class Grant(MethodView):
 
 
 def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> str:
-    """The user's permanent token, with the user named in Redis and (record) in the `user` table."""
+    """The user's permanent token, recorded in MySQL (SPEC 5.3), with the user named in Redis and
+    (record) in the `user` table."""
     r = get_redis()
     token, created, known = users.grant_token(r, appid, uid)
     # The common case, a known user under the same name, costs that one Redis round trip.
     if created or known is None or name not in (None, known):
         try:
-            if record:
-                with get_db().cursor() as cur:
+            # Redis before the commit: a revoke, which deletes the row first, waits and comes after.
+            with transaction() as cur:  # the user row and its token: one transaction
+                if record:
                     users.record_user(cur, appid, uid, name)
-            users.save_name(r, appid, uid, token, (known or "") if name is None else name)
+                recorded, user_name = records.record_token(cur, appid, uid, token, known if name is None else name)
+                if recorded != token:  # Redis had lost the user's token: the recorded one is still the user's
+                    users.adopt_token(r, appid, uid, token, recorded)
+                    created, token = False, recorded
+                users.save_name(r, appid, uid, token, user_name)
         except BaseException:
             if created:  # whatever went wrong: a retry makes the token, and the row, again
                 _forget(r, appid, uid, token)
@@ -81,5 +88,8 @@ class Revoke(MethodView):
         The token stops authenticating here at once, and the router reads that it is gone from
         Redis (a `user_token_revoked` item on `user_event_queue` says so). Revoking a user who has
         no token succeeds too."""
-        users.revoke_token(get_redis(), queues().user_events, caller().appid, args["uid"])
+        appid = caller().appid
+        with transaction() as cur:
+            records.delete_token(cur, appid, args["uid"])
+        users.revoke_token(get_redis(), queues().user_events, appid, args["uid"])
         return ok()

@@ -6,7 +6,8 @@ from flask.views import MethodView
 
 from models import group as groups
 from models import idempotency
-from models.db import get_db, get_redis, get_replica_db
+from models import record as records
+from models.db import get_db, get_redis, get_replica_db, transaction
 from models.errors import (
     BatchTooLarge,
     CodeInUse,
@@ -440,6 +441,8 @@ class Member(MethodView):
                 groups.set_mute(cur, changes, group, mid, args["mute"])
             if "nickname" in args:
                 groups.set_nickname(cur, changes, group, mid, args["nickname"])
+            if "do_not_disturb" in args:
+                records.record_quiet(cur, who.appid, mid, "group", gid, args["do_not_disturb"])
         if "do_not_disturb" in args:
             set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
         return ok()
@@ -472,8 +475,9 @@ class GroupQuiet(MethodView):
 
 
 def set_quiet(who: Caller, gid: int, uid: int, quiet: bool):
-    with get_db().cursor() as cur:
+    with transaction() as cur:
         group = groups.find_group(cur, who.appid, gid)
         groups.require_member(cur, group, uid)
+        records.record_quiet(cur, who.appid, uid, "group", gid, quiet)
     set_group_quiet(get_redis(), who.appid, uid, gid, quiet)
     return ok()

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from models import outbox
+from models import marker, outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
 from outage import backend
@@ -72,7 +72,7 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 naming the one that is not).
+        """MySQL and Redis are reachable and Redis holds what MySQL recorded (503 naming what is not).
 
         For a readiness probe or a load balancer's health check: take the node out while it
         answers 503."""
@@ -81,6 +81,8 @@ class Ready(MethodView):
                 for name, check in checks if (exc := failure(check)) is not None]
         if down:
             raise Unavailable(f"Not ready: {'; '.join(down)}.")
+        if not marker.intact(get_redis(), get_db()):
+            raise Unavailable(marker.LOST)
         return ok({"status": "ready"})
 
 

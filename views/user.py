@@ -1,8 +1,11 @@
 """/users and /device: user settings and push device tokens."""
+import time
+
 import marshmallow as ma
 from flask.views import MethodView
 
 from models import group as groups
+from models import record as records
 from models import relationship as relationships
 from models import router
 from models import user as users
@@ -79,9 +82,9 @@ class UserList(MethodView):
         appid, batch = caller().appid, args["users"]
         if len(batch) > setting("MAX_BATCH"):
             raise BatchTooLarge(f"users: at most {setting('MAX_BATCH')} per request.")
-        with transaction() as cur:
+        with transaction() as cur:  # Redis inside: if it refuses, no row stays and a retry starts afresh
             results = users.register_users(cur, appid, batch)
-        users.save_profiles(get_redis(), appid, [u for u, done in zip(batch, results) if done["created"]])
+            users.save_profiles(get_redis(), appid, [u for u, done in zip(batch, results) if done["created"]])
         exists = {"code": UserExists.code, "message": UserExists.message}
         return ok([{"uid": r["uid"]} if r["created"] else {"uid": r["uid"], "error": exists} for r in results])
 
@@ -140,12 +143,13 @@ class User(MethodView):
         appid = caller().appid
         with group_change(appid) as (cur, _, changes):
             existed = users.delete_user(cur, appid, uid)
+            existed = records.forget_user(cur, appid, uid) or existed
             groups.leave_all_groups(cur, changes, appid, uid)
             relationships.forget_user(cur, changes.relationship_events, appid, uid)
         revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
-        users.forget_profile(get_redis(), appid, uid)
         if not (existed or revoked or changes):
             raise UserNotFound()
+        users.forget_user(get_redis(), appid, uid)
         return ok()
 
     @responds("user_settings")
@@ -161,6 +165,9 @@ class User(MethodView):
         appid = caller().appid
         with transaction() as cur:  # a user given settings is known: GET answers 200 afterwards, as after a grant
             users.record_user(cur, appid, uid, args.get("name"))
+            if "name" in args:
+                records.rename_token(cur, appid, uid, args["name"])
+            records.record_settings(cur, appid, uid, args)
         users.save_settings(get_redis(), queues().user_events, appid, uid, args)
         return ok()
 
@@ -251,8 +258,17 @@ class UserGroups(MethodView):
 
 
 def save_devices(uid: int, tokens: dict, bind: bool):
-    """Bind (or unbind) the user's device tokens."""
-    (users.bind_devices if bind else users.unbind_devices)(get_redis(), caller().appid, uid, tokens)
+    """Bind (or unbind) the user's device tokens: in MySQL, then in Redis."""
+    appid, now = caller().appid, int(time.time())
+    with transaction() as cur:
+        if bind:
+            records.record_devices(cur, appid, uid, tokens, now)
+        else:
+            records.forget_devices(cur, appid, uid, tokens)
+    if bind:
+        users.bind_devices(get_redis(), appid, uid, tokens, now)
+    else:
+        users.unbind_devices(get_redis(), appid, uid, tokens)
     return ok()
 
 
