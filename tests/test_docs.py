@@ -11,6 +11,7 @@ import pytest
 from conftest import bearer, token_for
 from live import serving
 from openapi_schema_validator import OAS30Validator, validate
+from openapi_spec_validator import validate as validate_spec
 
 from models import errors
 
@@ -45,6 +46,10 @@ def operations(document):
         for method, operation in item.items():
             if method in METHODS:
                 yield path, method, operation
+
+
+def test_the_document_is_valid_openapi(document):
+    validate_spec(document)
 
 
 def test_every_operation_has_a_unique_operation_id(document):
