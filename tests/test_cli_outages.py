@@ -1,4 +1,4 @@
-"""Operator commands when MySQL or Redis is down, and create-app's refusals."""
+"""Operator commands when MySQL or Redis is down: one line naming the address, never a traceback."""
 import os
 import signal
 import socket
@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import TEST_CONFIG
+from conftest import TEST_CONFIG, wait_for
 from test_cli import invoke
 from test_concurrency import free_port
 from test_gunicorn import ROOT
@@ -143,15 +143,29 @@ def test_the_bridge_says_in_one_line_that_its_metrics_port_is_taken(app):
     assert_one_line_error(done, f"BRIDGE_METRICS_PORT={port}", "Address already in use")
 
 
-def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port, tmp_path):
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
            "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
            "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
-    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    bridge.send_signal(signal.SIGTERM)
-    _, stderr = bridge.communicate(timeout=30)
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as err:
+        bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "taking the lease failing" in log.read_text(), seconds=60, what="the bridge to start")
+            time.sleep(2)  # 20 more polls of the lease, all failing
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            bridge.wait(timeout=30)
+    stderr = log.read_text()
     assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
     failing = [line for line in stderr.splitlines() if "taking the lease" in line]
     assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr
+
+
+@pytest.mark.parametrize("argv", [("-m", "flask", "--app", "app", "list-apps"), ("serve.py",)], ids=["flask", "serve"])
+def test_an_unreachable_redis_cluster_at_start_is_one_line(app, closed_port, argv):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_TIMEOUT": "0.5",
+           "REDIS_CLUSTER_NODES": f"127.0.0.1:{closed_port}"}  # the cluster client connects when it is made
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(done, f"Redis Cluster at 127.0.0.1:{closed_port} is not reachable", "REDIS_CLUSTER_NODES")

@@ -158,7 +158,7 @@ def test_the_relay_thread_backs_off_logs_once_and_says_when_redis_is_back(own_re
         time.sleep(2)
         failing = [r.getMessage() for r in caplog.records if r.name == "app"]
         own_redis.start()
-        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=15)
+        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=30)
         wait_for(lambda: any("works again" in r.getMessage() for r in caplog.records), what="the log line")
     flaky.config["OUTBOX_RELAY_INTERVAL"] = 0  # stops the thread
     assert len(failing) == 1 and failing[0].startswith("outbox relay failing (Redis: "), failing
@@ -197,7 +197,8 @@ def test_the_bridge_logs_in_the_apis_shape(capsys):
     bridge = json.loads(capsys.readouterr().err)
     record = logging.LogRecord("app", logging.WARNING, "", 0, "outbox relay failing", (), None)
     api = json.loads(JsonFormatter().format(record))
-    assert list(bridge)[:4] == list(api) == ["ts", "level", "logger", "message"]
+    assert list(bridge)[:5] == list(api) == ["ts", "level", "logger", "message", "request_id"]
+    assert bridge["request_id"] is None
     assert (bridge["level"], bridge["logger"]) == ("WARNING", "bridge")
     assert bridge["message"] == "delivery failed, will retry"
     assert (bridge["queue"], bridge["error"]) == ("im_message_queue", "boom")

@@ -46,6 +46,7 @@ DOWNLOAD_ERRORS = (MediaNotFound, RangeNotSatisfiable, MediaUnavailable)
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
+NAME_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # a sha256: names are hashes
 OCTETS = "application/octet-stream"
 
 
@@ -76,23 +77,12 @@ def download_doc(types: str):
         }
         view._apidoc["manual_doc"]["parameters"] = [
             {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"},
-             "example": "bytes=0-1023", "description": "one byte range (several: the whole object)"},
+             "example": "bytes=0-1023"},
             {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
-             "example": f'"{EXAMPLE_NAME}.jpg"',
-             "description": "the ETag of a copy held: 304 when it is this object"}]
+             "example": f'"{NAME_EXAMPLE}.jpg"'}]
         return view
 
     return decorator
-
-
-EXAMPLE_NAME = "f0e4c2f76c58916ec258f246851bea091d14d4247a2fc3e18694461b1816e13b"  # SHA-256 of an upload
-
-
-def name_parameter(suffix: str) -> dict:
-    """The {name} of a download in the OpenAPI document, with an example of its form."""
-    return {"in": "path", "name": "name", "required": True, "schema": {"type": "string"},
-            "example": EXAMPLE_NAME + suffix,
-            "description": "the name from an upload's src: a SHA-256 hex digest, then the form's suffix"}
 
 
 @blp.after_request
@@ -117,10 +107,10 @@ class Images(MethodView):
     def post(self):
         """Upload an image (JPEG, PNG, GIF or WebP): the bytes as the body with their type, or multipart `file`.
 
-        The type is sniffed from the bytes and must agree with the Content-Type, which may also be
-        application/octet-stream (no claim). `src` is `/images/<sha256>.<ext>`: the same bytes always
-        get the same name. Thumbnails: `GET <src>@256w_256h_1c.jpg`.
-        """
+        The type is sniffed from the bytes (415 for another type, 400 for bytes that are not what
+        their Content-Type says, a pixel count over MEDIA_MAX_PIXELS or an empty body; 413 over
+        MEDIA_MAX_IMAGE_BYTES). The name is the bytes' SHA-256, so an upload retried is the same
+        object; use `src_url` in the image message you send."""
         data, declared, _ = upload_bytes("MEDIA_MAX_IMAGE_BYTES", "image")
         declared = None if declared == OCTETS else declared  # no claim: the bytes say what they are
         if declared is not None and declared not in media.DECLARED_IMAGES:
@@ -140,9 +130,9 @@ class Audios(MethodView):
     def post(self):
         """Upload a voice message (AMR as the SDKs record it; MP3, AAC, M4A, Ogg, WAV...): raw or multipart `file`.
 
-        Any Content-Type is taken (GoBelieve's iOS SDK sends application/plain); the bytes must be a
-        known audio type. `src` is `/audios/<sha256>`; `<src>.mp3` is the same voice as MP3.
-        """
+        The bytes are kept as uploaded, named by their SHA-256; `<src>.mp3` serves an MP3 of them,
+        made on its first request. 413 over MEDIA_MAX_AUDIO_BYTES, 415 for a type that is not
+        audio, 400 for an empty body."""
         data, declared, _ = upload_bytes("MEDIA_MAX_AUDIO_BYTES", "audio")
         kind = counted("audio", lambda: media.check_audio(data, declared))
         name = media.name_of(data)
@@ -158,9 +148,9 @@ class Files(MethodView):
     def post(self):
         """Upload a file (multipart `file`); its name keeps the upload's extension.
 
-        `src` is `/files/<sha256>.<ext>`, the extension taken from the part's file name (lower case;
-        none when it has none). Downloads of types a browser could run come as attachments.
-        """
+        Any type, up to MEDIA_MAX_FILE_BYTES (413 past it). The name is the bytes' SHA-256 with the
+        uploaded file name's extension; downloads of types a browser would render or run come as
+        attachments."""
         part = upload_part("MEDIA_MAX_FILE_BYTES", "file")
         digest, size = hashed(part.stream)
         if size == 0:
@@ -279,16 +269,16 @@ def base_url() -> str:
 # --- downloads ---------------------------------------------------------------------------------------
 
 
-@blp.route("/images/<name>", parameters=[name_parameter(".jpg@256w_256h_1c.jpg")])
+@blp.route("/images/<name>")
 class Image(MethodView):
     @download_doc("image/*")
     def get(self, name):
         """An image as uploaded, or a thumbnail `<name>.<ext>@<w>w_<h>h_<c>c.<ext>` (made once, then kept).
 
-        No auth: names are content hashes. A thumbnail is fitted within w x h (cut to fill when c is
-        1), upright and without metadata, in the format of its last extension; only the sizes of
-        MEDIA_THUMBNAIL_SIZES exist. Cached for a year (immutable), with byte ranges.
-        """
+        No auth: the name is unguessable. Answers carry ETag and immutable caching and honour
+        Range and If-None-Match. A thumbnail is fitted in w x h (cropped to fill when c is 1),
+        upright and without metadata; only the documented sizes are made. An unknown name is a
+        JSON 404."""
         if match := media.IMAGE_NAME.fullmatch(name):
             return serve(f"images/{name}", media.IMAGES[media.IMAGE_BY_EXT[match[2]]].content_type)
         match = media.THUMBNAIL_NAME.fullmatch(name)
@@ -313,15 +303,15 @@ def make_thumbnail(key: str, match, content_type: str) -> int:
     return len(data)
 
 
-@blp.route("/audios/<name>", parameters=[name_parameter(".mp3")])
+@blp.route("/audios/<name>")
 class Audio(MethodView):
     @download_doc("audio/*")
     def get(self, name):
         """A voice message as uploaded, or `<name>.mp3`: converted with ffmpeg on the first request, then kept.
 
-        No auth: names are content hashes. The upload comes with its own type (audio/amr for the SDKs'
-        recordings); a conversion that runs out of time is a 503 to retry. Cached for a year.
-        """
+        No auth: the name is unguessable. The conversion runs in a subprocess with a time and
+        size limit; a failure is an error answer, never a half-made MP3. ETag, immutable caching
+        and byte ranges as for images."""
         match = media.AUDIO_NAME.fullmatch(name)
         if not match:
             raise MediaNotFound()
@@ -356,16 +346,14 @@ def make_mp3(key: str, mp3: str) -> int:
     return len(data)
 
 
-@blp.route("/files/<name>", parameters=[name_parameter(".pdf")])
+@blp.route("/files/<name>")
 class File(MethodView):
     @download_doc("*/*")
     def get(self, name):
         """A file as uploaded, with byte ranges; types a browser could run are served as downloads.
 
-        No auth: names are content hashes. The Content-Type comes from the extension; HTML, SVG, XML,
-        JavaScript and any type not known are application/octet-stream with Content-Disposition:
-        attachment. Cached for a year (immutable).
-        """
+        No auth: the name is unguessable. `Content-Type` comes from the extension; HTML, SVG, XML
+        and JavaScript come as `Content-Disposition: attachment`. ETag and immutable caching."""
         match = media.FILE_NAME.fullmatch(name)
         if not match:
             raise MediaNotFound()
