@@ -122,6 +122,7 @@ EXAMPLES = {
     "pushkit_device_token": "9a1b0c4d7e2f6a8b3c5d0e9f1a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b",
     "xg_device_token": "0a8f1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f80", "xm_device_token": "d//igwEhgBGCI2TG6lWqlK",
     "hw_device_token": "0863596033021934300003210900CN01", "jp_device_token": "1a0018970aa3d4c6f1e",
+    "ng_device_token": "ng-5f0c2a9e41",
     "gcm_device_token": "fcm:APA91bH6Yx0Q2rWm3kEo7Z", "fields": "members,quiet", "uids": "1001,1002",
     "mute": False, "forbidden": False, "notification_on": True, "on": True, "online": True, "quiet": True,
     "do_not_disturb": True, "super": False, "success": True, "command": 4, "limit": 20, "last_id": 58100,
