@@ -63,10 +63,10 @@ class DirectoryStore:
 
     def put(self, key: str, source: bytes | BinaryIO, content_type: str) -> None:
         """Write a temporary file beside the target, then rename it into place (atomic on one file system)."""
-        target = self.path(key)
-        if target.exists():
-            return
         try:
+            target = self.path(key)
+            if target.exists():
+                return
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
             try:

@@ -62,9 +62,11 @@ def test_every_operation_declares_its_data_and_its_errors_in_the_envelope(docume
     for path, method, operation in operations(document):
         responses = operation["responses"]
         assert "default" not in responses, (path, method)
-        if "application/json" in responses["200"]["content"]:  # else a download: the bytes themselves
+        if "application/json" in responses["200"]["content"]:
             success = responses["200"]["content"]["application/json"]["schema"]
             assert success["required"] == ["data"] and "data" in success["properties"], (path, method)
+        else:  # a media download: the object's bytes
+            assert path.split("/")[1] in ("images", "audios", "files") and method == "get", (path, method)
         for status, response in responses.items():
             assert "X-Request-ID" in response["headers"], (path, method, status)
             if int(status) >= 400:

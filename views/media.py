@@ -114,8 +114,8 @@ class Images(MethodView):
         data, declared, _ = upload_bytes("MEDIA_MAX_IMAGE_BYTES", "image")
         declared = None if declared == OCTETS else declared  # no claim: the bytes say what they are
         if declared is not None and declared not in media.DECLARED_IMAGES:
-            raise UnsupportedMediaType(f"Content-Type: {declared or '(none)'} is not an accepted image type "
-                                       "(image/jpeg, image/png, image/gif, image/webp or multipart/form-data).")
+            fail("image", UnsupportedMediaType(f"Content-Type: {declared or '(none)'} is not an accepted image "
+                                               "type (image/jpeg, image/png, image/gif, image/webp or multipart)."))
         kind = counted("image", lambda: media.check_image(data, declared, setting("MEDIA_MAX_PIXELS")))
         name = f"{media.name_of(data)}.{kind.ext}"
         save(f"images/{name}", data, kind.content_type, "image")
