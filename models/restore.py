@@ -56,12 +56,14 @@ TABLES = {
 
 
 def _token(pipe, row: dict) -> None:
+    pipe.pfadd(keys.statistics_users(row["appid"]), row["uid"])  # granted once, revoked or not
+    if row["token"] is None:
+        return
     user_key = keys.user(row["appid"], row["uid"])
     pipe.hset(keys.token(row["token"]), mapping={"user_id": row["uid"], "app_id": row["appid"],
                                                  "user_name": row["user_name"]})
     pipe.hset(user_key, "access_token", row["token"])
     pipe.hsetnx(user_key, "name", row["user_name"])  # a `user` row's name wins (a visitor has none)
-    pipe.pfadd(keys.statistics_users(row["appid"]), row["uid"])
 
 
 def _names(pipe, row: dict) -> None:

@@ -125,12 +125,13 @@ def test_one_cluster_master_that_lost_its_data_is_noticed(cluster_app, cluster_r
 
 def test_a_restore_gives_back_every_router_key_field_by_field(backend, demo):
     tokens = populate(backend.api, backend.app.test_client(), demo)
-    before = router_keys(backend.r)
+    before, counted = router_keys(backend.r), backend.r.pfcount(f"statistics_users_{demo['id']}")
     lose(backend.r)
     assert backend.api.get("/readyz")[0] == 503
     output = restored(backend.app)
     assert "restored" in output
     assert router_keys(backend.r) == before
+    assert backend.r.pfcount(f"statistics_users_{demo['id']}") == counted == 31  # revoked and deleted count
     assert backend.api.get("/readyz")[0] == 200
     # Tokens authenticate again; revoked and deleted ones stay gone; the banned stay banned.
     assert Api(backend.app.test_client(), bearer(tokens[1])).get("/groups")[0] == 200
