@@ -13,6 +13,7 @@ from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
+from outage import Outage
 from views import BLUEPRINTS, cors, docs, errors, ops
 from views.fields import MAX_ID, setting
 
@@ -83,23 +84,30 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.teardown_appcontext(close_db)
     cli.register(app)
     bridge_cli.register(app)
+    cli.guard_all(app)  # after every register(): each command's failures in one line
     return app
 
 
 def start_relay_thread(app: Flask) -> threading.Thread | None:
     """Drain the outbox every OUTBOX_RELAY_INTERVAL seconds (setting it to 0 stops the thread):
-    it delivers what requests could not push while Redis was down. gunicorn starts one per worker."""
+    it delivers what requests could not push while Redis was down. gunicorn starts one per worker.
+    While MySQL or Redis is down it tries less often (up to every 10 s) and logs only when the
+    failure starts, once a minute while it lasts, and when it ends (outage.Outage)."""
     if app.config.get("OUTBOX_RELAY_INTERVAL", 0) <= 0:  # 0, or an app of another kind (bench/floor.py)
         return None
 
     def loop():
-        while (interval := app.config["OUTBOX_RELAY_INTERVAL"]) > 0:
-            time.sleep(interval)
+        outage = Outage(log, "outbox relay", app.config["OUTBOX_RELAY_INTERVAL"])
+        wait = outage.interval
+        while app.config["OUTBOX_RELAY_INTERVAL"] > 0:
+            time.sleep(wait)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
                     outbox.relay(get_db(), app.extensions["redis"])
-            except Exception as exc:  # keep trying; the next round may find the service back
-                log.warning("outbox relay failed: %s: %s", type(exc).__name__, exc)
+            except Exception as exc:  # keep trying, less often; the next round may find the service back
+                wait = outage.failed(exc)
+            else:
+                wait = outage.succeeded()
 
     thread = threading.Thread(target=loop, name="outbox-relay", daemon=True)
     thread.start()

@@ -1,20 +1,23 @@
 """Operator commands: flask --app app check | init-db | create-app | list-apps | show-app | disable-app |
 enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox.
 
-Every failure is one line (a click.ClickException), never a traceback."""
+Every failure is one line (a click.ClickException), never a traceback: guard() wraps every command
+of the app's CLI (the bridge's and flask-smorest's too), so a MySQL or Redis failure in any of them
+is one line naming the address."""
 import ipaddress
 from functools import wraps
 
 import click
 import pymysql
 import redis
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
 
 from models import customer as customers
 from models import outbox
 from models import tenant as tenants
 from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
+from models.errors import ApiError
 from models.migrations import init_db
 
 
@@ -44,56 +47,75 @@ def redis_problem(config, exc: Exception) -> str:
             + start_hint("Redis", config))
 
 
-def unreachable(config) -> list[str]:
-    """One sentence for each backing service that cannot be reached with this configuration."""
-    problems = []
+def mysql_unreachable(config) -> list[str]:
+    """One sentence if MySQL cannot be reached with this configuration; else none."""
     try:
         pymysql.connect(**mysql_connect_args(config, database=False)).close()
     except pymysql.Error as exc:
-        problems.append(mysql_problem(config, exc))
+        return [mysql_problem(config, exc)]
+    return []
+
+
+def redis_unreachable(config) -> list[str]:
+    """One sentence if Redis cannot be reached with this configuration; else none."""
     try:
         make_redis(config).ping()
     except redis.RedisError as exc:
-        problems.append(redis_problem(config, exc))
-    return problems
+        return [redis_problem(config, exc)]
+    return []
 
 
-def require_services() -> None:
-    problems = unreachable(current_app.config)
+def unreachable(config) -> list[str]:
+    """One sentence for each backing service that cannot be reached with this configuration."""
+    return mysql_unreachable(config) + redis_unreachable(config)
+
+
+def require(problems: list[str]) -> None:
     if problems:
         raise click.ClickException("\n".join(problems))
 
 
-def one_line_failures(command):
-    """A command whose MySQL or Redis failure is one line naming the address (exit code 1), not a traceback."""
+def one_line_failures(callback, config):
+    """The callback, with a MySQL or Redis failure turned into one line naming the address (exit code 1).
+    The address is the running app's (commands are module objects, shared by every app made)."""
 
-    @wraps(command)
+    @wraps(callback)
     def run(*args, **kwargs):
+        config_now = current_app.config if has_app_context() else config
         try:
-            return command(*args, **kwargs)
+            return callback(*args, **kwargs)
         except pymysql.Error as exc:
-            raise click.ClickException(mysql_problem(current_app.config, exc)) from None
+            raise click.ClickException(mysql_problem(config_now, exc)) from None
         except redis.RedisError as exc:
-            raise click.ClickException(redis_problem(current_app.config, exc)) from None
+            raise click.ClickException(redis_problem(config_now, exc)) from None
+        except ApiError as exc:  # a model's own refusal or Unavailable, e.g. a lock wait that timed out
+            raise click.ClickException(exc.message) from None
 
     return run
 
 
+def guard(command: click.Command, config) -> None:
+    """Wrap command (and a group's subcommands, at any depth) with one_line_failures."""
+    if command.callback is not None and not getattr(command.callback, "guarded", False):
+        command.callback = one_line_failures(command.callback, config)
+        command.callback.guarded = True
+    for sub in getattr(command, "commands", {}).values():
+        guard(sub, config)
+
+
 @click.command("check")
 @with_appcontext
-@one_line_failures
 def check_command():
     """Check that MySQL and Redis are reachable; say how to start the one that is not."""
-    require_services()
+    require(unreachable(current_app.config))
     click.echo("MySQL and Redis are reachable")
 
 
 @click.command("init-db")
 @with_appcontext
-@one_line_failures
 def init_db_command():
-    """Create the database and apply every schema file in sql/ not applied yet."""
-    require_services()
+    """Create the database and apply every schema file in sql/ not applied yet (MySQL only: Redis may be down)."""
+    require(mysql_unreachable(current_app.config))
     applied = init_db(current_app.config)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
@@ -119,7 +141,6 @@ def require_id(value: int, what: str) -> int:
 
 @click.command("create-app")
 @with_appcontext
-@one_line_failures
 @click.option("--name", required=True, help="A name for the app (unique).")
 @click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
 @click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
@@ -138,7 +159,6 @@ def create_app_command(name: str, store_id: int, if_missing: bool):
 
 @click.command("list-apps")
 @with_appcontext
-@one_line_failures
 def list_apps_command():
     """List the apps (without their secrets)."""
     with get_db().cursor() as cur:
@@ -150,7 +170,6 @@ def list_apps_command():
 
 @click.command("disable-app")
 @with_appcontext
-@one_line_failures
 @click.argument("appid", type=int)
 def disable_app_command(appid: int):
     """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
@@ -266,14 +285,20 @@ def add_seller_command(store_id: int, name: str, avatar: str):
 
 @click.command("relay-outbox")
 @with_appcontext
-@one_line_failures
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
     click.echo(f"relayed {outbox.relay(get_db(), get_redis())} items")
 
 
 def register(app: Flask) -> None:
+    """Add the operator commands to the app's CLI (guard_all() then wraps every command there)."""
     for command in (check_command, init_db_command, create_app_command, list_apps_command, show_app_command,
                     disable_app_command, enable_app_command, rotate_secret_command, set_allowed_ips_command,
                     create_store_command, add_seller_command, relay_outbox_command):
         app.cli.add_command(command)
+
+
+def guard_all(app: Flask) -> None:
+    """Every command of the app's CLI (this module's, the bridge's, flask-smorest's): failures in one line."""
+    for command in app.cli.commands.values():
+        guard(command, app.config)

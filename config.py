@@ -29,7 +29,8 @@ def text(value) -> str:
 
 
 def optional_text(value) -> str | None:
-    return str(value) or None
+    """Text, or None when unset or empty (never the word "None": it would be a password or token)."""
+    return None if value is None else str(value) or None
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:

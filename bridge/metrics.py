@@ -7,6 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .settings import SettingError
+
 
 class Metrics:
     """The bridge's counters and gauges, labelled by queue name."""
@@ -69,7 +71,11 @@ def serve(port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
         def log_message(self, *args):  # scrapes are not worth a log line each
             pass
 
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    try:
+        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    except OSError as exc:  # the port is taken, or not ours to bind: stop with one line naming the setting
+        raise SettingError(f"BRIDGE_METRICS_PORT={port}: cannot listen there ({exc.strerror or exc}); "
+                           "free the port, or set another one (0: no metrics port)") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="bridge-metrics", daemon=True).start()
     return server

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from models import keys
+from outage import Outage
 
 from . import deadletter, logs, streams
 from .lanes import LANES, Lanes
@@ -259,6 +260,8 @@ class Bridge:
         self.stop, self.lost = asyncio.Event(), asyncio.Event()
         self.ending = asyncio.Event()  # set once a term's lanes are finished: its other loops then end
         self.slots = asyncio.Semaphore(settings.concurrency)
+        # Redis down: the standby keeps polling for the lease, but logs the outage once per change.
+        self.lease_outage = Outage(logs.log, "taking the lease", self.poll_seconds())
 
     def role(self) -> str:
         """What /healthz says this bridge is."""
@@ -299,11 +302,12 @@ class Bridge:
 
     async def try_lease(self) -> bool:
         try:
-            if await self.lease.acquire():
-                return True
+            taken = await self.lease.acquire()
         except (RedisError, OSError) as exc:
-            logs.warning("cannot reach Redis for the lease", error=str(exc))
-        return False
+            self.lease_outage.failed(exc)
+            return False
+        self.lease_outage.succeeded()
+        return taken
 
     async def active_term(self) -> None:
         """Everything done while holding the lease: re-drive, take and deliver, then wind down."""

@@ -436,3 +436,17 @@ def insert_group(db, appid: int, gid: int, members=(1, 2), master: int = 1, dele
                     (gid, appid, master, deleted))
         cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(gid, uid) for uid in members])
     return gid
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line naming what this machine lacks when tests were skipped for it, so a part of the suite
+    is never skipped silently (README, "What the full test suite needs")."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        parts = "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+        terminalreporter.write_line(f"NOT RUN: {sum(reasons.values())} tests skipped: {parts}. "
+                                    "See README, \"What the full test suite needs\".")

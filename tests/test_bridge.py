@@ -215,7 +215,7 @@ def test_user_forbidden_is_published_and_a_revoked_token_is_acknowledged_and_log
         wait_for(lambda: len(listener.messages) == 2, what="two speak_forbidden messages")
         assert listener.messages == [f"{demo['id']},8,1", f"{demo['id']},8,0"]
         wait_for(lambda: drained(r, "user_event_queue"), what="the user events")
-        assert any(line["msg"].startswith("token revoked") and line["uid"] == 8 for line in bridge.lines())
+        assert any(line["message"].startswith("token revoked") and line["uid"] == 8 for line in bridge.lines())
         assert router.taken() == []
     finally:
         listener.close()
@@ -316,7 +316,7 @@ def test_a_refused_item_is_dead_lettered_listed_and_redriven(app, r, router, bri
     assert {x["status"] for x in letters[1:]} == {0}
     assert {x["id"] for x in letters[1:]} - {"5"} and [x["reason"] for x in letters if x["id"] == "5"] == [
         "malformed: unknown kind 'fax'"]
-    assert any(line["level"] == "error" and line.get("id") == "2" and line.get("status") == 400
+    assert any(line["level"] == "ERROR" and line.get("id") == "2" and line.get("status") == 400
                for line in bridge.lines())
     wait_for(lambda: bridge.metric("bridge_dead_lettered_total") == 3, what="the dead-letter counter")
 
@@ -391,7 +391,7 @@ def test_sigterm_finishes_what_is_in_flight_and_exits_0(r, router, bridges):
     assert len(router.taken()) == 5  # each in-flight one was finished ...
     assert r.llen("{im_message_queue}:processing") == 5  # ... and acknowledged; the next 5 wait, in order
     assert r.get("{im_message_queue}:bridge_lease") is None  # released: a standby need not wait
-    assert any(line["msg"] == "bridge stopped" for line in bridge.lines())
+    assert any(line["message"] == "bridge stopped" for line in bridge.lines())
     router.clear()
     bridges().wait_active()
     wait_for(lambda: len(router.taken()) == 10, what="the other 5 after a restart")

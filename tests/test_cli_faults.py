@@ -1,7 +1,11 @@
-"""Operator commands when MySQL or Redis is down, and create-app's refusals (issue 15 items 18, 19)."""
+"""Operator commands when MySQL or Redis is down, and create-app's refusals."""
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import TEST_CONFIG, rows
@@ -61,6 +65,83 @@ def test_a_bad_port_setting_is_one_line_even_for_help():
     assert "Traceback" not in done.stdout + done.stderr and "MYSQL_PORT='abc'" in done.stdout + done.stderr
 
 
+# --- every command of the real `flask` CLI, in a process of its own ----------------------------------
+
+# Arguments for each command; a command added without a row here fails test_the_table_names_every_command.
+ARGS = {
+    "check": (), "init-db": (), "create-app": ("--name", "down-test"), "list-apps": (), "show-app": ("999999",),
+    "disable-app": ("999999",), "enable-app": ("999999",), "rotate-secret": ("999999",),
+    "set-allowed-ips": ("999999", "10.0.0.0/8"), "create-store": ("999999", "--name", "s"),
+    "add-seller": ("999999", "--name", "s"), "relay-outbox": (),
+    "bridge-dead list": (), "bridge-dead redrive": ("--all",),
+}
+NEEDS_NO_BACKEND = {"bridge", "openapi", "routes", "shell", "run"}  # long-running, or no MySQL/Redis at all
+NEEDS_REDIS = {"check", "relay-outbox", "bridge-dead list", "bridge-dead redrive"}
+
+
+def flask(app, env: dict, *args) -> subprocess.CompletedProcess:
+    """`flask --app app ARGS` on the test database, with env's settings on top."""
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_DB": str(app.config["REDIS_DB"]),
+           "MYSQL_TIMEOUT": "1", "REDIS_TIMEOUT": "1", **env}
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "app", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def run_all(app, env: dict) -> dict:
+    """Every command of ARGS run at once (each its own process), by name."""
+    with ThreadPoolExecutor(4) as pool:
+        done = pool.map(lambda name: flask(app, env, *name.split(), *ARGS[name]), ARGS)
+        return dict(zip(ARGS, done, strict=True))
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *wanted) -> None:
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for text in wanted:
+        assert text in lines[0], lines[0]
+
+
+def test_the_table_names_every_command(app):
+    names = set()
+    for name, command in app.cli.commands.items():
+        subs = getattr(command, "commands", None)
+        names |= {f"{name} {sub}" for sub in subs} if subs and name != "openapi" else {name}
+    assert names - NEEDS_NO_BACKEND == set(ARGS)
+
+
+def test_every_command_with_mysql_down_says_so_in_one_line(app, closed_port):
+    for name, done in run_all(app, {"MYSQL_PORT": str(closed_port)}).items():
+        if name in NEEDS_REDIS - {"check", "relay-outbox"}:  # the bridge's commands need Redis only
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (name, done.stderr)
+            continue
+        assert_one_line_error(done, f"MySQL at 127.0.0.1:{closed_port} is not reachable")
+
+
+def test_every_command_with_redis_down_says_so_or_runs_on_mysql_alone(app, db, closed_port):
+    with db.cursor() as cur:  # something for relay-outbox to push
+        cur.execute("INSERT INTO outbox (redis_key, item) VALUES ('group_event_queue', '{}')")
+    results = run_all(app, {"REDIS_PORT": str(closed_port)})
+    for name in NEEDS_REDIS:
+        assert_one_line_error(results[name], f"Redis at 127.0.0.1:{closed_port} is not reachable")
+    assert results["init-db"].returncode == 0 and "schema is up to date" in results["init-db"].stdout
+    assert results["create-app"].returncode == 0 and "appid=" in results["create-app"].stdout
+    assert results["list-apps"].returncode == 0, results["list-apps"].stderr
+    for name in ("show-app", "disable-app", "enable-app", "rotate-secret", "set-allowed-ips", "create-store"):
+        assert_one_line_error(results[name], "no app 999999")  # MySQL answered: there is no such app
+    assert_one_line_error(results["add-seller"], "no store 999999")
+
+
+def test_the_bridge_says_in_one_line_that_its_metrics_port_is_taken(app):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = flask(app, {"IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": str(port)}, "bridge")
+    assert_one_line_error(done, f"BRIDGE_METRICS_PORT={port}", "Address already in use")
+
+
 # --- create-app refuses what would make apps ambiguous ----------------------------------------------
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -83,3 +164,17 @@ def test_create_app_refuses_a_store_id_out_of_range(app, db, store_id):
     result = invoke(app, "create-app", "--name", "shop", "--store-id", store_id)
     assert result.exit_code != 0 and "--store-id" in result.output, result.output
     assert rows(db, "SELECT id FROM app") == []
+
+
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
+           "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
+           "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
+    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    bridge.send_signal(signal.SIGTERM)
+    _, stderr = bridge.communicate(timeout=30)
+    assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
+    failing = [line for line in stderr.splitlines() if "taking the lease" in line]
+    assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr

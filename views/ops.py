@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from models import outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
+from outage import backend
 
 from . import schemas
 from .common import Blueprint, ok
@@ -27,7 +28,22 @@ from .fields import setting
 
 blp = Blueprint("ops", __name__, description="Health checks for load balancers and orchestrators")
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-_string = json.encoder.encode_basestring  # a JSON string literal (non-ASCII kept as it is)
+# Characters JSON leaves raw that break or disguise a log line: DEL and the C1 controls (U+0085 ends a
+# line for str.splitlines()), the line and paragraph separators, and the bidirectional overrides.
+CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(encoded: str) -> str:
+    """JSON text with CONTROLS written as \\uXXXX escapes (the same string to a JSON reader)."""
+    return CONTROLS.sub(lambda found: f"\\u{ord(found[0]):04x}", encoded)
+
+
+def _string(text: str) -> str:
+    """A JSON string literal, non-ASCII kept as it is, CONTROLS escaped."""
+    encoded = json.encoder.encode_basestring(text)
+    return escape_controls(encoded) if CONTROLS.search(encoded) else encoded
+
+
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 # Its _count series are the request counts by endpoint and status: one metric update per request.
@@ -47,13 +63,22 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 when one is not)."""
-        try:
-            ping_mysql(get_db())
-            get_redis().ping()
-        except Exception as exc:
-            raise Unavailable(f"Not ready: {type(exc).__name__}.") from exc
+        """MySQL and Redis are reachable (503 naming the one that is not)."""
+        checks = (("MySQL", lambda: ping_mysql(get_db())), ("Redis", lambda: get_redis().ping()))
+        down = [f"{name} is not answering ({type(exc).__name__})"
+                for name, check in checks if (exc := failure(check)) is not None]
+        if down:
+            raise Unavailable(f"Not ready: {'; '.join(down)}.")
         return ok({"status": "ready"})
+
+
+def failure(check) -> Exception | None:
+    """What check() raised, or None."""
+    try:
+        check()
+    except Exception as exc:  # any failure of a backend means not ready
+        return exc
+    return None
 
 
 class BacklogCollector:
@@ -63,17 +88,28 @@ class BacklogCollector:
         self.app = app
 
     def collect(self):
+        # Each gauge on its own: the outbox backlog (MySQL) matters most while Redis is down.
         lengths = GaugeMetricFamily("im_api_queue_length", "Items waiting in a Redis queue", labels=["queue"])
         backlog = GaugeMetricFamily("im_api_outbox_pending", "Committed queue items not yet in Redis")
+        queues = self.app.extensions["queues"]
         try:
-            queues = self.app.extensions["queues"]
-            for name in queues.names():
-                lengths.add_metric([name], queues.redis.llen(name))
-            backlog.add_metric([], outbox.pending(get_db()))
+            found = [(name, queues.redis.llen(name)) for name in queues.names()]
         except Exception as exc:  # a scrape must not fail because a backing service did
-            logging.getLogger(__name__).warning("metrics: %s", exc)
-        yield lengths
-        yield backlog
+            logging.getLogger(__name__).warning("metrics: queue lengths unread (%s)", backend(exc))
+        else:
+            yield from self._with(lengths, found)
+        try:
+            pending = outbox.pending(get_db())
+        except Exception as exc:
+            logging.getLogger(__name__).warning("metrics: outbox backlog unread (%s)", backend(exc))
+        else:
+            yield from self._with(backlog, [(None, pending)])
+
+    @staticmethod
+    def _with(family, values):
+        for label, value in values:
+            family.add_metric([] if label is None else [label], value)
+        yield family
 
 
 def metrics_allowed() -> bool:
@@ -101,7 +137,8 @@ def metrics():
     else:
         registry.register(REQUESTS)
     registry.register(BacklogCollector(current_app._get_current_object()))
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask would add a second charset to the one CONTENT_TYPE_LATEST has.
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 class Observed:
@@ -160,7 +197,9 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the request id of the request being served."""
+    """One JSON object per line, with the request id of the request being served: the one log shape
+    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id
+    during a request, then the record's own fields), control characters escaped."""
 
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
@@ -172,7 +211,7 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return self.encode(entry)
+        return escape_controls(self.encode(entry))
 
 
 def init_app(app: Flask) -> None:

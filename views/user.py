@@ -124,12 +124,12 @@ class User(MethodView):
     @requires("server")
     @blp.arguments(SettingsSchema)
     def post(self, args, uid):
-        """Change the user's settings: name, peer do-not-disturb, mute, forbidden, notification_on."""
+        """Change the user's settings: name, peer do-not-disturb, mute, forbidden, notification_on (a user
+        not seen before is registered, with an empty name unless one is given)."""
         appid = caller().appid
+        with transaction() as cur:  # a user given settings is known: GET answers 200 afterwards, as after a grant
+            users.record_user(cur, appid, uid, args.get("name"))
         users.save_settings(get_redis(), queues().user_events, appid, uid, args)
-        if "name" in args:
-            with transaction() as cur:
-                users.record_user(cur, appid, uid, args["name"])
         return ok()
 
     patch = post
