@@ -27,7 +27,8 @@ import json
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -64,6 +65,7 @@ class Request:
     query: dict
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)
 
     def json(self):
         return json.loads(self.body)
@@ -315,6 +317,7 @@ class StreamReader:
         self.mysql_kwargs, self.stream, self.actions = mysql_kwargs, stream, actions
         self.apply_delay = apply_delay  # seconds from an entry's XADD to its effect
         self.lock = threading.Lock()  # the cache is read by the RPC handlers' threads
+        self.db, self.db_lock = None, threading.Lock()
         self.lags: list[float] = []  # seconds from each entry's XADD to its effect
         self.applied: list[dict] = []  # entries applied, in order
         self.gaps: list[tuple[int, int]] = []  # (last applied, previous_action_id) where the chain broke
@@ -371,6 +374,15 @@ class StreamReader:
             elif name == "group_member_mute":
                 group["members"][uid] = int(f["mute"] == "1")
 
+    @contextmanager
+    def mysql(self):
+        """A cursor on the reader's one MySQL connection (autocommit), one user at a time."""
+        with self.db_lock:
+            if self.db is None:
+                self.db = pymysql.connect(**self.mysql_kwargs)
+            with self.db.cursor() as cur:
+                yield cur
+
     def _apply_relationship(self, f: dict) -> None:
         """A friend or blacklist event changes a pair the router holds; one it does not hold is ignored."""
         uid, other = int(f["uid"]), int(f["friend_uid"])
@@ -384,13 +396,9 @@ class StreamReader:
         with self.lock:
             if key in self.cache:
                 return dict(self.cache[key])
-        conn = pymysql.connect(**self.mysql_kwargs)
-        try:
-            with conn.cursor() as cur:
-                found = {name: bool(cur.execute(sql, key)) for name, sql in
-                         (("friend", LOAD_FRIEND), ("blacklist", LOAD_BLACKLIST))}
-        finally:
-            conn.close()
+        with self.mysql() as cur:
+            found = {name: bool(cur.execute(sql, key)) for name, sql in
+                     (("friend", LOAD_FRIEND), ("blacklist", LOAD_BLACKLIST))}
         with self.lock:
             self.cache[key] = found
         return dict(found)
@@ -405,19 +413,15 @@ class StreamReader:
         with self.lock:
             if gid in self.cache:
                 return copy.deepcopy(self.cache[gid])
-        conn = pymysql.connect(**self.mysql_kwargs)
-        try:
-            with conn.cursor() as cur:
-                self.queries.append(LOAD_GROUP)
-                cur.execute(LOAD_GROUP, (gid,))
-                row = cur.fetchone()
-                if row is None:
-                    return None
-                self.queries.append(LOAD_MEMBERS)
-                cur.execute(LOAD_MEMBERS, (gid,))
-                members = {m["uid"]: m["mute"] for m in cur.fetchall()}
-        finally:
-            conn.close()
+        with self.mysql() as cur:
+            self.queries.append(LOAD_GROUP)
+            cur.execute(LOAD_GROUP, (gid,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self.queries.append(LOAD_MEMBERS)
+            cur.execute(LOAD_MEMBERS, (gid,))
+            members = {m["uid"]: m["mute"] for m in cur.fetchall()}
         group = {"appid": row["appid"], "super": bool(row["super"]), "members": members}
         with self.lock:
             self.cache[gid] = group  # as im does: a create applied meanwhile is overwritten
@@ -433,6 +437,8 @@ class StreamReader:
         self.stopping.set()
         self.thread.join(2)
         self.r.close()
+        if self.db is not None:
+            self.db.close()
 
 
 class ForbiddenListener:
@@ -450,12 +456,15 @@ class ForbiddenListener:
         self.thread.start()
 
     def _loop(self) -> None:
+        heard = deque()  # (when it takes effect, payload), in the order published
         while not self.stopping.is_set():
-            message = self.pubsub.get_message(timeout=0.1)
+            message = self.pubsub.get_message(timeout=0.005)
             if message:
-                self.stopping.wait(self.apply_delay)
-                self.messages.append(message["data"])
-                appid, uid, forbidden = (int(x) for x in message["data"].split(","))
+                heard.append((time.monotonic() + self.apply_delay, message["data"]))
+            while heard and heard[0][0] <= time.monotonic():
+                data = heard.popleft()[1]
+                self.messages.append(data)
+                appid, uid, forbidden = (int(x) for x in data.split(","))
                 (self.banned_users.add if forbidden else self.banned_users.discard)((appid, uid))
 
     def banned(self, appid: int, uid: int) -> bool:

@@ -13,6 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 from bridge_process import LEASE, ROOT, BridgeProcess, drained, push, redis_kwargs_of, starter
@@ -251,11 +254,11 @@ def test_a_slow_conversation_does_not_hold_up_the_others(api, demo, r, router, b
         assert_ok(*api.post("/messages/groups", {"sender": 1, "receiver": slow, "content": f"slow#{n}"}))
         assert_ok(*api.post("/messages/groups", {"sender": 1, "receiver": fast, "content": f"fast#{n}"}))
         assert_ok(*api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": f"peer#{n}"}))
-    started = time.monotonic()
     bridges(BRIDGE_RPC_TIMEOUT=3).wait_active()
+    started = time.monotonic()  # from the moment it drains: a start on a busy machine is not what is measured
     wait_for(lambda: len([q for q in router.taken("/post_group_message") if q.text.startswith("fast")]) == 5
              and len(router.taken("/post_peer_message")) == 5, 10, "the fast conversations")
-    assert time.monotonic() - started < 2.0 + 1.5, "the fast conversations waited for the slow one"
+    assert time.monotonic() - started < 2.0, "the fast conversations waited for the slow one"
     assert len([q for q in router.taken() if q.text.startswith("slow")]) <= 1
     wait_for(lambda: len([q for q in router.taken() if q.text.startswith("slow")]) == 5, 20, "the slow group")
     assert in_order(router.taken("/post_group_message"))["slow"] == [0, 1, 2, 3, 4]
@@ -415,6 +418,49 @@ def test_metrics_and_health_say_what_the_bridge_does(r, router, bridges):
     standby = bridges()
     wait_for(lambda: standby.health() == (200, {"status": "ok", "role": "standby", "redis": True, "loop": True}),
              what="the standby's health")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port is listened on, from /proc/net/tcp and tcp6 (hex, as the kernel shows)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_metrics_listen_on_loopback_and_obey_metrics_allowed_and_token(app, router, tmp_path):
+    bridge = BridgeProcess(app, router.url, tmp_path / "bridge.log", METRICS_ALLOWED="10.9.0.0/16",
+                           METRICS_TOKEN="scrape-me")
+    try:
+        bridge.start()
+        assert listening_addresses(bridge.metrics_port) == {"0100007F"}  # 127.0.0.1 only
+        url = f"http://127.0.0.1:{bridge.metrics_port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=2)
+        assert refused.value.code == 403 and b"METRICS_ALLOWED" in refused.value.read()
+        wrong = urllib.request.Request(url, headers={"Authorization": "Bearer nope"})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(wrong, timeout=2)
+        right = urllib.request.Request(url, headers={"Authorization": "Bearer scrape-me"})
+        with urllib.request.urlopen(right, timeout=2) as answer:
+            assert answer.status == 200 and b"bridge_delivered" in answer.read()
+        assert bridge.health()[0] in (200, 503)  # /healthz stays open, for the service manager
+    finally:
+        bridge.stop()
+
+
+def test_metrics_on_every_interface_when_told_and_loopback_allowed_by_default(app, router, tmp_path):
+    bridge = BridgeProcess(app, router.url, tmp_path / "bridge.log", BRIDGE_METRICS_HOST="0.0.0.0")
+    try:
+        bridge.start()
+        assert listening_addresses(bridge.metrics_port) == {"00000000"}
+        assert "bridge_active" in bridge.metrics()  # METRICS_ALLOWED's default lets loopback in
+    finally:
+        bridge.stop()
 
 
 def test_health_fails_when_redis_is_unreachable(app, router, tmp_path):
