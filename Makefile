@@ -26,7 +26,7 @@ run: venv
 	$(FLASK) check
 	$(FLASK) init-db
 	$(FLASK) create-app --name demo --if-missing
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py app:app
+	$(PY) serve.py
 
 test: test-venv
 	$(VENV)/bin/ruff check .

@@ -1,20 +1,25 @@
 """Operator commands: flask --app app check | init-db | create-app | list-apps | show-app | disable-app |
-enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox.
+enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox | restore-redis |
+take-over-redis.
 
-Every failure is one line (a click.ClickException), never a traceback."""
+Every failure is one line (a click.ClickException), never a traceback: guard() wraps every command
+of the app's CLI (the bridge's and flask-smorest's too), so a MySQL or Redis failure in any of them
+is one line naming the address."""
 import ipaddress
+import sys
 from functools import wraps
 
 import click
 import pymysql
 import redis
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
 
 from models import customer as customers
-from models import outbox
+from models import marker, outbox, restore
 from models import tenant as tenants
 from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
+from models.errors import ApiError
 from models.migrations import init_db
 
 
@@ -40,62 +45,90 @@ def mysql_problem(config, exc: Exception) -> str:
 
 
 def redis_problem(config, exc: Exception) -> str:
+    """One sentence: what is wrong with Redis (or the Redis Cluster) configured, and what to do."""
+    if config.get("REDIS_CLUSTER_NODES"):
+        nodes = ",".join(f"{host}:{port}" for host, port in config["REDIS_CLUSTER_NODES"])
+        return (f"Redis Cluster at {nodes} is not reachable ({exc}). Start its nodes, "
+                "or correct REDIS_CLUSTER_NODES")
     return (f"Redis at {config['REDIS_HOST']}:{config['REDIS_PORT']} is not reachable ({exc}). Start it, e.g.: "
             + start_hint("Redis", config))
 
 
-def unreachable(config) -> list[str]:
-    """One sentence for each backing service that cannot be reached with this configuration."""
-    problems = []
+def mysql_unreachable(config) -> list[str]:
+    """One sentence if MySQL cannot be reached with this configuration; else none."""
     try:
         pymysql.connect(**mysql_connect_args(config, database=False)).close()
     except pymysql.Error as exc:
-        problems.append(mysql_problem(config, exc))
+        return [mysql_problem(config, exc)]
+    return []
+
+
+def redis_unreachable(config) -> list[str]:
+    """One sentence if Redis cannot be reached with this configuration; else none."""
     try:
         make_redis(config).ping()
     except redis.RedisError as exc:
-        problems.append(redis_problem(config, exc))
-    return problems
+        return [redis_problem(config, exc)]
+    return []
 
 
-def require_services() -> None:
-    problems = unreachable(current_app.config)
+def unreachable(config) -> list[str]:
+    """One sentence for each backing service that cannot be reached with this configuration."""
+    return mysql_unreachable(config) + redis_unreachable(config)
+
+
+def require(problems: list[str]) -> None:
     if problems:
         raise click.ClickException("\n".join(problems))
 
 
-def one_line_failures(command):
-    """A command whose MySQL or Redis failure is one line naming the address (exit code 1), not a traceback."""
+def one_line_failures(callback, config):
+    """The callback, with a MySQL or Redis failure turned into one line naming the address (exit code 1).
+    The address is the running app's (commands are module objects, shared by every app made)."""
 
-    @wraps(command)
+    @wraps(callback)
     def run(*args, **kwargs):
+        config_now = current_app.config if has_app_context() else config
         try:
-            return command(*args, **kwargs)
+            return callback(*args, **kwargs)
         except pymysql.Error as exc:
-            raise click.ClickException(mysql_problem(current_app.config, exc)) from None
-        except redis.RedisError as exc:
-            raise click.ClickException(redis_problem(current_app.config, exc)) from None
+            raise click.ClickException(mysql_problem(config_now, exc)) from None
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise click.ClickException(redis_problem(config_now, exc)) from None
+        except ApiError as exc:  # a model's own refusal or Unavailable, e.g. a lock wait that timed out
+            raise click.ClickException(exc.message) from None
 
     return run
 
 
+def guard(command: click.Command, config) -> None:
+    """Wrap command (and a group's subcommands, at any depth) with one_line_failures."""
+    if command.callback is not None and not getattr(command.callback, "guarded", False):
+        command.callback = one_line_failures(command.callback, config)
+        command.callback.guarded = True
+    for sub in getattr(command, "commands", {}).values():
+        guard(sub, config)
+
+
 @click.command("check")
 @with_appcontext
-@one_line_failures
 def check_command():
     """Check that MySQL and Redis are reachable; say how to start the one that is not."""
-    require_services()
+    require(unreachable(current_app.config))
     click.echo("MySQL and Redis are reachable")
 
 
 @click.command("init-db")
 @with_appcontext
-@one_line_failures
 def init_db_command():
-    """Create the database and apply every schema file in sql/ not applied yet."""
-    require_services()
+    """Create the database and apply every schema file in sql/ not applied yet (MySQL only: Redis may be down)."""
+    require(mysql_unreachable(current_app.config))
     applied = init_db(current_app.config)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    if redis_unreachable(current_app.config):  # migrations need MySQL only; the marker waits for Redis
+        click.echo("note: Redis is not reachable: /readyz checks its lost-data marker once it is", err=True)
+    elif not marker.intact(get_redis(), get_db()):  # marks a Redis that lost nothing
+        click.echo(f"warning: {marker.LOST}", err=True)
 
 
 MAX_ID = 2**63 - 1
@@ -119,7 +152,6 @@ def require_id(value: int, what: str) -> int:
 
 @click.command("create-app")
 @with_appcontext
-@one_line_failures
 @click.option("--name", required=True, help="A name for the app (unique).")
 @click.option("--store-id", default=0, show_default=True, help="Customer-service store (0: none).")
 @click.option("--if-missing", is_flag=True, help="If an app of that name exists, print its credentials instead.")
@@ -138,7 +170,6 @@ def create_app_command(name: str, store_id: int, if_missing: bool):
 
 @click.command("list-apps")
 @with_appcontext
-@one_line_failures
 def list_apps_command():
     """List the apps (without their secrets)."""
     with get_db().cursor() as cur:
@@ -150,7 +181,6 @@ def list_apps_command():
 
 @click.command("disable-app")
 @with_appcontext
-@one_line_failures
 @click.argument("appid", type=int)
 def disable_app_command(appid: int):
     """Disable an app: every request it makes gets 403 (within APP_CACHE_TTL seconds)."""
@@ -266,15 +296,50 @@ def add_seller_command(store_id: int, name: str, avatar: str):
 
 @click.command("relay-outbox")
 @with_appcontext
-@one_line_failures
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
     timing = current_app.extensions["queues"].relay_timing
     click.echo(f"relayed {outbox.relay(get_db(), get_redis(), **timing)} items")
 
 
+@click.command("restore-redis")
+@with_appcontext
+@click.option("--app", "appid", type=int, default=None, help="Only this app's users (default: every app).")
+@click.option("--batch", default=restore.BATCH, show_default=True, help="Rows per batch.")
+def restore_redis_command(appid: int | None, batch: int):
+    """Rewrite the router's user keys (tokens, names, settings, devices) in Redis from the MySQL record."""
+    require(unreachable(current_app.config))
+    conn, r = get_db(), get_redis()
+    with click.progressbar(length=restore.count(conn, appid), label="restoring", file=sys.stderr,
+                           show_pos=True) as bar:
+        written = restore.restore(conn, r, appid, max(1, batch), progress=bar.update)
+    if appid is None:
+        marker.mark(r)  # Redis holds everything again
+    click.echo(f"restored {written} records" + ("" if appid is None else f" of app {appid}"))
+
+
+@click.command("take-over-redis")
+@with_appcontext
+@click.option("--app", "appid", type=int, default=None, help="Only this app's users (default: every app).")
+def take_over_redis_command(appid: int | None):
+    """Record the tokens, settings and device tokens found in Redis (a GoBelieve deployment's) in MySQL."""
+    require(unreachable(current_app.config))
+    r = get_redis()
+    with click.progressbar(length=max(1, r.dbsize()), label="recording", file=sys.stderr) as bar:
+        counts = restore.take_over(get_db(), r, appid, progress=bar.update)
+    click.echo("recorded " + ", ".join(f"{n} {kind.replace('_', '-')}" for kind, n in counts.items()))
+
+
 def register(app: Flask) -> None:
+    """Add the operator commands to the app's CLI (guard_all() then wraps every command there)."""
     for command in (check_command, init_db_command, create_app_command, list_apps_command, show_app_command,
                     disable_app_command, enable_app_command, rotate_secret_command, set_allowed_ips_command,
-                    create_store_command, add_seller_command, relay_outbox_command):
+                    create_store_command, add_seller_command, relay_outbox_command, restore_redis_command,
+                    take_over_redis_command):
         app.cli.add_command(command)
+
+
+def guard_all(app: Flask) -> None:
+    """Every command of the app's CLI (this module's, the bridge's, flask-smorest's): failures in one line."""
+    for command in app.cli.commands.values():
+        guard(command, app.config)

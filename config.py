@@ -29,7 +29,8 @@ def text(value) -> str:
 
 
 def optional_text(value) -> str | None:
-    return str(value) or None
+    """Text, or None when unset or empty (never the word "None": it would be a password or token)."""
+    return None if value is None else str(value) or None
 
 
 def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], int]:
@@ -145,6 +146,42 @@ def proxies(value) -> Proxies:
     return Proxies(networks, "unix" in items)
 
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def media_store(value) -> str:
+    """MEDIA_STORE: s3://bucket[/prefix], or a directory (relative: beside the app) that is one or can be made."""
+    location = str(value).strip()
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://"):].partition("/")
+        if not S3_BUCKET.fullmatch(bucket) or ".." in prefix or "\\" in prefix:
+            raise ValueError("expected s3://<bucket>[/<prefix>] with an S3 bucket name")
+        return location.rstrip("/")
+    if not location or "://" in location:
+        raise ValueError("expected a directory path or s3://<bucket>[/<prefix>]")
+    path = os.path.normpath(os.path.join(ROOT, os.path.expanduser(location)))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{existing} is not a directory")
+    return path
+
+
+def sizes(value) -> frozenset[tuple[int, int]]:
+    """"128x128, 256x256" -> {(128, 128), (256, 256)}: the thumbnail sizes served."""
+    found = set()
+    for item in names(value):
+        match = re.fullmatch(r"(\d{1,4})x(\d{1,4})", item)
+        if not match or not 0 < int(match[1]) <= 4096 or not 0 < int(match[2]) <= 4096:
+            raise ValueError("expected sizes like 128x128,256x256 (1 to 4096 pixels)")
+        found.add((int(match[1]), int(match[2])))
+    if not found:
+        raise ValueError("expected at least one size like 128x128")
+    return frozenset(found)
+
+
 class Config:
     MYSQL_HOST = Setting(text, "127.0.0.1")
     MYSQL_PORT = Setting(integer(1, 65535), 3306)
@@ -226,8 +263,29 @@ class Config:
     BRIDGE_RPC_TIMEOUT = Setting(number(0.001), 5)
     BRIDGE_LEASE_SECONDS = Setting(number(0.1), 5)
     BRIDGE_METRICS_PORT = Setting(integer(0, 65535), 9108)  # metrics and /healthz; 0: off
+    # Where they listen: loopback unless told (0.0.0.0: every interface); /metrics obeys METRICS_ALLOWED
+    # and METRICS_TOKEN there as the API's does.
+    BRIDGE_METRICS_HOST = Setting(text, "127.0.0.1")
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
     BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
+    BRIDGE_APPLY_SECONDS = Setting(number(0), 0.25)  # a router's time to apply an event before what follows it
+
+    # Media (views/media.py): a directory (default: media/ beside the app) or s3://bucket[/prefix];
+    # MEDIA_S3_ENDPOINT_URL for S3-compatible stores other than AWS (credentials: boto3's usual
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION).
+    MEDIA_STORE = Setting(media_store, "media")
+    MEDIA_S3_ENDPOINT_URL = Setting(url, "")
+    MEDIA_STORE_TIMEOUT = Setting(number(0.001), 5)  # seconds for one call to the S3 store
+    MEDIA_MAX_IMAGE_BYTES = Setting(integer(1), 10 * 1024 * 1024)
+    MEDIA_MAX_AUDIO_BYTES = Setting(integer(1), 10 * 1024 * 1024)
+    MEDIA_MAX_FILE_BYTES = Setting(integer(1), 50 * 1024 * 1024)
+    MEDIA_MAX_PIXELS = Setting(integer(1), 40_000_000)  # decompression bombs: width x height of one frame
+    MEDIA_THUMBNAIL_SIZES = Setting(sizes, "128x128,256x256")
+    MEDIA_FFMPEG = Setting(text, "ffmpeg")
+    MEDIA_CONVERT_SECONDS = Setting(number(0.1), 20)  # one AMR -> MP3 conversion, then it is killed
+    MEDIA_MAX_MP3_BYTES = Setting(integer(1), 20 * 1024 * 1024)  # the conversion's output
+    # The scheme and host of src_url (https://media.example.com); empty: the request's own.
+    MEDIA_BASE_URL = Setting(url, "")
 
     LOG_LEVEL = Setting(log_level, "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.

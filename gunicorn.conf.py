@@ -1,26 +1,52 @@
 """gunicorn settings, each overridable from the environment (a --bind on the command line wins).
 
+Each variable is checked here as config.py checks the app's: a bad value stops gunicorn with one
+line naming it (bad setting: GUNICORN_THREADS='x': expected an integer), not a traceback.
+
 Signals: HUP re-reads this file and replaces the workers gracefully; with preload_app the
 code itself is loaded once in the master, so a new release needs USR2 (or a restart).
 """
 import os
+import re
 import shutil
 import tempfile
 
 from gunicorn.glogging import Logger
 
-bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+from config import integer, log_level  # gunicorn put the app's directory on sys.path before reading this file
+
+
+def address(value: str) -> str:
+    """GUNICORN_BIND: host:port, [v6]:port, unix:/path or fd://N."""
+    value = value.strip()
+    if not re.fullmatch(r"unix:.+|fd://\d+|(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}", value) \
+            or re.fullmatch(r".*:(\d+)", value) and not value.startswith(("unix:", "fd:")) \
+            and not 0 < int(value.rpartition(":")[2]) < 65536:
+        raise ValueError("expected host:port, unix:/path or fd://N")
+    return value
+
+
+def setting(name: str, default, parse):
+    """The variable parsed, or its default; a bad value ends the start with one line naming it."""
+    raw = os.environ.get(name, default)
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SystemExit(f"bad setting: {name}={raw!r}: {exc}") from None
+
+
+bind = setting("GUNICORN_BIND", "127.0.0.1:8000", address)
 # Requests mostly wait on MySQL and Redis: a few threads per process keep each core busy
 # while a worker blocks on I/O. More processes than cores buys little here.
-workers = int(os.environ.get("WEB_CONCURRENCY", str((os.cpu_count() or 1) * 2)))
+workers = setting("WEB_CONCURRENCY", (os.cpu_count() or 1) * 2, integer(1, 1000))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = setting("GUNICORN_THREADS", 4, integer(1, 1000))
 # A request is bounded by MYSQL_TIMEOUT / REDIS_TIMEOUT well below this; a worker silent
 # this long is stuck and is replaced.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = setting("GUNICORN_TIMEOUT", 30, integer(1, 86400))
 graceful_timeout = 30
 # nginx keeps upstream connections open (keepalive in deploy/nginx.conf).
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "15"))
+keepalive = setting("GUNICORN_KEEPALIVE", 15, integer(0, 3600))
 # Recycle workers now and then so a slow leak cannot grow without bound; jitter keeps
 # them from restarting together.
 max_requests = 50000
@@ -35,7 +61,7 @@ limit_request_line = 8190
 # The app writes one JSON access line per request itself (ACCESS_LOG), with its request id.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = setting("LOG_LEVEL", "info", log_level).lower()
 
 
 class JsonLogger(Logger):

@@ -1,8 +1,9 @@
-"""The bridge's commands: flask --app app bridge | bridge-dead list | bridge-dead redrive [--all | ID]."""
+"""The bridge's commands: flask --app app bridge | bridge-dead list | bridge-dead redrive [--all | ID].
+
+A Redis failure in any of them is one line naming the address (cli.guard_all)."""
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from redis.exceptions import RedisError
 
 from . import deadletter, logs
 from .settings import SettingError, from_config
@@ -22,10 +23,11 @@ def bridge_command():
 
     try:
         settings = from_config(current_app.config)
-    except SettingError as exc:
+        logs.setup(current_app.config.get("LOG_LEVEL", "INFO"))
+        status = run(settings)
+    except SettingError as exc:  # also the metrics port taken, found when the bridge starts
         raise click.ClickException(str(exc)) from None
-    logs.setup(current_app.config.get("LOG_LEVEL", "INFO"))
-    raise SystemExit(run(settings))
+    raise SystemExit(status)
 
 
 @click.group("bridge-dead")
@@ -40,7 +42,7 @@ def list_command(as_json: bool):
     """List the dead letters of every queue, oldest first."""
     r = current_app.extensions["redis"]
     for queue in _queues():
-        for letter in _entries(r, queue):
+        for letter in deadletter.entries(r, queue):
             if as_json:
                 click.echo(letter["raw"])
             else:
@@ -58,8 +60,8 @@ def redrive_command(ids: tuple[str], everything: bool):
         raise click.UsageError("give dead-letter ids or --all")
     r, wanted, done = current_app.extensions["redis"], set(ids), set()
     for queue in _queues():
-        for letter in _entries(r, queue):
-            if (everything or letter["id"] in wanted) and _redrive(r, queue, letter):
+        for letter in deadletter.entries(r, queue):
+            if (everything or letter["id"] in wanted) and deadletter.redrive(r, queue, letter):
                 done.add(letter["id"])
                 click.echo(f"re-driven {queue} {letter['id']}")
     missing = wanted - done
@@ -67,20 +69,6 @@ def redrive_command(ids: tuple[str], everything: bool):
         raise click.ClickException(f"no dead letter with id {', '.join(sorted(missing))}")
     if everything and not done:
         click.echo("no dead letters")
-
-
-def _entries(r, queue: str) -> list[dict]:
-    try:
-        return deadletter.entries(r, queue)
-    except RedisError as exc:
-        raise click.ClickException(f"Redis is not reachable: {exc}") from None
-
-
-def _redrive(r, queue: str, letter: dict) -> bool:
-    try:
-        return deadletter.redrive(r, queue, letter)
-    except RedisError as exc:
-        raise click.ClickException(f"Redis is not reachable: {exc}") from None
 
 
 def register(app: Flask) -> None:

@@ -68,7 +68,7 @@ class Connection(pymysql.connections.Connection):
         if not self._deferred:
             return super().query(sql, unbuffered)
         ahead, self._deferred = self._deferred, []
-        if isinstance(sql, bytes):
+        if isinstance(sql, (bytes, bytearray)):  # executemany() builds a bytearray
             sql = sql.decode(self.encoding)
         self._execute_command(pymysql.constants.COMMAND.COM_QUERY, ";\n".join([*ahead, sql]).encode(self.encoding))
         for _ in ahead:

@@ -27,9 +27,11 @@ TEST_CONFIG = {
     "OUTBOX_RELAY_INTERVAL": 0,
     "ACCESS_LOG": False,  # tests/test_ops.py turns it on where it checks the line
     "TESTING": True,
+    # uploads go to a directory of the test run's, not to media/ beside the app
+    "MEDIA_STORE": os.path.join(tempfile.gettempdir(), f"im-api-test-media-{os.getpid()}"),
 }
 TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency", "friend",
-          "blacklist")
+          "blacklist", "user_token", "user_setting", "user_do_not_disturb", "user_device")
 
 
 def _config() -> dict:
@@ -289,6 +291,8 @@ SNAPSHOT_TABLES = {
     "app": "id", "user": "appid, uid", "`group`": "id", "group_member": "group_id, uid", "outbox": "id",
     "idempotency": "appid, idem_key", "store": "id", "seller": "id", "customer": "id", "sequence": "name",
     "friend": "appid, uid, friend_uid", "blacklist": "appid, uid, friend_uid",
+    "user_token": "appid, uid", "user_setting": "appid, uid", "user_do_not_disturb": "appid, uid, kind, target",
+    "user_device": "appid, uid, kind",
 }
 
 
@@ -438,3 +442,17 @@ def insert_group(db, appid: int, gid: int, members=(1, 2), master: int = 1, dele
                     (gid, appid, master, deleted))
         cur.executemany("INSERT INTO group_member (group_id, uid) VALUES (%s, %s)", [(gid, uid) for uid in members])
     return gid
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line naming what this machine lacks when tests were skipped for it, so a part of the suite
+    is never skipped silently (README, "What the full test suite needs")."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        parts = "; ".join(f"{reason} ({count})" for reason, count in reasons.items())
+        terminalreporter.write_line(f"NOT RUN: {sum(reasons.values())} tests skipped: {parts}. "
+                                    "See README, \"What the full test suite needs\".")

@@ -137,6 +137,29 @@ def test_setting_the_name_of_a_new_user_creates_its_row(api, demo, db, method):
     assert user_rows(db) == [{"appid": demo["id"], "uid": 9, "name": "Zed"}]
 
 
+# A never-seen user: GET 404, and any settings call (POST or PATCH) registers it, so GET agrees afterwards.
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("settings", [{"mute": True}, {"forbidden": True}, {"notification_on": False},
+                                      {"do_not_disturb": {"peer_uid": 8, "on": True}}])
+def test_settings_for_a_never_seen_user_register_it_and_get_then_finds_it(api, demo, db, method, settings):
+    assert api.get("/users/9")[0] == 404
+    assert user_rows(db) == []
+    assert api.call(method, "/users/9", settings) == (200, {"data": {"success": True}})
+    assert user_rows(db) == [{"appid": demo["id"], "uid": 9, "name": ""}]
+    status, body = api.get("/users/9")
+    assert status == 200 and body["data"]["uid"] == 9 and body["data"]["name"] == ""
+    flags = {"mute": False, "forbidden": False, "notification_on": True} | {
+        k: v for k, v in settings.items() if k != "do_not_disturb"}
+    assert {k: body["data"][k] for k in flags} == flags
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_settings_without_a_name_keep_a_known_users_name(api, demo, db, method):
+    token_for(api, 7, "Ann")
+    assert api.call(method, "/users/7", {"mute": True})[0] == 200
+    assert user_rows(db) == [{"appid": demo["id"], "uid": 7, "name": "Ann"}]
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_peer_do_not_disturb_on_then_off(api, demo, r, method):
     key = f"users_{demo['id']}_7"

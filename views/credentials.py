@@ -30,7 +30,7 @@ from models.errors import (
 )
 from models.user import resolve_token
 
-from .fields import setting
+from .fields import parse_id, setting
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def requires(kind: str):
 def _server(credentials: str) -> Caller:
     try:
         appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
-        appid = int(appid)
+        appid = parse_id(appid)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials(headers={"WWW-Authenticate": challenge("Basic")}) from None
     appid = appid if 0 <= appid < 2**63 else None  # out of range: no such app, nor a count of its own
@@ -228,3 +228,9 @@ def client_address() -> str:
         if hop.strip() and not _in(hop, proxies.networks):
             return hop.strip()
     return request.headers.get("X-Real-IP", peer).strip()
+
+
+def from_trusted_proxy() -> bool:
+    """Whether the peer is one of TRUSTED_PROXIES (its forwarded headers are believed)."""
+    peer, proxies = request.remote_addr or "", setting("TRUSTED_PROXIES")
+    return _in(peer, proxies.networks) or proxies.unix and not _in(peer, _ANY)
