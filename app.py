@@ -3,6 +3,7 @@ import logging
 import threading
 import time
 
+import redis
 from flask import Flask
 from flask.globals import request_ctx
 from werkzeug.routing import IntegerConverter, ValidationError
@@ -42,7 +43,7 @@ class UidConverter(IdConverter):
 
 
 class App(Flask):
-    """Flask, with two things every request pays for done more cheaply."""
+    """Flask, with two things every request pays for done more cheaply, served at / and at /v2."""
 
     def ensure_sync(self, func):
         # No view here is async: Flask would inspect each layer of every call to find out.
@@ -134,3 +135,5 @@ try:
     app = create_app()
 except config.SettingError as exc:  # one line, not a traceback: gunicorn, flask --help and every command stop here
     raise SystemExit(f"bad setting: {exc}") from None
+except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # a cluster client connects when made
+    raise SystemExit(cli.redis_problem(config.load(), exc)) from None

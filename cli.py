@@ -45,6 +45,11 @@ def mysql_problem(config, exc: Exception) -> str:
 
 
 def redis_problem(config, exc: Exception) -> str:
+    """One sentence: what is wrong with Redis (or the Redis Cluster) configured, and what to do."""
+    if config.get("REDIS_CLUSTER_NODES"):
+        nodes = ",".join(f"{host}:{port}" for host, port in config["REDIS_CLUSTER_NODES"])
+        return (f"Redis Cluster at {nodes} is not reachable ({exc}). Start its nodes, "
+                "or correct REDIS_CLUSTER_NODES")
     return (f"Redis at {config['REDIS_HOST']}:{config['REDIS_PORT']} is not reachable ({exc}). Start it, e.g.: "
             + start_hint("Redis", config))
 
@@ -88,7 +93,7 @@ def one_line_failures(callback, config):
             return callback(*args, **kwargs)
         except pymysql.Error as exc:
             raise click.ClickException(mysql_problem(config_now, exc)) from None
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise click.ClickException(redis_problem(config_now, exc)) from None
         except ApiError as exc:  # a model's own refusal or Unavailable, e.g. a lock wait that timed out
             raise click.ClickException(exc.message) from None

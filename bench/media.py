@@ -178,7 +178,7 @@ def throughput(site: Site, path: str, seconds: float, connections: int) -> float
     """Requests per second of GET path over TLS keep-alive connections: wrk, or threads."""
     if shutil.which("wrk"):
         done = subprocess.run(["wrk", "-t", str(min(connections, os.cpu_count() or 1)), "-c", str(connections),
-                               "-d", f"{seconds}s", f"https://127.0.0.1:{site.port}{path}"],
+                               "-d", f"{max(1, round(seconds))}s", f"https://127.0.0.1:{site.port}{path}"],
                               capture_output=True, text=True, check=True)
         line = next(line for line in done.stdout.splitlines() if line.startswith("Requests/sec"))
         return float(line.split()[1])

@@ -100,38 +100,43 @@ class Load:
             thread.start()
 
     def requests(self):
-        """One of the mix: (method, path, body, authorization)."""
+        """One of the mix: (method, path, body, authorization, X-Forwarded-For); wrong secrets come through the
+        proxy (127.0.0.1, trusted) from a random address each, so the app's own calls are never
+        held back while they fill the per-process holds of failed authentications."""
         uid, other = random.randint(1, 100_000), random.randint(1, 100_000)
         kind = random.random()
         if kind < 0.35:
-            return "POST", "/messages/peers", {"sender": uid, "receiver": other, "content": "hello"}, self.auth
+            return "POST", "/messages/peers", {"sender": uid, "receiver": other, "content": "hello"}, self.auth, None
         if kind < 0.5:
-            return "POST", "/auth/grant", {"uid": uid, "user_name": f"user {uid}"}, self.auth
+            return "POST", "/auth/grant", {"uid": uid, "user_name": f"user {uid}"}, self.auth, None
         if kind < 0.55 or not self.groups:
-            return "POST", "/groups", {"master": uid, "name": "g", "members": [uid, other]}, self.auth
+            return "POST", "/groups", {"master": uid, "name": "g", "members": [uid, other]}, self.auth, None
         gid = random.choice(self.groups)
         if kind < 0.65:
-            return "POST", f"/groups/{gid}/members", [other], self.auth
+            return "POST", f"/groups/{gid}/members", [other], self.auth, None
         if kind < 0.75:
-            return "GET", f"/groups/{gid}", None, self.auth
+            return "GET", f"/groups/{gid}", None, self.auth, None
         if kind < 0.8:
-            return "POST", f"/users/{uid}", {"name": f"name {uid}"}, self.auth
+            return "POST", f"/users/{uid}", {"name": f"name {uid}"}, self.auth, None
         if kind < 0.85:
-            return "POST", f"/users/{uid}/friends", {"friend_uid": other}, self.auth
+            return "POST", f"/users/{uid}/friends", {"friend_uid": other}, self.auth, None
         if kind < 0.9:
-            return "POST", "/auth/grant", {"uid": uid}, basic(self.appid, "wrong")
+            return "POST", "/auth/grant", {"uid": uid}, basic(self.appid, "wrong"), f"10.{uid % 256}.{other % 256}.1"
         if kind < 0.95:
-            return "GET", f"/nothing/{uid}", None, self.auth
-        return "POST", "/messages/peers", {"sender": "x"}, self.auth
+            return "GET", f"/nothing/{uid}", None, self.auth, None
+        return "POST", "/messages/peers", {"sender": "x"}, self.auth, None
 
     def run(self):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         next_at = time.monotonic()
         while not self.stop.is_set():
-            method, path, body, auth = self.requests()
+            method, path, body, auth, address = self.requests()
             data = None if body is None else json.dumps(body)
+            headers = {"Authorization": auth, "Content-Type": "application/json"}
+            if address:
+                headers["X-Forwarded-For"] = address
             try:
-                conn.request(method, path, data, {"Authorization": auth, "Content-Type": "application/json"})
+                conn.request(method, path, data, headers)
                 response = conn.getresponse()
                 answer = response.read()
                 status = response.status

@@ -44,15 +44,18 @@ def count_hits(r, limits: list[tuple[str, tuple[int, int]]]) -> int | None:
 
 class Holds:
     """Who is held back in this process, and until when: client addresses past their limit of
-    failed authentications, and unknown appids past theirs. Bounded: when full, entries that
-    ended go, then the ones that end first."""
+    failed authentications, and unknown appids past theirs. Bounded: entries that ended go at
+    the next hold a minute on (SWEEP_EVERY), and when full the ones that end first go too."""
+
+    SWEEP_EVERY = 60  # seconds
 
     def __init__(self, size: int = 10_000):
         self._until: dict = {}
         self._size, self._lock = size, threading.Lock()
+        self._sweep_at = time.monotonic() + self.SWEEP_EVERY
 
-    def __bool__(self) -> bool:
-        return bool(self._until)
+    def __len__(self) -> int:  # also its truth: empty, nobody is held back
+        return len(self._until)
 
     def wait(self, key) -> int | None:
         """Seconds `key` is still held back, or None."""
@@ -67,13 +70,20 @@ class Holds:
 
     def hold(self, key, seconds: int) -> None:
         with self._lock:
-            if len(self._until) >= self._size and key not in self._until:
-                now = time.monotonic()
-                ended = [k for k, until in list(self._until.items()) if until <= now]
-                first = sorted(list(self._until.items()), key=lambda item: item[1])[: max(1, self._size // 10)]
-                for k in ended or [k for k, _ in first]:
-                    self._until.pop(k, None)
-            self._until[key] = time.monotonic() + seconds
+            now = time.monotonic()
+            if now >= self._sweep_at or len(self._until) >= self._size:
+                self._sweep(now)
+            self._until[key] = now + seconds
+
+    def _sweep(self, now: float) -> None:
+        """Drop the holds that ended; still full, the tenth that end first."""
+        self._sweep_at = now + self.SWEEP_EVERY
+        for key in [key for key, until in list(self._until.items()) if until <= now]:
+            self._until.pop(key, None)
+        if len(self._until) >= self._size:
+            first = sorted(list(self._until.items()), key=lambda item: item[1])[: max(1, self._size // 10)]
+            for key, _ in first:
+                self._until.pop(key, None)
 
     def clear(self) -> None:
         self._until.clear()

@@ -6,6 +6,7 @@ from conftest import TEST_CONFIG, assert_error, basic, bearer
 
 import config
 from app import create_app
+from models import ratelimit
 from views import credentials
 
 GRANT = "/auth/grant"
@@ -111,3 +112,18 @@ def test_the_limits_are_checked_at_start():
             config.load({name: "often"})
     assert config.load({})["AUTH_FAIL_RATE_LIMIT"] == (20, 60)
     assert config.load({})["AUTH_FAIL_APP_RATE_LIMIT"] == (100, 60)
+
+
+def test_a_process_holds_a_bounded_number_of_addresses_and_lets_ended_holds_go():
+    holds = ratelimit.Holds(size=100)
+    for n in range(1000):  # addresses enough to fill it ten times
+        holds.hold(("address", str(n)), 60)
+    assert 0 < len(holds) <= 100 and holds.wait(("address", "999")) == 60
+    ended = ratelimit.Holds()
+    for n in range(50):
+        ended.hold(("address", str(n)), 0)  # over at once
+    ended.hold(("address", "late"), 60)
+    assert len(ended) == 51  # ended holds stay until the next sweep
+    ended._sweep_at = 0  # a minute later
+    ended.hold(("address", "later"), 60)
+    assert len(ended) == 2 and ended.wait(("address", "0")) is None

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -119,6 +120,17 @@ def test_every_accepted_image_type_keeps_its_extension(store, demo, make, conten
     assert response.data == data and response.headers["Content-Type"] == content_type
 
 
+@pytest.mark.parametrize("width, height, fitted", [(1, 1, (1, 1)), (4, 3, (4, 3)), (7, 9, (7, 9)), (1, 400, (1, 128))])
+def test_tiny_images_and_their_thumbnails(store, demo, width, height, fitted):
+    data = jpeg(width, height)
+    status, body = store.upload("/images", data, "image/jpeg", demo["auth"])
+    assert_published(status, body, f"/images/{sha(data)}.jpg")
+    response = store.client.get(body["data"]["src"] + "@128w_128h_1c.jpg")
+    assert response.status_code == 200 and Image.open(io.BytesIO(response.data)).size == (128, 128)
+    response = store.client.get(body["data"]["src"] + "@128w_128h_0c.png")
+    assert Image.open(io.BytesIO(response.data)).size == fitted  # fitted within, never enlarged
+
+
 def test_multipart_and_raw_uploads_of_the_same_bytes_are_one_object(store, demo, token):
     data = jpeg(color=(4, 5, 6))
     first = store.upload("/images", data, "image/jpeg", demo["auth"])
@@ -219,6 +231,20 @@ def test_mp3_is_converted_once_and_kept(store, demo):
     assert counter(store.client.get("/metrics").data.decode(), 'im_api_media_conversions_total{kind="mp3"}') == before
 
 
+@needs_ffmpeg
+def test_an_m4a_with_its_index_last_converts_too(store, demo, tmp_path):
+    m4a = tmp_path / "voice.m4a"  # ffmpeg writes the moov atom at the end unless told otherwise
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac",
+                    str(m4a)], check=True)
+    data = m4a.read_bytes()
+    assert data.rfind(b"moov") > data.find(b"mdat")
+    status, body = store.upload("/audios", data, "audio/mp4", demo["auth"])
+    assert_published(status, body, f"/audios/{sha(data)}")
+    assert store.client.get(body["data"]["src"]).headers["Content-Type"] == "audio/mp4"
+    response = store.client.get(body["data"]["src"] + ".mp3")
+    assert response.status_code == 200 and 0.8 < mp3_duration(response.data) < 1.3
+
+
 def test_an_mp3_upload_is_its_own_mp3(store, demo, tmp_path):
     data = b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x00" + b"\x00" * 400
     status, body = store.upload("/audios", data, "audio/mpeg", demo["auth"])
@@ -248,7 +274,9 @@ def test_a_conversion_that_hangs_is_killed_and_answers_503(tmp_path, demo):
     media = directory_media(tmp_path / "store", MEDIA_FFMPEG=str(hang), MEDIA_CONVERT_SECONDS=0.5)
     data = amr(seed=99)
     assert media.upload("/audios", data, "audio/amr", demo["auth"])[0] == 200
+    started = time.monotonic()
     response = media.client.get(f"/audios/{sha(data)}.mp3")
+    assert time.monotonic() - started < 5  # killed at MEDIA_CONVERT_SECONDS, not after its 30 s
     assert_error(response.status_code, response.get_json(), 503, code=8005)
     assert response.headers["Retry-After"]
     assert media.objects() == [f"audios/{sha(data)}.amr"]
@@ -456,12 +484,12 @@ def test_a_write_that_fails_midway_leaves_nothing_under_a_name(tmp_path):
     assert list(tmp_path.rglob("*.*")) == [] and not store.exists("files/" + "b" * 64)
 
 
-def test_the_s3_store_away_is_503(tmp_path, demo):
+def test_the_s3_store_away_is_503(demo, monkeypatch):
     from conftest import free_port
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     media = create_app(TEST_CONFIG | {"MEDIA_STORE": "s3://nowhere", "MEDIA_STORE_TIMEOUT": 0.5,
                                       "MEDIA_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}).test_client()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "x")
     response = media.post("/images", data=jpeg(), headers={**demo["auth"], "Content-Type": "image/jpeg"})
     assert_error(response.status_code, response.get_json(), 503, code=7005)
     response = media.get(f"/images/{'a' * 64}.jpg")
@@ -593,6 +621,9 @@ def test_nginx_hands_misses_to_the_service(nginx_site, demo):
     for path in ("/images/..%2F..%2Fetc%2Fpasswd", "/files/%2e%2e%2f%2e%2e%2fapp.py", "/images/%00"):
         status, raw, headers = via_nginx(site, "GET", path)
         assert status in (400, 404) and set(json.loads(raw)) == {"meta"}, (path, raw)
+    (store / "images" / ".partial-abc").write_bytes(b"half")  # a write in progress is never served
+    status, raw, _ = via_nginx(site, "GET", "/images/.partial-abc")
+    assert status == 404 and json.loads(raw)["meta"]["code"] == 8001
     status, raw, _ = via_nginx(site, "POST", src, b"x", {**demo["auth"], "Content-Type": "image/png"})
     assert status == 405 and json.loads(raw)["meta"]["code"] == 1004
 
@@ -652,3 +683,85 @@ def test_upload_paths_take_only_post(store):
     for path in ("/images", "/audios", "/files"):
         status, body = Api(store.client, {}).get(path)
         assert_error(status, body, 405, code=1004)
+
+
+def image_in_mode(mode: str, fmt: str) -> bytes:
+    image = Image.new(mode, (40, 30))
+    if mode == "P":
+        image.putpalette([i % 256 for i in range(768)])
+        image.info["transparency"] = 0
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+MODES = [("1", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("I;16", "PNG"),
+         ("CMYK", "JPEG"), ("L", "JPEG"), ("P", "GIF"), ("RGBA", "WEBP")]
+
+
+@pytest.mark.parametrize("mode, fmt", MODES)
+def test_thumbnails_of_every_pixel_mode_in_every_format(store, demo, mode, fmt):
+    data = image_in_mode(mode, fmt)
+    content_type = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}[fmt]
+    status, body = store.upload("/images", data, content_type, demo["auth"])
+    assert status == 200, body
+    for ext in ("jpg", "png", "gif", "webp"):
+        response = store.client.get(f"{body['data']['src']}@128w_128h_1c.{ext}")
+        assert response.status_code == 200, (ext, response.data[:200])
+        assert Image.open(io.BytesIO(response.data)).size == (128, 128)
+
+
+MAGICS = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF89a", "image/gif"),
+          (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp")]
+
+
+@pytest.mark.parametrize("magic, content_type", MAGICS)
+def test_garbage_behind_an_image_magic_is_never_a_500(store, demo, magic, content_type):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(tail=st.binary(max_size=600), cut=st.integers(0, 4000))
+    def upload(tail, cut):
+        for body in (magic + tail, jpeg(30, 20)[:cut] + tail if content_type == "image/jpeg" else magic + tail[::-1]):
+            status, answer = store.upload("/images", body, content_type, demo["auth"])
+            assert status in (200, 400, 415), answer
+
+    upload()
+
+
+def test_the_same_upload_at_once_is_one_whole_object(store, demo):
+    import threading
+    data = jpeg(300, 200, color=(5, 55, 155 + (store.kind == "s3")))
+    barrier, answers = threading.Barrier(6), []
+
+    def upload():
+        client = store.app.test_client()
+        barrier.wait()
+        response = client.post("/images", data=data, headers={**demo["auth"], "Content-Type": "image/jpeg"})
+        answers.append((response.status_code, response.get_json()["data"]["src"]))
+
+    threads = [threading.Thread(target=upload) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [(200, f"/images/{sha(data)}.jpg")] * 6
+    assert [key for key in store.objects() if sha(data) in key] == [f"images/{sha(data)}.jpg"]
+    assert not [key for key in store.objects() if ".partial" in key]
+    assert store.client.get(f"/images/{sha(data)}.jpg").data == data
+
+
+def test_every_form_answers_under_v2_as_the_sdks_call_it(store, demo, token):
+    data, voice = png(9, 9, "RGB"), amr(seed=202)
+    status, body = store.upload("/v2/images", data, "image/png", token)
+    assert_published(status, body, f"/images/{sha(data)}.png")  # the src has no /v2: it works under both
+    assert store.upload_form("/v2/images", data, demo["auth"], "a.png") == (status, body)
+    assert store.client.get(f"/v2/images/{sha(data)}.png").data == data
+    assert store.client.get(f"/v2/images/{sha(data)}.png@128w_128h_1c.png").status_code == 200
+    assert store.upload("/v2/audios", voice, "audio/amr", token)[0] == 200
+    assert store.client.get(f"/v2/audios/{sha(voice)}").data == voice
+    status, body = store.upload_form("/v2/files", b"v2 notes", token, "n.txt")
+    assert_published(status, body, f"/files/{sha(b'v2 notes')}.txt")
+    assert store.client.get("/v2" + body["data"]["src"], headers={"Range": "bytes=3-"}).data == b"notes"

@@ -1,9 +1,13 @@
 """Every route answers under /v2 exactly as at /: GoBelieve's SDKs call <API_URL>/... with an API_URL
 that ends in /v2, and app servers call /v2/auth/grant (SPEC 6, "The client API of the original")."""
+import base64
+import io
+import json
 import re
 
 import pytest
 from conftest import TEST_CONFIG, Api, assert_error, bearer, events, messages, rows, token_for
+from media_files import amr, png
 
 from app import create_app
 from views.ops import access_line
@@ -236,6 +240,27 @@ def test_the_android_sdk_binds_and_unbinds_its_push_token_under_v2(api, client, 
     assert r.hget(f"users_{demo['id']}_5", "xm_device_token") is None
 
 
+def test_the_android_sdk_binds_its_generic_ng_token_as_the_original_kept_it(api, client, db, demo, r):
+    headers = {"Authorization": f"Bearer {token_for(api, 6)}", "Content-Type": ANDROID_JSON}
+    bound = client.post("/v2/device/bind", data=b'{"ng_device_token":"ng-5f0c2a9e41"}', headers=headers)
+    assert (bound.status_code, bound.get_json()) == (200, {"data": {"success": True}})
+    assert r.hget(f"users_{demo['id']}_6", "ng_device_token") == "ng-5f0c2a9e41"
+    assert r.hget(f"users_{demo['id']}_6", "ng_timestamp").isdigit()
+    assert rows(db, "SELECT kind, device_token FROM user_device WHERE uid = 6") == [
+        {"kind": "ng", "device_token": "ng-5f0c2a9e41"}]
+    client.post("/v2/device/unbind", data=b'{"ng_device_token":"ng-5f0c2a9e41"}', headers=headers)
+    assert r.hget(f"users_{demo['id']}_6", "ng_device_token") is None
+
+
+def test_the_ios_sdk_binds_its_apns_token_under_v2(api, client, demo, r):
+    """IMHttpAPI.m: {"apns_device_token": ...} as application/json with the Bearer token."""
+    headers = {"Authorization": f"Bearer {token_for(api, 8)}", "Content-Type": "application/json"}
+    apns = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad"
+    bound = client.post("/v2/device/bind", data=json.dumps({"apns_device_token": apns}).encode(), headers=headers)
+    assert (bound.status_code, bound.get_json()) == (200, {"data": {"success": True}})
+    assert r.hget(f"users_{demo['id']}_8", "apns_device_token") == apns
+
+
 def test_the_sdk_picks_a_supporter_under_v2(api, client, demo):
     store = api.post("/stores", {"name": "shop"})[1]["data"]["store_id"]
     seller = api.post(f"/stores/{store}/sellers", {"name": "ann"})[1]["data"]["seller_id"]
@@ -251,3 +276,30 @@ def test_an_app_server_grants_a_token_under_v2(client, demo, r):
     assert response.status_code == 200, response.get_json()
     token = response.get_json()["data"]["token"]
     assert r.hgetall(f"access_token_{token}") == {"user_id": "100", "app_id": str(demo["id"]), "user_name": "Alice"}
+
+
+def test_the_android_sdk_uploads_under_v2_and_the_objects_are_the_roots(app, api, client):
+    """IMHttpAPI: POST /images and /audios with the bytes and their Content-Type, /files multipart `file`."""
+    headers = bearer(token_for(api, 5))
+    picture, voice = png(40, 30), amr()
+    uploads = [
+        client.post("/v2/images", data=picture, headers={**headers, "Content-Type": "image/png"}),
+        client.post("/v2/audios", data=voice, headers={**headers, "Content-Type": "audio/amr"}),
+        client.post("/v2/files", data={"file": (io.BytesIO(b"%PDF-1.4 report"), "report.pdf")}, headers=headers,
+                    content_type="multipart/form-data"),
+    ]
+    assert [response.status_code for response in uploads] == [200, 200, 200]
+    for response, data in zip(uploads, (picture, voice, b"%PDF-1.4 report")):
+        src = response.get_json()["data"]["src"]
+        assert client.get(src).get_data() == client.get("/v2" + src).get_data() == data, src
+    again = client.post("/images", data=picture, headers={**headers, "Content-Type": "image/png"})
+    assert again.get_json()["data"]["src"] == uploads[0].get_json()["data"]["src"]  # one object, whichever path
+
+
+def test_failed_authentications_count_root_and_v2_together(app, demo, client):
+    guarded = create_app({**TEST_CONFIG, "AUTH_FAIL_RATE_LIMIT": "3/minute"}).test_client()
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"{demo['id']}:{'0' * 32}".encode()).decode()}
+    statuses = [guarded.get(prefix + "/users", headers=wrong).status_code for prefix in ("", "/v2", "", "/v2")]
+    assert statuses[:3] == [401, 401, 401] and statuses[3] == 429
+    held = guarded.get("/users", headers=demo["auth"])  # the address is held back, right secret or not
+    assert held.status_code == 429 and held.headers["Retry-After"].isdigit()

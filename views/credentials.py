@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import wraps
+from typing import NoReturn
 
 import flask_smorest
 from flask import current_app, request
@@ -177,7 +178,7 @@ def held_back(appid: int | None = None) -> None:
         raise RateLimited("Too many failed authentications; retry later.", headers={"Retry-After": str(wait)})
 
 
-def failed(error: ApiError, appid: int | None = None, unknown: bool = False):
+def failed(error: ApiError, appid: int | None = None, unknown: bool = False) -> NoReturn:
     """Count a failed authentication against the client's address (AUTH_FAIL_RATE_LIMIT) and the
     appid (AUTH_FAIL_APP_RATE_LIMIT), then raise error; past either limit, hold the address back
     in this process (and an unknown appid) and raise RateLimited. A right secret from an address

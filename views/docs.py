@@ -51,10 +51,12 @@ takes both, the scheme decides the role (an app server acts for the app, a clien
 Success is always HTTP 200 with `{"data": ...}`; an action with nothing to return answers
 `{"data": {"success": true}}`. A failure is `{"meta": {"code": <int>, "message": "<English
 sentence>"}}` with 400 (bad JSON or a bad field: the message names the field), 401, 403, 404,
-405, 409, 413 (body over 1 MiB), 415 (a body that is not JSON), 429, 501 or 503. Each operation
-lists, for each status, the business codes it can answer (`x-codes`). 429 and 503 carry
-`Retry-After` (seconds): 503 when MySQL, Redis or a queue is unavailable, and nothing was
-changed. Every answer carries `X-Request-ID` (yours, if you sent a valid one).
+405, 409, 413 (a body over its limit), 415 (a Content-Type the operation does not take), 416 (a
+byte range outside a media object), 429, 501 or 503. Each operation lists, for each status, the
+business codes it can answer (`x-codes`). 429 and 503 carry `Retry-After` (seconds): 503 when
+MySQL, Redis or a queue is unavailable; retry then (with the same `Idempotency-Key` where one is
+read, so a retried post is never doubled). Every answer carries `X-Request-ID` (yours, if you
+sent a valid one).
 
 ## Ids
 
@@ -83,18 +85,22 @@ an existing member) or answer the conflict (409).
 
 ## Rate limits
 
-`POST /auth/customer` and `POST /customer/register` are limited per client address
+Failed authentications (an unknown appid, a wrong secret or token) are limited per client
+address (`AUTH_FAIL_RATE_LIMIT`, default 20 a minute) and per appid; an address past the limit
+gets 429 for a while, right credentials included, while other addresses pass. `POST
+/auth/customer` and `POST /customer/register` are limited per client address
 (`CUSTOMER_RATE_LIMIT`, default 60 a minute), wrong face-to-face codes at `POST /groups/join`
-per user: past the limit, 429 with `Retry-After`.
+per user. Past a limit: 429 with `Retry-After`, the seconds to wait.
 
 ## What reaches the router
 
 Each message post queues one item on the Redis list `im_message_queue` and answers its id; group
 changes queue group events (`group_event_queue`), token revocations user events
 (`user_event_queue`), friend and blacklist changes relationship events
-(`relationship_event_queue`). Events are written in the same MySQL transaction as the change and
-pushed after it commits (an outbox), so a change the API answered 200 always reaches the queue,
-once and in order, even if Redis was down at the time. A full queue is a 503 (`QUEUE_MAX_LENGTH`).
+(`relationship_event_queue`). Group and relationship events are written in the same MySQL
+transaction as the change and pushed after it commits (an outbox), so a change the API answered
+200 reaches its queue, once and in order, even if Redis was down at the time. A full queue is a
+503 (`QUEUE_MAX_LENGTH`).
 
 ## Paths
 
@@ -119,6 +125,7 @@ EXAMPLES = {
     "pushkit_device_token": "9a1b0c4d7e2f6a8b3c5d0e9f1a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b",
     "xg_device_token": "0a8f1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f80", "xm_device_token": "d//igwEhgBGCI2TG6lWqlK",
     "hw_device_token": "0863596033021934300003210900CN01", "jp_device_token": "1a0018970aa3d4c6f1e",
+    "ng_device_token": "ng-5f0c2a9e41",
     "gcm_device_token": "fcm:APA91bH6Yx0Q2rWm3kEo7Z", "fields": "members,quiet", "uids": "1001,1002",
     "mute": False, "forbidden": False, "notification_on": True, "on": True, "online": True, "quiet": True,
     "do_not_disturb": True, "super": False, "success": True, "command": 4, "limit": 20, "last_id": 58100,
@@ -147,6 +154,12 @@ def one_of(*choices) -> dict:
     return {"oneOf": list(choices)}
 
 
+# Path parameters whose name alone says too little: the media names (a SHA-256, with the extension).
+PATH_EXAMPLES = {
+    "/images/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg",
+    "/audios/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "/files/<name>": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.pdf",
+}
 # A uid in a bare-array body ([1002, 1003]); the bound is the introduction's (below 2^53).
 UID = {"type": "integer", "minimum": 0, "example": 1002}
 UIDS = {"type": "array", "items": UID, "example": [1002, 1003]}
@@ -187,23 +200,27 @@ class DocsPlugin(BasePlugin):
         self.spec = spec
         spec.components.header("X-Request-ID", {
             "description": "the request's id: the X-Request-ID sent (1 to 128 of A-Z a-z 0-9 . _ : -) or a new one",
-            "required": True, "schema": {"type": "string"}})
+            "required": True, "schema": {"type": "string"}, "example": "4bf92f3577b34da6a3ce929d0e0e4736"})
         spec.components.header("Retry-After", {"description": "seconds to wait before retrying", "required": True,
-                                               "schema": {"type": "integer", "minimum": 0}})
+                                               "schema": {"type": "integer", "minimum": 0}, "example": 1})
         spec.components.parameter("Idempotency-Key", "header", {
             "description": "a retry with the same key answers the first answer and does nothing more",
-            "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 128}})
+            "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+            "example": "order-5512-shipped"})
 
     def schema_helper(self, name, definition, schema=None, **kwargs) -> dict:
         """A schema's own `example` (a class attribute), where one made from its fields would mislead."""
         example = getattr(schema, "example", None)
         return {"example": deepcopy(example)} if example is not None else {}
 
-    def path_helper(self, path=None, operations=None, parameters=(), **kwargs) -> None:
-        """Path ids get the example of their name (EXAMPLES)."""
+    def path_helper(self, path=None, operations=None, parameters=(), rule=None, **kwargs) -> None:
+        """Path parameters get the example of their rule (PATH_EXAMPLES) or of their name (EXAMPLES)."""
         for parameter in parameters:
-            if isinstance(parameter, dict) and parameter.get("in") == "path" and parameter["name"] in EXAMPLES:
-                parameter.setdefault("example", EXAMPLES[parameter["name"]])
+            if not isinstance(parameter, dict) or parameter.get("in") != "path":
+                continue
+            example = PATH_EXAMPLES.get(getattr(rule, "rule", None), EXAMPLES.get(parameter["name"]))
+            if type(example) in JSON_TYPES.get(parameter.get("schema", {}).get("type"), ()):
+                parameter.setdefault("example", example)
 
     def operation_helper(self, path=None, operations=None, **kwargs) -> None:
         seen = set()
@@ -270,8 +287,9 @@ def by_status(found: list) -> dict[int, list]:
 
 def error_response(classes: list) -> dict:
     lines = "\n".join(f"- `{cls.code}` {cls.__name__}: {cls.message}" for cls in classes)
-    response = {"description": f"Business codes (`meta.code`):\n\n{lines}", "content": {JSON: {"schema": ERROR_REF}},
-                "x-codes": [cls.code for cls in classes]}
+    example = {"meta": {"code": classes[0].code, "message": classes[0].message}}
+    response = {"description": f"Business codes (`meta.code`):\n\n{lines}",
+                "content": {JSON: {"schema": ERROR_REF, "example": example}}, "x-codes": [cls.code for cls in classes]}
     if classes[0].status in (429, 503):
         response["headers"] = {"Retry-After": RETRY_AFTER}
     return response

@@ -1,6 +1,6 @@
 """Request schemas and field types, with the short cut that loads plainly valid bodies without marshmallow.
 
-tests/test_fields.py checks that the short cut and marshmallow agree at every edge.
+tests/test_hostile.py checks that the short cut and marshmallow agree at every edge.
 """
 import re
 from functools import cached_property

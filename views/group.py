@@ -46,14 +46,14 @@ blp = Blueprint("group", __name__, description="Groups and members")
 
 
 def route(path: str):
-    """Serve a view at /groups<path> and at the original client API's alias /client/groups<path>.
+    """Serve a view at its path, /groups..., and at the original client API's alias /client/groups....
 
     The alias is added as a plain Flask rule, so the OpenAPI document shows each operation once."""
 
     def decorator(view):
-        blp.route("/groups" + path)(view)
+        blp.route(path)(view)
         endpoint = "Client" + view.__name__
-        flask.Blueprint.add_url_rule(blp, "/client/groups" + path, endpoint, view.as_view(endpoint))
+        flask.Blueprint.add_url_rule(blp, "/client" + path, endpoint, view.as_view(endpoint))
         return view
 
     return decorator
@@ -183,7 +183,7 @@ def no_visitors():
         raise Forbidden("Customer-service visitors cannot use groups.")
 
 
-@route("")
+@route("/groups")
 class GroupList(MethodView):
     @responds("groups_list", one_of(schemas.GroupPageSchema, listed(schemas.ClientGroupSchema)))
     @requires("any")
@@ -245,7 +245,7 @@ class GroupList(MethodView):
         return ok(result)
 
 
-@route("/<id:gid>")
+@route("/groups/<id:gid>")
 class Group(MethodView):
     @responds("group_get", one_of(schemas.GroupDetailSchema, schemas.GroupSummarySchema), errors=(GroupNotFound,))
     @requires("any")
@@ -315,7 +315,7 @@ class Upgrade(MethodView):
         return ok()
 
 
-@route("/<id:gid>/members")
+@route("/groups/<id:gid>/members")
 class Members(MethodView):
     @responds("group_members_list", schemas.MemberPageSchema, errors=(GroupNotFound,))
     @requires("any")
@@ -372,7 +372,7 @@ class Members(MethodView):
         return ok()
 
 
-@route("/join")
+@route("/groups/join")
 class Join(MethodView):
     @responds("groups_join", schemas.GroupIdSchema, errors=(GroupNotFound, MemberLimit, RateLimited))
     @requires("client")
@@ -403,7 +403,7 @@ class Join(MethodView):
         return ok({"group_id": group["id"]})
 
 
-@route("/<id:gid>/members/<uid:mid>")
+@route("/groups/<id:gid>/members/<uid:mid>")
 class Member(MethodView):
     @responds("group_member_remove", errors=(GroupNotFound, NotMaster, MasterMustTransfer))
     @requires("any")
@@ -441,10 +441,9 @@ class Member(MethodView):
                 groups.set_mute(cur, changes, group, mid, args["mute"])
             if "nickname" in args:
                 groups.set_nickname(cur, changes, group, mid, args["nickname"])
-            if "do_not_disturb" in args:
+            if "do_not_disturb" in args:  # Redis inside: if it refuses, the record rolls back with the rest
                 records.record_quiet(cur, who.appid, mid, "group", gid, args["do_not_disturb"])
-        if "do_not_disturb" in args:
-            set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
+                set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
         return ok()
 
     @responds("group_member_quiet", errors=(GroupNotFound, NotMember))
@@ -479,5 +478,5 @@ def set_quiet(who: Caller, gid: int, uid: int, quiet: bool):
         group = groups.find_group(cur, who.appid, gid)
         groups.require_member(cur, group, uid)
         records.record_quiet(cur, who.appid, uid, "group", gid, quiet)
-    set_group_quiet(get_redis(), who.appid, uid, gid, quiet)
+        set_group_quiet(get_redis(), who.appid, uid, gid, quiet)  # inside: a refusal rolls the record back
     return ok()

@@ -46,6 +46,7 @@ DOWNLOAD_ERRORS = (MediaNotFound, RangeNotSatisfiable, MediaUnavailable)
 
 
 BINARY = {"schema": {"type": "string", "format": "binary"}}
+NAME_EXAMPLE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"  # a sha256: names are hashes
 OCTETS = "application/octet-stream"
 
 
@@ -75,8 +76,10 @@ def download_doc(types: str):
             "304": {"description": "not modified (If-None-Match)"},
         }
         view._apidoc["manual_doc"]["parameters"] = [
-            {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"}},
-            {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"}}]
+            {"in": "header", "name": "Range", "required": False, "schema": {"type": "string"},
+             "example": "bytes=0-1023"},
+            {"in": "header", "name": "If-None-Match", "required": False, "schema": {"type": "string"},
+             "example": f'"{NAME_EXAMPLE}.jpg"'}]
         return view
 
     return decorator
@@ -102,12 +105,17 @@ class Images(MethodView):
     @upload_doc()
     @requires("any")
     def post(self):
-        """Upload an image (JPEG, PNG, GIF or WebP): the bytes as the body with their type, or multipart `file`."""
+        """Upload an image (JPEG, PNG, GIF or WebP): the bytes as the body with their type, or multipart `file`.
+
+        The type is sniffed from the bytes (415 for another type, 400 for bytes that are not what
+        their Content-Type says, a pixel count over MEDIA_MAX_PIXELS or an empty body; 413 over
+        MEDIA_MAX_IMAGE_BYTES). The name is the bytes' SHA-256, so an upload retried is the same
+        object; use `src_url` in the image message you send."""
         data, declared, _ = upload_bytes("MEDIA_MAX_IMAGE_BYTES", "image")
         declared = None if declared == OCTETS else declared  # no claim: the bytes say what they are
         if declared is not None and declared not in media.DECLARED_IMAGES:
-            raise UnsupportedMediaType(f"Content-Type: {declared or '(none)'} is not an accepted image type "
-                                       "(image/jpeg, image/png, image/gif, image/webp or multipart/form-data).")
+            fail("image", UnsupportedMediaType(f"Content-Type: {declared or '(none)'} is not an accepted image "
+                                               "type (image/jpeg, image/png, image/gif, image/webp or multipart)."))
         kind = counted("image", lambda: media.check_image(data, declared, setting("MEDIA_MAX_PIXELS")))
         name = f"{media.name_of(data)}.{kind.ext}"
         save(f"images/{name}", data, kind.content_type, "image")
@@ -120,7 +128,11 @@ class Audios(MethodView):
     @upload_doc()
     @requires("any")
     def post(self):
-        """Upload a voice message (AMR as the SDKs record it; MP3, AAC, M4A, Ogg, WAV...): raw or multipart `file`."""
+        """Upload a voice message (AMR as the SDKs record it; MP3, AAC, M4A, Ogg, WAV...): raw or multipart `file`.
+
+        The bytes are kept as uploaded, named by their SHA-256; `<src>.mp3` serves an MP3 of them,
+        made on its first request. 413 over MEDIA_MAX_AUDIO_BYTES, 415 for a type that is not
+        audio, 400 for an empty body."""
         data, declared, _ = upload_bytes("MEDIA_MAX_AUDIO_BYTES", "audio")
         kind = counted("audio", lambda: media.check_audio(data, declared))
         name = media.name_of(data)
@@ -134,7 +146,11 @@ class Files(MethodView):
     @upload_doc(raw=False)
     @requires("any")
     def post(self):
-        """Upload a file (multipart `file`); its name keeps the upload's extension."""
+        """Upload a file (multipart `file`); its name keeps the upload's extension.
+
+        Any type, up to MEDIA_MAX_FILE_BYTES (413 past it). The name is the bytes' SHA-256 with the
+        uploaded file name's extension; downloads of types a browser would render or run come as
+        attachments."""
         part = upload_part("MEDIA_MAX_FILE_BYTES", "file")
         digest, size = hashed(part.stream)
         if size == 0:
@@ -257,7 +273,12 @@ def base_url() -> str:
 class Image(MethodView):
     @download_doc("image/*")
     def get(self, name):
-        """An image as uploaded, or a thumbnail `<name>.<ext>@<w>w_<h>h_<c>c.<ext>` (made once, then kept)."""
+        """An image as uploaded, or a thumbnail `<name>.<ext>@<w>w_<h>h_<c>c.<ext>` (made once, then kept).
+
+        No auth: the name is unguessable. Answers carry ETag and immutable caching and honour
+        Range and If-None-Match. A thumbnail is fitted in w x h (cropped to fill when c is 1),
+        upright and without metadata; only the documented sizes are made. An unknown name is a
+        JSON 404."""
         if match := media.IMAGE_NAME.fullmatch(name):
             return serve(f"images/{name}", media.IMAGES[media.IMAGE_BY_EXT[match[2]]].content_type)
         match = media.THUMBNAIL_NAME.fullmatch(name)
@@ -286,7 +307,11 @@ def make_thumbnail(key: str, match, content_type: str) -> int:
 class Audio(MethodView):
     @download_doc("audio/*")
     def get(self, name):
-        """A voice message as uploaded, or `<name>.mp3`: converted with ffmpeg on the first request, then kept."""
+        """A voice message as uploaded, or `<name>.mp3`: converted with ffmpeg on the first request, then kept.
+
+        No auth: the name is unguessable. The conversion runs in a subprocess with a time and
+        size limit; a failure is an error answer, never a half-made MP3. ETag, immutable caching
+        and byte ranges as for images."""
         match = media.AUDIO_NAME.fullmatch(name)
         if not match:
             raise MediaNotFound()
@@ -325,7 +350,10 @@ def make_mp3(key: str, mp3: str) -> int:
 class File(MethodView):
     @download_doc("*/*")
     def get(self, name):
-        """A file as uploaded, with byte ranges; types a browser could run are served as downloads."""
+        """A file as uploaded, with byte ranges; types a browser could run are served as downloads.
+
+        No auth: the name is unguessable. `Content-Type` comes from the extension; HTML, SVG, XML
+        and JavaScript come as `Content-Disposition: attachment`. ETag and immutable caching."""
         match = media.FILE_NAME.fullmatch(name)
         if not match:
             raise MediaNotFound()

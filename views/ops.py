@@ -214,16 +214,15 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the request id of the request being served: the one log shape
-    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id
-    during a request, then the record's own fields), control characters escaped."""
+    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id,
+    null outside a request, then the record's own fields), control characters escaped."""
 
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if has_request_context():
-            entry["request_id"] = request.environ.get("im.request_id")
+                 "message": record.getMessage(),  # request_id always there (null outside a request): one shape
+                 "request_id": request.environ.get("im.request_id") if has_request_context() else None}
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -231,5 +231,7 @@ class OnlineSchema(ma.Schema):
 class MediaSchema(ma.Schema):
     """An uploaded object: its path on this service and the absolute URL of it."""
 
-    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]"})
-    src_url = Str(metadata={"description": "the absolute URL of src"})
+    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]",
+                        "example": "/images/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg"})
+    src_url = Str(metadata={"description": "the absolute URL of src", "example": "https://im.example.com/images/"
+                            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg"})

@@ -46,6 +46,8 @@ class DeviceSchema(OneOrMoreSchema):
     hw_device_token = Text(512)
     gcm_device_token = Text(512)
     jp_device_token = Text(512)
+    # The Android SDK's PostDeviceToken sends its generic token as ng_device_token; the original kept it.
+    ng_device_token = Text(512)
 
 
 class ProfileSchema(Schema):
@@ -109,7 +111,7 @@ class User(MethodView):
         """The user's profile and its forbidden, mute and notification_on settings.
 
         The profile comes from MySQL, the settings from the router's Redis hash. 404 (code 3001)
-        for a uid the app has never registered, granted or named."""
+        for a uid the app has never registered, granted a token or given settings."""
         appid = caller().appid
         with get_db().cursor() as cur:
             profile = users.find_user(cur, appid, uid)

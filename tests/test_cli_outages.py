@@ -1,4 +1,4 @@
-"""Operator commands when MySQL or Redis is down, and create-app's refusals."""
+"""Operator commands when MySQL or Redis is down: one line naming the address, never a traceback."""
 import os
 import signal
 import socket
@@ -8,8 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import TEST_CONFIG, rows
-from test_cli import credentials, invoke
+from conftest import TEST_CONFIG, wait_for
+from test_cli import invoke
 from test_concurrency import free_port
 from test_gunicorn import ROOT
 
@@ -144,39 +144,29 @@ def test_the_bridge_says_in_one_line_that_its_metrics_port_is_taken(app):
     assert_one_line_error(done, f"BRIDGE_METRICS_PORT={port}", "Address already in use")
 
 
-# --- create-app refuses what would make apps ambiguous ----------------------------------------------
-
-@pytest.mark.parametrize("name", ["", "   "])
-def test_create_app_refuses_an_empty_name(app, db, name):
-    result = invoke(app, "create-app", "--name", name)
-    assert result.exit_code != 0 and "--name" in result.output, result.output
-    assert rows(db, "SELECT id FROM app") == []
-
-
-def test_create_app_refuses_a_duplicate_name_and_if_missing_finds_the_one(app, db):
-    first = credentials(invoke(app, "create-app", "--name", "shop").output)
-    again = invoke(app, "create-app", "--name", "shop")
-    assert again.exit_code != 0 and "exists" in again.output and str(first["appid"]) in again.output, again.output
-    assert credentials(invoke(app, "create-app", "--name", "shop", "--if-missing").output) == first
-    assert len(rows(db, "SELECT id FROM app")) == 1
-
-
-@pytest.mark.parametrize("store_id", ["-5", "-1", str(2**63)])
-def test_create_app_refuses_a_store_id_out_of_range(app, db, store_id):
-    result = invoke(app, "create-app", "--name", "shop", "--store-id", store_id)
-    assert result.exit_code != 0 and "--store-id" in result.output, result.output
-    assert rows(db, "SELECT id FROM app") == []
-
-
-def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port, tmp_path):
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
            "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
            "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
-    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    bridge.send_signal(signal.SIGTERM)
-    _, stderr = bridge.communicate(timeout=30)
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as err:
+        bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "taking the lease failing" in log.read_text(), seconds=60, what="the bridge to start")
+            time.sleep(2)  # 20 more polls of the lease, all failing
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            bridge.wait(timeout=30)
+    stderr = log.read_text()
     assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
     failing = [line for line in stderr.splitlines() if "taking the lease" in line]
     assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr
+
+
+@pytest.mark.parametrize("argv", [("-m", "flask", "--app", "app", "list-apps"), ("serve.py",)], ids=["flask", "serve"])
+def test_an_unreachable_redis_cluster_at_start_is_one_line(app, closed_port, argv):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_TIMEOUT": "0.5",
+           "REDIS_CLUSTER_NODES": f"127.0.0.1:{closed_port}"}  # the cluster client connects when it is made
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(done, f"Redis Cluster at 127.0.0.1:{closed_port} is not reachable", "REDIS_CLUSTER_NODES")
