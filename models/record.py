@@ -23,6 +23,10 @@ VALUES (%(appid)s, %(uid)s, %(forbidden)s, %(mute)s, %(notification_on)s)
 ON DUPLICATE KEY UPDATE forbidden = COALESCE(VALUES(forbidden), forbidden),
   mute = COALESCE(VALUES(mute), mute), notification_on = COALESCE(VALUES(notification_on), notification_on)
 """
+UPSERT_SELLER = """
+INSERT INTO user_setting (appid, uid, store_id, seller_id) VALUES (%(appid)s, %(uid)s, %(store_id)s, %(seller_id)s)
+ON DUPLICATE KEY UPDATE store_id = VALUES(store_id), seller_id = VALUES(seller_id)
+"""
 UPSERT_QUIET = """
 INSERT INTO user_do_not_disturb (appid, uid, kind, target, do_not_disturb)
 VALUES (%(appid)s, %(uid)s, %(kind)s, %(target)s, %(on)s)
@@ -79,6 +83,11 @@ def record_settings(cur, appid: int, uid: int, settings: dict) -> None:
     if "do_not_disturb" in settings:
         quiet = settings["do_not_disturb"]
         record_quiet(cur, appid, uid, "peer", quiet["peer_uid"], quiet["on"])
+
+
+def record_seller(cur, appid: int, uid: int, store_id: int, seller_id: int) -> None:
+    """The seller a customer-service visitor was given in the store."""
+    defer(cur, UPSERT_SELLER, {"appid": appid, "uid": uid, "store_id": store_id, "seller_id": seller_id})
 
 
 def record_quiet(cur, appid: int, uid: int, kind: str, target: int, on: bool) -> None:

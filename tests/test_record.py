@@ -112,6 +112,17 @@ def test_a_visitors_token_is_recorded_without_a_user_row(api, client, demo, db, 
     assert rows(db, "SELECT uid FROM user") == []
 
 
+def test_a_visitors_seller_is_recorded_when_it_is_chosen(api, client, demo, db, r):
+    store = assert_ok(*api.post("/stores", {"name": "shop"}))["store_id"]
+    seller = assert_ok(*api.post(f"/stores/{store}/sellers", {"name": "Sam"}))["seller_id"]
+    data = assert_ok(*Api(client, {}).post("/auth/customer", {"appid": demo["id"], "customer_id": "v1"}))
+    visitor = Api(client, bearer(data["token"]))
+    assert assert_ok(*visitor.get(f"/supporters?store_id={store}"))["seller_id"] == seller
+    found = rows(db, "SELECT uid, store_id, seller_id FROM user_setting")
+    assert found == [{"uid": data["client_id"], "store_id": store, "seller_id": seller}]
+    assert r.hmget(f"users_{demo['id']}_{data['client_id']}", "store_id", "seller_id") == [str(store), str(seller)]
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["post", "patch"])
