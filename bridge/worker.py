@@ -35,10 +35,10 @@ TAKE_BATCH = 200  # items moved per round trip while the queue is full
 BLOCK_SECONDS = 1  # a blocking take returns this often, to see a stop or a lost lease
 ENDING_SECONDS = 6.0  # for the loops of a term to see it end: one Redis call's timeout (5 s) and a little
 
-# Move up to ARGV[1] items from the queue's pop end onto the processing list and count them, in
-# one step. KEYS: queue, processing list,
-# its take counter, then for the message queue each event queue and its take counter, whose
-# horizons (taken so far + waiting) it returns: {{counter, horizon, ...}, {item, ...}} (bridge/order.py).
+# Move up to ARGV[1] items from the queue's pop end onto the processing list and count them, in one
+# step. KEYS: queue, processing list, its take counter; for the message queue also each event queue
+# and its take counter, whose horizons (taken so far + waiting) it reads in the same step (bridge/order.py).
+# Returns {{counter, horizon, ...}, {item, ...}}.
 TAKE = """
 local taken = {}
 for i = 1, tonumber(ARGV[1]) do
