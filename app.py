@@ -3,6 +3,7 @@ import logging
 import threading
 import time
 
+import redis
 from flask import Flask
 from flask.globals import request_ctx
 from werkzeug.routing import IntegerConverter, ValidationError
@@ -13,15 +14,19 @@ from bridge import cli as bridge_cli
 from models import outbox
 from models.db import close_db, get_db, make_redis, pooled_connection
 from models.queue import MessageIds, Queues
+from models.ratelimit import Holds
 from outage import Outage
-from views import BLUEPRINTS, cors, docs, errors, ops
-from views.fields import MAX_ID, setting
+from views import BLUEPRINTS, cors, docs, errors, media, ops
+from views.fields import ID_TEXT, MAX_ID, setting
 
 log = logging.getLogger(__name__)
+V2 = "/v2"  # the original's client API prefix: GoBelieve's SDKs call <API_URL>/... with an API_URL ending in /v2
 
 
 class IdConverter(IntegerConverter):
     """<id:uid> in a path: an integer 0 <= id < 2**63 (anything else is a 404)."""
+
+    regex = ID_TEXT.pattern  # ASCII digits, no leading zero: werkzeug's \d+ also takes "٧" and "７"
 
     def __init__(self, url_map):
         super().__init__(url_map, min=0, max=MAX_ID)
@@ -38,11 +43,21 @@ class UidConverter(IdConverter):
 
 
 class App(Flask):
-    """Flask, with two things every request pays for done more cheaply."""
+    """Flask, with two things every request pays for done more cheaply, served at / and at /v2."""
 
     def ensure_sync(self, func):
         # No view here is async: Flask would inspect each layer of every call to find out.
         return func
+
+    def wsgi_app(self, environ, start_response):
+        # Every route also answers under /v2, as the original's client API did (SPEC section 6). /v2 is
+        # mounted the WSGI way (SCRIPT_NAME /v2, the rest in PATH_INFO), so the URL map, the OpenAPI
+        # document, CORS, auth and every error answer are the same ones, for routes added later too.
+        path = environ.get("PATH_INFO", "")
+        if path[:3] == V2 and path[3:4] in ("/", ""):
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + V2
+            environ["PATH_INFO"] = path[3:]
+        return super().wsgi_app(environ, start_response)
 
     def dispatch_request(self):
         # The matched rule, for the latency histogram's label (views/ops.py, Observed): one
@@ -67,7 +82,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         "server": {"type": "http", "scheme": "basic", "description": "appid : md5hex(secret)"},
         "client": {"type": "http", "scheme": "bearer", "description": "the user's access token"},
     }}})
-    api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": MAX_ID})
+    api.register_converter(IdConverter, lambda converter: {"type": "integer", "format": "int64", "minimum": 0})
     uid_max = app.config["CUSTOMER_ID_BASE"] - 1
     api.register_converter(UidConverter, lambda converter: {"type": "integer", "minimum": 0, "maximum": uid_max})
     docs.init_app(app, api)
@@ -76,9 +91,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     errors.register(app)  # after Api(), so our handlers replace flask-smorest's
     cors.init_app(app)  # after the blueprints: it reads which routes clients call
     ops.init_app(app)
+    media.init_app(app)
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
+    app.extensions["auth_holds"] = Holds()  # failed authentications (views/credentials.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)
@@ -103,7 +120,7 @@ def start_relay_thread(app: Flask) -> threading.Thread | None:
             time.sleep(wait)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
-                    outbox.relay(get_db(), app.extensions["redis"])
+                    outbox.relay(get_db(), app.extensions["redis"], **app.extensions["queues"].relay_timing)
             except Exception as exc:  # keep trying, less often; the next round may find the service back
                 wait = outage.failed(exc)
             else:
@@ -118,3 +135,5 @@ try:
     app = create_app()
 except config.SettingError as exc:  # one line, not a traceback: gunicorn, flask --help and every command stop here
     raise SystemExit(f"bad setting: {exc}") from None
+except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # a cluster client connects when made
+    raise SystemExit(cli.redis_problem(config.load(), exc)) from None

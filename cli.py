@@ -1,10 +1,12 @@
 """Operator commands: flask --app app check | init-db | create-app | list-apps | show-app | disable-app |
-enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox.
+enable-app | rotate-secret | set-allowed-ips | create-store | add-seller | relay-outbox | restore-redis |
+take-over-redis.
 
 Every failure is one line (a click.ClickException), never a traceback: guard() wraps every command
 of the app's CLI (the bridge's and flask-smorest's too), so a MySQL or Redis failure in any of them
 is one line naming the address."""
 import ipaddress
+import sys
 from functools import wraps
 
 import click
@@ -14,7 +16,7 @@ from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
 
 from models import customer as customers
-from models import outbox
+from models import marker, outbox, restore
 from models import tenant as tenants
 from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
 from models.errors import ApiError
@@ -43,6 +45,11 @@ def mysql_problem(config, exc: Exception) -> str:
 
 
 def redis_problem(config, exc: Exception) -> str:
+    """One sentence: what is wrong with Redis (or the Redis Cluster) configured, and what to do."""
+    if config.get("REDIS_CLUSTER_NODES"):
+        nodes = ",".join(f"{host}:{port}" for host, port in config["REDIS_CLUSTER_NODES"])
+        return (f"Redis Cluster at {nodes} is not reachable ({exc}). Start its nodes, "
+                "or correct REDIS_CLUSTER_NODES")
     return (f"Redis at {config['REDIS_HOST']}:{config['REDIS_PORT']} is not reachable ({exc}). Start it, e.g.: "
             + start_hint("Redis", config))
 
@@ -86,7 +93,7 @@ def one_line_failures(callback, config):
             return callback(*args, **kwargs)
         except pymysql.Error as exc:
             raise click.ClickException(mysql_problem(config_now, exc)) from None
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise click.ClickException(redis_problem(config_now, exc)) from None
         except ApiError as exc:  # a model's own refusal or Unavailable, e.g. a lock wait that timed out
             raise click.ClickException(exc.message) from None
@@ -118,6 +125,10 @@ def init_db_command():
     require(mysql_unreachable(current_app.config))
     applied = init_db(current_app.config)
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    if redis_unreachable(current_app.config):  # migrations need MySQL only; the marker waits for Redis
+        click.echo("note: Redis is not reachable: /readyz checks its lost-data marker once it is", err=True)
+    elif not marker.intact(get_redis(), get_db()):  # marks a Redis that lost nothing
+        click.echo(f"warning: {marker.LOST}", err=True)
 
 
 MAX_ID = 2**63 - 1
@@ -287,14 +298,44 @@ def add_seller_command(store_id: int, name: str, avatar: str):
 @with_appcontext
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
-    click.echo(f"relayed {outbox.relay(get_db(), get_redis())} items")
+    timing = current_app.extensions["queues"].relay_timing
+    click.echo(f"relayed {outbox.relay(get_db(), get_redis(), **timing)} items")
+
+
+@click.command("restore-redis")
+@with_appcontext
+@click.option("--app", "appid", type=int, default=None, help="Only this app's users (default: every app).")
+@click.option("--batch", default=restore.BATCH, show_default=True, help="Rows per batch.")
+def restore_redis_command(appid: int | None, batch: int):
+    """Rewrite the router's user keys (tokens, names, settings, devices) in Redis from the MySQL record."""
+    require(unreachable(current_app.config))
+    conn, r = get_db(), get_redis()
+    with click.progressbar(length=restore.count(conn, appid), label="restoring", file=sys.stderr,
+                           show_pos=True) as bar:
+        written = restore.restore(conn, r, appid, max(1, batch), progress=bar.update)
+    if appid is None:
+        marker.mark(r)  # Redis holds everything again
+    click.echo(f"restored {written} records" + ("" if appid is None else f" of app {appid}"))
+
+
+@click.command("take-over-redis")
+@with_appcontext
+@click.option("--app", "appid", type=int, default=None, help="Only this app's users (default: every app).")
+def take_over_redis_command(appid: int | None):
+    """Record the tokens, settings and device tokens found in Redis (a GoBelieve deployment's) in MySQL."""
+    require(unreachable(current_app.config))
+    r = get_redis()
+    with click.progressbar(length=max(1, r.dbsize()), label="recording", file=sys.stderr) as bar:
+        counts = restore.take_over(get_db(), r, appid, progress=bar.update)
+    click.echo("recorded " + ", ".join(f"{n} {kind.replace('_', '-')}" for kind, n in counts.items()))
 
 
 def register(app: Flask) -> None:
     """Add the operator commands to the app's CLI (guard_all() then wraps every command there)."""
     for command in (check_command, init_db_command, create_app_command, list_apps_command, show_app_command,
                     disable_app_command, enable_app_command, rotate_secret_command, set_allowed_ips_command,
-                    create_store_command, add_seller_command, relay_outbox_command):
+                    create_store_command, add_seller_command, relay_outbox_command, restore_redis_command,
+                    take_over_redis_command):
         app.cli.add_command(command)
 
 

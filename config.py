@@ -146,6 +146,42 @@ def proxies(value) -> Proxies:
     return Proxies(networks, "unix" in items)
 
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def media_store(value) -> str:
+    """MEDIA_STORE: s3://bucket[/prefix], or a directory (relative: beside the app) that is one or can be made."""
+    location = str(value).strip()
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://"):].partition("/")
+        if not S3_BUCKET.fullmatch(bucket) or ".." in prefix or "\\" in prefix:
+            raise ValueError("expected s3://<bucket>[/<prefix>] with an S3 bucket name")
+        return location.rstrip("/")
+    if not location or "://" in location:
+        raise ValueError("expected a directory path or s3://<bucket>[/<prefix>]")
+    path = os.path.normpath(os.path.join(ROOT, os.path.expanduser(location)))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{existing} is not a directory")
+    return path
+
+
+def sizes(value) -> frozenset[tuple[int, int]]:
+    """"128x128, 256x256" -> {(128, 128), (256, 256)}: the thumbnail sizes served."""
+    found = set()
+    for item in names(value):
+        match = re.fullmatch(r"(\d{1,4})x(\d{1,4})", item)
+        if not match or not 0 < int(match[1]) <= 4096 or not 0 < int(match[2]) <= 4096:
+            raise ValueError("expected sizes like 128x128,256x256 (1 to 4096 pixels)")
+        found.add((int(match[1]), int(match[2])))
+    if not found:
+        raise ValueError("expected at least one size like 128x128")
+    return frozenset(found)
+
+
 class Config:
     MYSQL_HOST = Setting(text, "127.0.0.1")
     MYSQL_PORT = Setting(integer(1, 65535), 3306)
@@ -195,6 +231,9 @@ class Config:
     CORS_ORIGINS = Setting(origins, "")
     # Seconds between background outbox drains in each gunicorn worker; 0 turns it off.
     OUTBOX_RELAY_INTERVAL = Setting(number(0), 1)
+    # Seconds the relay lock outlives a holder that stopped making progress (a frozen node); longer
+    # than a Redis push (REDIS_TIMEOUT) takes, or such a push costs the relay its lock.
+    OUTBOX_RELAY_LEASE = Setting(integer(1), 3)
 
     # Seconds a message post's Idempotency-Key (or msgid) is remembered.
     IDEMPOTENCY_TTL = Setting(integer(1), 86400)
@@ -204,6 +243,10 @@ class Config:
     CUSTOMER_RATE_LIMIT = Setting(rate, "60/minute")
     # POST /groups/join: wrong face-to-face codes per user (a right one does not count).
     JOIN_RATE_LIMIT = Setting(rate, "10/minute")
+    # Failed authentications (unknown appid, wrong secret, bad token) per client address, and per
+    # appid; past either, 429 for the failing address (views/credentials.py).
+    AUTH_FAIL_RATE_LIMIT = Setting(rate, "20/minute")
+    AUTH_FAIL_APP_RATE_LIMIT = Setting(rate, "100/minute")
     # Customer client ids start here; app uids must stay below it.
     CUSTOMER_ID_BASE = Setting(integer(1, 2**63 - 1), 2**53)
 
@@ -226,6 +269,23 @@ class Config:
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
     BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
     BRIDGE_APPLY_SECONDS = Setting(number(0), 0.25)  # a router's time to apply an event before what follows it
+
+    # Media (views/media.py): a directory (default: media/ beside the app) or s3://bucket[/prefix];
+    # MEDIA_S3_ENDPOINT_URL for S3-compatible stores other than AWS (credentials: boto3's usual
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION).
+    MEDIA_STORE = Setting(media_store, "media")
+    MEDIA_S3_ENDPOINT_URL = Setting(url, "")
+    MEDIA_STORE_TIMEOUT = Setting(number(0.001), 5)  # seconds for one call to the S3 store
+    MEDIA_MAX_IMAGE_BYTES = Setting(integer(1), 10 * 1024 * 1024)
+    MEDIA_MAX_AUDIO_BYTES = Setting(integer(1), 10 * 1024 * 1024)
+    MEDIA_MAX_FILE_BYTES = Setting(integer(1), 50 * 1024 * 1024)
+    MEDIA_MAX_PIXELS = Setting(integer(1), 40_000_000)  # decompression bombs: width x height of one frame
+    MEDIA_THUMBNAIL_SIZES = Setting(sizes, "128x128,256x256")
+    MEDIA_FFMPEG = Setting(text, "ffmpeg")
+    MEDIA_CONVERT_SECONDS = Setting(number(0.1), 20)  # one AMR -> MP3 conversion, then it is killed
+    MEDIA_MAX_MP3_BYTES = Setting(integer(1), 20 * 1024 * 1024)  # the conversion's output
+    # The scheme and host of src_url (https://media.example.com); empty: the request's own.
+    MEDIA_BASE_URL = Setting(url, "")
 
     LOG_LEVEL = Setting(log_level, "INFO")
     # One JSON line per request (method, path, status, ms, appid, request id) on stdout.

@@ -23,11 +23,17 @@ REPLICA_DOWN_FOR = 5  # seconds a replica that failed its check is left alone
 log = logging.getLogger(__name__)
 
 
+def lock_wait(config) -> int:
+    """Seconds any MySQL lock is waited for: one less than MYSQL_TIMEOUT, so the wait gives up
+    before the socket's read timeout does (which would lose the connection)."""
+    return max(1, int(config["MYSQL_TIMEOUT"]) - 1)
+
+
 def _session_setup(config) -> list[str]:
     # READ COMMITTED: no gap locks, so writers and the outbox relay do not block each other.
     return [
         "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        f"SET SESSION innodb_lock_wait_timeout = {max(1, int(config['MYSQL_TIMEOUT']) - 1)}",
+        f"SET SESSION innodb_lock_wait_timeout = {lock_wait(config)}",
         "SET SESSION group_concat_max_len = 67108864",  # 64 MB: a disband's member list in one value
     ]
 
@@ -62,7 +68,7 @@ class Connection(pymysql.connections.Connection):
         if not self._deferred:
             return super().query(sql, unbuffered)
         ahead, self._deferred = self._deferred, []
-        if isinstance(sql, bytes):
+        if isinstance(sql, (bytes, bytearray)):  # executemany() builds a bytearray
             sql = sql.decode(self.encoding)
         self._execute_command(pymysql.constants.COMMAND.COM_QUERY, ";\n".join([*ahead, sql]).encode(self.encoding))
         for _ in ahead:
@@ -100,6 +106,37 @@ class Connection(pymysql.connections.Connection):
 
 # DBUtils' creator: Connection, with pymysql's exceptions and thread safety.
 CONNECTOR = SimpleNamespace(connect=Connection, dbapi=pymysql, threadsafety=pymysql.threadsafety)
+
+
+class ReplicaConnection(pymysql.connections.Connection):
+    """A replica's connection: its handshake and its ping wait at most connect_timeout
+    (REPLICA_TIMEOUT) for the server, its queries read_timeout (MYSQL_TIMEOUT).
+
+    Replicas.connection() pings each one it hands out: a replica that froze since its last
+    health check is found by that round trip within REPLICA_TIMEOUT, and the listing goes to the
+    primary. (A socket check like Connection.ping sees a frozen server as alive, and PyMySQL's
+    handshake and ping wait read_timeout.)"""
+
+    def connect(self, sock=None):
+        query_timeout, self._read_timeout = self._read_timeout, self.connect_timeout
+        try:
+            super().connect(sock)
+        finally:
+            self._read_timeout = query_timeout
+
+    def ping(self, reconnect=True):
+        """A COM_PING answered within connect_timeout; a connection closed by an earlier failure
+        is opened again first (as quickly bounded). No second try: the caller skips the replica."""
+        if self._sock is None:
+            self.connect()
+        query_timeout, self._read_timeout = self._read_timeout, self.connect_timeout
+        try:
+            super().ping()
+        finally:
+            self._read_timeout = query_timeout
+
+
+REPLICA_CONNECTOR = SimpleNamespace(connect=ReplicaConnection, dbapi=pymysql, threadsafety=pymysql.threadsafety)
 
 
 def defer(cur, sql: str, args: dict | None = None) -> None:
@@ -193,22 +230,32 @@ class Replicas:
         for host, port in config["MYSQL_REPLICA_HOSTS"]:
             args = mysql_connect_args(config) | {"host": host, "port": port, "connect_timeout": REPLICA_TIMEOUT}
             probe = args | {"read_timeout": REPLICA_TIMEOUT, "write_timeout": REPLICA_TIMEOUT}
-            pool = PooledDB(pymysql, maxcached=config["MYSQL_POOL_SIZE"], setsession=_session_setup(config),
-                            ping=1, reset=False, **args)
+            # ping=0: connection() pings with a bound of its own, and sees the outcome. The session
+            # setup is the connection's init_command: its ping may reconnect without DBUtils knowing.
+            pool = PooledDB(REPLICA_CONNECTOR, maxcached=config["MYSQL_POOL_SIZE"], ping=0, reset=False,
+                            init_command=";\n".join(_session_setup(config)), **args)
             self._replicas.append({"name": f"{host}:{port}", "pool": pool, "probe": probe, "fit": False,
                                    "until": 0.0})
 
     def connection(self):
-        """A pooled connection to a fit replica (in turn), or None when none is fit."""
+        """A pooled connection to a fit replica (in turn) that answered a ping within
+        REPLICA_TIMEOUT, or None when none is fit."""
         count = len(self._replicas)
         for i in range(count):
             replica = self._replicas[(self._next + i) % count]
             if self._fit(replica):
                 self._next = (self._next + i + 1) % count
                 try:
-                    return replica["pool"].connection()
+                    conn = replica["pool"].connection()
                 except pymysql.Error as exc:
                     self._mark(replica, False, f"connect failed: {exc}")
+                    continue
+                try:
+                    conn.ping()
+                    return conn
+                except pymysql.Error as exc:
+                    conn.close()  # back to the pool closed: its next ping connects again
+                    self._mark(replica, False, f"no answer to a ping within {REPLICA_TIMEOUT} s: {exc}")
         return None
 
     def _fit(self, replica) -> bool:

@@ -142,3 +142,27 @@ class RouterNotConfigured(ApiError):
 
 class QueueFull(ApiError):
     status, code, message = 503, 7002, "The message queue is full (the IM router is behind); retry later."
+
+
+class MediaUnavailable(ApiError):
+    status, code, message = 503, 7005, "The media store is unavailable; retry later."
+
+
+class MediaNotFound(ApiError):
+    status, code, message = 404, 8001, "No such media object."
+
+
+class InvalidMedia(ApiError):
+    status, code, message = 400, 8002, "The upload is not a valid object of its kind."
+
+
+class TooManyPixels(ApiError):
+    status, code, message = 400, 8003, "The image has more pixels than allowed (MEDIA_MAX_PIXELS)."
+
+
+class RangeNotSatisfiable(ApiError):
+    status, code, message = 416, 8004, "The requested byte range is outside the object."
+
+
+class ConversionFailed(ApiError):
+    status, code, message = 503, 8005, "The audio could not be converted to MP3 in time; retry later."

@@ -53,7 +53,7 @@ def relay_after_commit(conn, queues: Queues) -> None:
     this process; if Redis or MySQL fails just then, the background relay will."""
     def relay() -> None:
         try:
-            outbox.relay(conn, queues.redis, sweep=False)
+            outbox.relay(conn, queues.redis, sweep=False, **queues.relay_timing)
         except (redis.RedisError, RedisClusterException, pymysql.Error) as exc:
             log.warning("relay after commit failed, left to the background relay: %s", exc)
 

@@ -91,6 +91,12 @@ def posted(queue: str, message_id: int) -> str:
     return f"{{{queue}}}:posted:{message_id}"
 
 
+def redis_marker(tag: str = "im_api") -> str:
+    """String: present while Redis holds what MySQL recorded (models/marker.py). In a cluster there
+    is one in every slot, each with a hash tag of that slot."""
+    return f"{{{tag}}}:redis_marker"
+
+
 # The bridge's own keys, in the slot of the queue they belong to.
 def processing(queue: str) -> str:
     """List: items the bridge took from the queue and the router has not acknowledged yet."""

@@ -46,7 +46,18 @@ ITEM_ROW = "(%(command)s, %(key)s, %(item)s, %(chain)s)"
 # test run and a bench) sharing one MariaDB do not wait for each other's relays (64 characters at most).
 RELAY_LOCK = "CONCAT('outbox_relay:', LEFT(DATABASE(), 51))"
 TAKE_RELAY_LOCK = f"SELECT GET_LOCK({RELAY_LOCK}, %(seconds)s) AS got"
-RELEASE_RELAY_LOCK = f"SELECT RELEASE_LOCK({RELAY_LOCK})"
+# The lock's lease: a named lock lasts as long as its session, and MySQL keeps the session of a
+# client that froze (SIGSTOP, a stuck VM, a debugger) open for wait_timeout, 8 hours by default.
+# While it holds the lock, the relay's session is closed by MySQL after `lease` seconds without a
+# statement (or with a reply it does not read), and the lock goes with it. A healthy relay is
+# never that long between statements but for a Redis push; should one outlast the lease, the
+# relay finds the lock lost (`locked` below) and stops, and the next one carries on.
+START_LEASE = f"""
+SET SESSION wait_timeout = IF(IS_USED_LOCK({RELAY_LOCK}) <=> CONNECTION_ID(), %(lease)s, @@GLOBAL.wait_timeout),
+    net_write_timeout = IF(IS_USED_LOCK({RELAY_LOCK}) <=> CONNECTION_ID(), %(lease)s, @@GLOBAL.net_write_timeout)
+"""
+END_LEASE = "SET SESSION wait_timeout = DEFAULT, net_write_timeout = DEFAULT"
+RELEASE_RELAY_LOCK = f"SELECT RELEASE_LOCK({RELAY_LOCK});\n{END_LEASE}"
 PUSHED, SEQ = "outbox_pushed", "outbox_seq"  # `sequence` rows: the highest seq done in Redis, the last seq given
 GROUP_CHAIN, RELATIONSHIP_CHAIN = "group_action", "relationship_action"  # their `sequence` rows
 COUNTER_NAMES = (PUSHED, SEQ, GROUP_CHAIN, RELATIONSHIP_CHAIN)
@@ -69,7 +80,7 @@ UNION ALL
  FROM outbox WHERE seq IS NULL ORDER BY id LIMIT %(limit)s)
 """
 # A relay's first round trip: the lock, then (holding it) the counters and the first batch.
-START_RELAY = ";\n".join([TAKE_RELAY_LOCK, COUNTERS, OUTSTANDING])
+START_RELAY = ";\n".join([TAKE_RELAY_LOCK, START_LEASE, COUNTERS, OUTSTANDING])
 # Counters are written, not incremented: only the holder of the relay lock changes them, and it
 # read them under the lock.
 SET_COUNTER = "UPDATE sequence SET value = %(value)s WHERE name = %(name)s"
@@ -91,7 +102,8 @@ DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= (SELECT value FROM sequenc
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 RELAY_BATCH_BYTES = 4 * 1024 * 1024  # items per batch, at most (a batch is one packet; one item may be larger)
-RELAY_LOCK_WAIT = 4  # seconds; below MYSQL_TIMEOUT's default, so the wait fails before the socket does
+RELAY_LOCK_WAIT = 4  # seconds, for a caller without settings; the app's is db.lock_wait(): MYSQL_TIMEOUT - 1
+RELAY_LEASE = 3  # seconds, for a caller without settings; the app's is OUTBOX_RELAY_LEASE
 
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
 # mark. KEYS: queue, its mark. ARGV: seq, item, seq, item, ... A push Redis refuses (the key
@@ -158,21 +170,23 @@ def append(cur, queues, *, group_events=(), relationship_events=(), messages=(),
     return bool(rows)
 
 
-def relay(conn, r, *, sweep: bool = True) -> int:
+def relay(conn, r, *, sweep: bool = True, wait: int = RELAY_LOCK_WAIT, lease: int = RELAY_LEASE) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 
     sweep: also delete rows that a relay pushed and then died before deleting (the background
     relay; a change's own relay leaves that to it). If another process is relaying for longer
-    than RELAY_LOCK_WAIT, leave the items to it (or to the next relay) and return 0."""
+    than `wait` seconds (below the connection's read timeout), leave the items to it (or to the
+    next relay) and return 0. A relay that stops making progress (its process frozen) loses the
+    lock after `lease` seconds (START_LEASE)."""
     try:
         with conn.cursor() as cur:
-            got, counters, found = results(cur, START_RELAY, {
-                "seconds": RELAY_LOCK_WAIT, "counters": COUNTER_NAMES, "pushed": 0, "limit": RELAY_BATCH})
+            got, _, counters, found = results(cur, START_RELAY, {
+                "seconds": wait, "lease": lease, "counters": COUNTER_NAMES, "pushed": 0, "limit": RELAY_BATCH})
     except pymysql.Error:  # the lock may be this session's already: a pooled session must not keep it
         _let_go(conn)
         raise
     if not got[0]["got"]:
-        log.warning("outbox relay lock busy for %ss; items left to the next relay", RELAY_LOCK_WAIT)
+        log.warning("outbox relay lock busy for %ss; items left to the next relay", wait)
         return 0
     moved, pushed, last = 0, 0, []  # last: the ids of the batch pushed last, its mark and delete still to come
     try:
@@ -208,7 +222,7 @@ def _let_go(conn) -> None:
     """Release the relay lock on its own, after a packet that should have released it failed."""
     try:
         with conn.cursor() as cur:
-            cur.execute(RELEASE_RELAY_LOCK)
+            results(cur, RELEASE_RELAY_LOCK)
     except pymysql.Error:
         pass  # the session is gone, and the lock with it
 

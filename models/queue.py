@@ -9,6 +9,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import keys
+from .db import lock_wait
 from .errors import QueueFull
 from .redis_io import dumps, run_script
 
@@ -181,6 +182,9 @@ class Queues:
     def __init__(self, r, ids: MessageIds, config):
         self.redis, self.ids = r, ids
         self.relay_turns = Turns()  # the outbox relay's, after a commit (group_change.relay_after_commit)
+        # outbox.relay()'s keywords from the settings: how long it waits for the relay lock, and
+        # how long a holder that stopped making progress keeps it.
+        self.relay_timing = {"wait": lock_wait(config), "lease": config["OUTBOX_RELAY_LEASE"]}
         self.messages = config["IM_MESSAGE_QUEUE"]
         self.group_events = config["GROUP_EVENT_QUEUE"]
         self.user_events = config["USER_EVENT_QUEUE"]

@@ -1,10 +1,10 @@
 """Users: the `user` table, and the Redis hashes the router reads (tokens, settings, devices)."""
 import secrets
-import time
 
 from redis.cluster import RedisCluster
 
 from . import keys
+from .db import defer
 from .queue import user_event
 from .redis_io import dumps, run_script
 
@@ -86,7 +86,7 @@ def flag(on: bool) -> str:
 
 def record_user(cur, appid: int, uid: int, name: str | None) -> None:
     """Make sure the user has a `user` row; set its name when one is given."""
-    cur.execute(UPSERT_USER, {"appid": appid, "uid": uid, "name": name or "", "rename": name is not None})
+    defer(cur, UPSERT_USER, {"appid": appid, "uid": uid, "name": name or "", "rename": name is not None})
 
 
 def grant_token(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
@@ -124,6 +124,22 @@ def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
     pipe = r.pipeline(transaction=True)
     pipe.hset(keys.user(appid, uid), "name", name)
     pipe.hset(keys.token(token), "user_name", name)
+    pipe.execute()
+
+
+def adopt_token(r, appid: int, uid: int, candidate: str, recorded: str) -> None:
+    """Make the recorded token the user's again in place of the one just made (Redis had lost it)."""
+    user_key = keys.user(appid, uid)
+    token_hash = {"user_id": uid, "app_id": appid, "user_name": ""}  # save_name names it next
+    if isinstance(r, RedisCluster):  # the token's hash before the user hash names it
+        r.hset(keys.token(recorded), mapping=token_hash)
+        run_script(r, CLAIM_TOKEN, [user_key], [candidate, recorded])
+        r.delete(keys.token(candidate))
+        return
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(keys.token(recorded), mapping=token_hash)
+    pipe.hset(user_key, "access_token", recorded)
+    pipe.delete(keys.token(candidate))
     pipe.execute()
 
 
@@ -201,9 +217,9 @@ def delete_user(cur, appid: int, uid: int) -> bool:
     return cur.execute(DELETE_USER, {"appid": appid, "uid": uid}) > 0
 
 
-def forget_profile(r, appid: int, uid: int) -> None:
-    """Drop the name and avatar copied into the user hash."""
-    r.hdel(keys.user(appid, uid), "name", "avatar")
+def forget_user(r, appid: int, uid: int) -> None:
+    """Drop the deleted user's hash and do-not-disturb sets (the token went with revoke_token)."""
+    r.delete(keys.user(appid, uid), keys.quiet_groups(appid, uid), keys.quiet_peers(appid, uid))
 
 
 def save_profiles(r, appid: int, users: list[dict]) -> None:
@@ -306,9 +322,8 @@ def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
     return {gid: int(value == "1") for gid, value in zip(gids, values)}
 
 
-def bind_devices(r, appid: int, uid: int, tokens: dict) -> None:
-    """Store device tokens ({"apns_device_token": ...}) with their <kind>_timestamp."""
-    now = int(time.time())
+def bind_devices(r, appid: int, uid: int, tokens: dict, now: int) -> None:
+    """Store device tokens ({"apns_device_token": ...}) with their <kind>_timestamp (now)."""
     fields = {}
     for field, value in tokens.items():
         fields[field] = value

@@ -27,9 +27,11 @@ TEST_CONFIG = {
     "OUTBOX_RELAY_INTERVAL": 0,
     "ACCESS_LOG": False,  # tests/test_ops.py turns it on where it checks the line
     "TESTING": True,
+    # uploads go to a directory of the test run's, not to media/ beside the app
+    "MEDIA_STORE": os.path.join(tempfile.gettempdir(), f"im-api-test-media-{os.getpid()}"),
 }
 TABLES = ("app", "`group`", "group_member", "user", "store", "seller", "customer", "outbox", "idempotency", "friend",
-          "blacklist")
+          "blacklist", "user_token", "user_setting", "user_do_not_disturb", "user_device")
 
 
 def _config() -> dict:
@@ -71,6 +73,7 @@ def clean(app, db, r):
         for table in TABLES:
             cur.execute(f"DELETE FROM {table}")
     app.extensions["app_cache"].clear()
+    app.extensions["auth_holds"].clear()
 
 
 @pytest.fixture(scope="session")
@@ -288,6 +291,8 @@ SNAPSHOT_TABLES = {
     "app": "id", "user": "appid, uid", "`group`": "id", "group_member": "group_id, uid", "outbox": "id",
     "idempotency": "appid, idem_key", "store": "id", "seller": "id", "customer": "id", "sequence": "name",
     "friend": "appid, uid, friend_uid", "blacklist": "appid, uid, friend_uid",
+    "user_token": "appid, uid", "user_setting": "appid, uid", "user_do_not_disturb": "appid, uid, kind, target",
+    "user_device": "appid, uid, kind",
 }
 
 
@@ -317,11 +322,12 @@ def assert_refused(db, r, call, status, code):
 
 
 def nothing_written(db, r):
-    """No row in any table but app and no Redis key at all."""
+    """No row in any table but app and no Redis key at all but rate-limit counters (a failed
+    authentication is meant to count)."""
     for table in TABLES:
         if table != "app":
             assert rows(db, f"SELECT * FROM {table}") == [], table
-    assert r.keys("*") == []
+    assert [key for key in r.keys("*") if not key.startswith("rate_limit_")] == []
 
 
 @pytest.fixture

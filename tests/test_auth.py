@@ -324,3 +324,98 @@ def test_server_credentials_on_client_only_endpoint_is_403(api, r, path):
     status, body = api.post(path, {"apns_device_token": "t"})
     assert_error(status, body, 403, code=2007)
     assert r.keys("users_*") == []
+
+
+def test_a_grant_that_fails_after_the_token_was_made_leaves_no_token(api, db, r, monkeypatch):
+    from models import user as users
+
+    def broken(*args):
+        raise RuntimeError("Redis answered something unexpected")
+
+    monkeypatch.setattr(users, "save_name", broken)
+    status, body = api.post("/auth/grant", {"uid": 7, "user_name": "x"})
+    assert status == 500, body
+    assert r.keys("access_token_*") == []
+    assert all(r.hget(key, "access_token") is None for key in r.keys("users_*"))
+
+
+def test_a_grant_whose_row_fails_for_any_reason_leaves_no_token(api, db, r, monkeypatch):
+    from models import user as users
+
+    def broken(*args):
+        raise UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(users, "record_user", broken)
+    status, body = api.post("/auth/grant", {"uid": 8, "user_name": "x"})
+    assert status == 500, body
+    assert r.keys("access_token_*") == []
+
+
+def test_a_grant_that_fails_leaves_an_existing_token_alone(api, db, r, monkeypatch):
+    token = token_for(api, 9, "x")
+    from models import user as users
+
+    monkeypatch.setattr(users, "save_name", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    status, _ = api.post("/auth/grant", {"uid": 9, "user_name": "y"})
+    assert status == 500
+    assert r.hget(f"access_token_{token}", "user_id") == "9"
+
+
+@pytest.mark.parametrize("word", ["basic", "BASIC", "bAsIc"])
+def test_the_basic_scheme_word_is_case_insensitive(client, demo, word):
+    header = demo["auth"]["Authorization"].replace("Basic", word, 1)
+    status, body = Api(client, {"Authorization": header}).post("/auth/grant", {"uid": 1})
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("word", ["bearer", "BEARER", "beaRer"])
+def test_the_bearer_scheme_word_is_case_insensitive(api, client, word):
+    token = token_for(api, 3)
+    status, body = Api(client, {"Authorization": f"{word} {token}"}).get("/groups")
+    assert status == 200, body
+
+
+@pytest.mark.parametrize("path,headers,scheme", [
+    ("/auth/grant", {}, "Basic"),
+    ("/auth/grant", {"Authorization": "Digest x"}, "Basic"),
+    ("/auth/grant", {"Authorization": "Basic !!!"}, "Basic"),
+    ("/auth/grant", {"Authorization": "Basic OTk5OTk5OmFiYw=="}, "Basic"),  # 999999:abc, no such app
+    ("/groups", {}, "Bearer"),  # both schemes: a challenge for each
+    ("/groups", {"Authorization": "Bearer nope"}, "Bearer"),
+    ("/device/bind", {}, "Bearer"),
+])
+def test_every_401_carries_www_authenticate(client, demo, path, headers, scheme):
+    response = client.post(path, json={"uid": 1}, headers=headers)
+    assert response.status_code == 401, response.get_json()
+    assert scheme in response.headers.get("WWW-Authenticate", ""), response.headers
+
+
+def test_a_wrong_secret_is_401_with_a_basic_challenge(client, demo):
+    response = client.post("/auth/grant", json={"uid": 1}, headers=basic(demo["id"], "wrong"))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+
+
+@pytest.mark.parametrize("allowed", ["10.0.0.1;10.0.0.2", "not-an-ip", "10.0.0.0/33"])
+def test_a_malformed_allow_list_is_403_and_logged_once_per_cache_period(client, db, r, allowed, caplog):
+    fenced = make_app(db, name="fenced", allowed_ips=allowed)
+    with caplog.at_level("ERROR"):
+        for _ in range(3):
+            status, body = Api(client, fenced["auth"]).post("/auth/grant", {"uid": 1})
+            assert status == 403 and body["meta"]["code"] == 2005, body
+    logged = [rec for rec in caplog.records if rec.levelname == "ERROR" and "allowed_ips" in rec.getMessage()]
+    assert len(logged) == 1 and str(fenced["id"]) in logged[0].getMessage(), [r.getMessage() for r in logged]
+    assert r.keys("access_token_*") == []
+
+
+def test_an_app_with_an_empty_secret_never_authenticates(client, db, r):
+    with db.cursor() as cur:
+        cur.execute("INSERT INTO app (id, name) VALUES (424242, 'by hand')")
+    assert rows(db, "SELECT secret FROM app WHERE id = 424242")[0]["secret"] == ""
+    for digest_of in ("", "x"):
+        status, body = Api(client, basic(424242, digest_of)).post("/auth/grant", {"uid": 1})
+        assert status == 401 and body["meta"]["code"] == 2003, body
+    raw = {"Authorization": "Basic " + base64.b64encode(b"424242:").decode()}
+    status, body = Api(client, raw).post("/auth/grant", {"uid": 1})
+    assert status == 401, body
+    assert r.keys("access_token_*") == []

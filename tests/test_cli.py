@@ -211,8 +211,9 @@ def test_create_app_refuses_a_duplicate_name(cli, db):
     assert len(rows(db, "SELECT id FROM app")) == 1
 
 
-def test_create_app_refuses_a_negative_store_id(cli, db):
-    one_line_error(cli("create-app", "--name", "shop", "--store-id", "-1"), "--store-id")
+@pytest.mark.parametrize("store_id", ["-5", "-1", str(2**63)])
+def test_create_app_refuses_a_store_id_out_of_range(cli, db, store_id):
+    one_line_error(cli("create-app", "--name", "shop", "--store-id", store_id), "--store-id")
     assert not rows(db, "SELECT id FROM app")
 
 

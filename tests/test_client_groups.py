@@ -530,3 +530,89 @@ def test_joining_another_apps_code_is_404(user, prefix, client, other, db, r):
     assert_ok(*theirs.post(prefix, {"master": 1, "name": "f2f", "code": "4711"}))
     bob = user(2)
     assert_refused(db, r, lambda: bob.post(f"{prefix}/join", {"code": "4711"}), 404, GROUP_NOT_FOUND)
+
+
+def test_a_server_key_spelled_like_a_clients_stored_key_does_not_collide(api, client, db):
+    client_api = Api(client, bearer(token_for(api, 5)))
+    status, body = client_api.post("/groups", {"master": 5, "name": "mine", "members": [5]},
+                                   headers={"Idempotency-Key": "k1"})
+    assert status == 200, body
+    mine = body["data"]["group_id"]
+    for forged in ("5:k1", "client:5:k1", "client_5_k1"):
+        status, body = api.post("/groups", {"master": 1, "name": "server's", "members": [1]},
+                                headers={"Idempotency-Key": forged})
+        assert status == 200 and body["data"]["group_id"] != mine, (forged, body)
+    status, body = client_api.post("/groups", {"master": 5, "name": "mine", "members": [5]},
+                                   headers={"Idempotency-Key": "k1"})
+    assert body["data"]["group_id"] == mine
+    assert rows(db, "SELECT COUNT(*) AS n FROM `group`")[0]["n"] == 4
+
+
+def visitor_api(api, client, demo) -> tuple[Api, int]:
+    api.post("/stores", {"name": "shop"})
+    status, body = Api(client, {}).post("/auth/customer", {"appid": demo["id"], "customer_id": "v-1"})
+    assert status == 200, body
+    return Api(client, bearer(body["data"]["token"])), body["data"]["client_id"]
+
+
+def test_a_visitor_gets_403_on_every_group_path(api, client, demo, db, r):
+    gid = api.post("/groups", {"master": 1, "name": "team", "members": [1, 2], "code": "4711"})[1]["data"]["group_id"]
+    visitor, cid = visitor_api(api, client, demo)
+    calls = [("GET", f"/groups/{gid}", None), ("GET", f"/client/groups/{gid}", None), ("GET", "/groups", None),
+             ("GET", f"/groups/{gid}/members", None), ("POST", "/groups", {"master": cid, "name": "x"}),
+             ("POST", f"/groups/{gid}/members", [cid]), ("POST", "/groups/join", {"code": "4711"}),
+             ("PATCH", f"/groups/{gid}", {"name": "y"}), ("DELETE", f"/groups/{gid}", None),
+             ("POST", f"/notification/groups/{gid}", {"quiet": 1}), ("DELETE", f"/groups/{gid}/members/2", None)]
+    for method, path, body in calls:
+        assert_refused(db, r, lambda m=method, p=path, b=body: visitor.call(m, p, b), 403, 2007)
+
+
+def test_a_master_the_server_removed_has_no_master_rights_left(api, client, db, r):
+    gid = api.post("/groups", {"master": 1, "name": "team", "members": [1, 2, 3]})[1]["data"]["group_id"]
+    master = Api(client, bearer(token_for(api, 1)))
+    status, body = api.delete(f"/groups/{gid}/members/1")
+    assert status == 200, body
+    for method, path, body in [("PATCH", f"/groups/{gid}", {"name": "mine again"}),
+                               ("DELETE", f"/groups/{gid}/members/2", None),
+                               ("DELETE", f"/groups/{gid}/members", [3]),
+                               ("PATCH", f"/groups/{gid}/members/2", {"mute": True}),
+                               ("DELETE", f"/groups/{gid}", None)]:
+        assert_refused(db, r, lambda m=method, p=path, b=body: master.call(m, p, b), 403, 4003)
+
+
+def test_a_live_master_keeps_its_rights(api, client):
+    gid = api.post("/groups", {"master": 1, "name": "team", "members": [1, 2]})[1]["data"]["group_id"]
+    master = Api(client, bearer(token_for(api, 1)))
+    assert master.patch(f"/groups/{gid}", {"name": "renamed"})[0] == 200
+    assert master.delete(f"/groups/{gid}")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def join_app():
+    from conftest import TEST_CONFIG
+
+    from app import create_app
+    return create_app(TEST_CONFIG | {"JOIN_RATE_LIMIT": "3/minute"})
+
+
+def test_wrong_codes_are_limited_per_user_with_retry_after(join_app, demo, db, r):
+    client = join_app.test_client()
+    server = Api(client, demo["auth"])
+    gid = server.post("/groups", {"master": 1, "name": "f2f", "members": [1], "code": "4711"})[1]["data"]["group_id"]
+    guesser, other = Api(client, bearer(token_for(server, 7))), Api(client, bearer(token_for(server, 8)))
+    assert guesser.post("/groups/join", {"code": "4711"})[0] == 200  # a right code does not count
+    for code in ("0001", "0002", "0003"):
+        assert guesser.post("/groups/join", {"code": code})[0] == 404
+    response = client.post("/groups/join", json={"code": "4711"}, headers=guesser.headers)
+    assert response.status_code == 429 and response.get_json()["meta"]["code"] == 6001
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert other.post("/groups/join", {"code": "4711"}) == (200, {"data": {"group_id": gid}})  # same address
+    assert rows(db, "SELECT uid FROM group_member WHERE group_id = %s AND deleted = 0 ORDER BY uid", gid) == \
+        [{"uid": 1}, {"uid": 7}, {"uid": 8}]
+
+
+def test_the_join_rate_limit_is_a_setting_parsed_at_start():
+    import config
+    assert config.load({})["JOIN_RATE_LIMIT"] == (10, 60)
+    with pytest.raises(config.SettingError, match="JOIN_RATE_LIMIT"):
+        config.load({"JOIN_RATE_LIMIT": "often"})

@@ -84,9 +84,19 @@ def test_concurrent_grants_of_a_new_user_agree_on_one_token(backend, demo):
     assert backend.r.hget(f"access_token_{token}", "user_id") == "42"
 
 
-def test_a_token_whose_hash_is_gone_is_replaced(backend, demo):
+def test_a_token_whose_hash_is_gone_comes_back_from_the_record(backend, demo):
     token = token_for(backend.api, 7)
     backend.r.delete(f"access_token_{token}")
+    assert token_for(backend.api, 7) == token
+    assert backend.r.hget(f"access_token_{token}", "user_id") == "7"
+    assert all_keys(backend.r, "access_token_*") == [f"access_token_{token}"]  # the one made meanwhile dropped
+
+
+def test_a_token_whose_hash_and_record_are_gone_is_replaced(backend, demo, db):
+    token = token_for(backend.api, 7)
+    backend.r.delete(f"access_token_{token}")
+    with db.cursor() as cur:
+        cur.execute("DELETE FROM user_token")
     again = token_for(backend.api, 7)
     assert again != token and backend.r.hget(f"access_token_{again}", "user_id") == "7"
     assert backend.r.hget(f"users_{demo['id']}_7", "access_token") == again

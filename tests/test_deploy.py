@@ -81,6 +81,7 @@ def test_the_example_names_every_setting_with_its_default_and_no_secret():
     assert names | gunicorn_variables() <= mentioned, sorted(names | gunicorn_variables() - mentioned)
     assert config.load(environ=values) == config.load(environ={})  # as shipped, it changes nothing
     assert all(values[name] == "" for name in SECRETS)
+    assert not [name for name in values if name.startswith("AWS_")]  # S3 credentials: shown commented out only
     assert "GUNICORN_BIND" not in values  # it would replace the unit's socket, where nginx looks
 
 

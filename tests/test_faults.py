@@ -9,6 +9,7 @@ import time
 
 import pymysql
 import pytest
+import redis
 from conftest import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, queue, rows, token_for, wait_for
 
 import config
@@ -127,7 +128,12 @@ def test_while_redis_is_away_requests_that_need_it_get_503_and_group_changes_are
     assert rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 8  # 3 events, 3 notifications, 2 sync keys
 
     own_redis.start()  # empty: it keeps nothing on disk
+    status, body = api.get("/readyz")  # the token granted above is recorded but gone from Redis
+    assert status == 503 and "restore-redis" in body["meta"]["message"]
+    with flaky_redis_app.app_context():
+        assert flaky_redis_app.test_cli_runner().invoke(args=["restore-redis"]).exit_code == 0
     assert api.get("/readyz")[0] == 200
+    assert r.hget(f"access_token_{token}", "user_id") == "7"
     assert api.post(f"/groups/{gid}/members", [4])[0] == 200  # relays the backlog first, then its own
     events = queue(r, "group_event_queue")
     assert [(e["name"], e["member_id"]) for e in events] == [
@@ -327,3 +333,23 @@ def test_a_redis_out_of_memory_keeps_the_items_for_a_later_relay(flaky_redis_app
         ("group_create", None), ("group_member_add", 1), ("group_member_add", 2), ("group_member_add", 3)]
     assert chain_ok(events)
     assert len(queue(r, "im_message_queue")) == 3 and rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0
+
+
+def test_a_registration_while_redis_refuses_writes_leaves_nothing_and_its_retry_succeeds(
+        flaky_redis_app, own_redis, demo, db):
+    api = Api(flaky_redis_app.test_client(), demo["auth"])
+    full = redis.Redis(port=own_redis.port)
+    full.config_set("maxmemory-policy", "noeviction")
+    full.config_set("maxmemory", 1)  # every write is refused: OOM command not allowed
+    batch = [{"uid": 1, "name": "Ann", "avatar": "https://a/1.png"}, {"uid": 2, "name": "Ben"}]
+    status, body = api.post("/users", batch)
+    assert status == 503, body
+    assert rows(db, "SELECT uid FROM user") == []
+
+    full.config_set("maxmemory", 0)
+    status, body = api.post("/users", batch)
+    assert (status, body) == (200, {"data": [{"uid": 1}, {"uid": 2}]})
+    r = flaky_redis_app.extensions["redis"]
+    assert r.hgetall(f"users_{demo['id']}_1") == {"name": "Ann", "avatar": "https://a/1.png"}
+    assert r.hgetall(f"users_{demo['id']}_2") == {"name": "Ben"}
+    assert [row["uid"] for row in rows(db, "SELECT uid FROM user ORDER BY uid")] == [1, 2]

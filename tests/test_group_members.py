@@ -354,7 +354,11 @@ def test_set_a_members_do_not_disturb(api, db, r, demo, gid, on, flag):
     assert r.hget(key, f"group_{gid}") == flag
     assert r.sismember(f"{key}_group_do_not_disturb", str(gid)) == (flag == "1")
     after = snapshot(db, r)
-    assert {k: v for k, v in after.items() if k != "redis"} == {k: v for k, v in before.items() if k != "redis"}
+    recorded = after.pop("user_do_not_disturb")  # the record of the flag (SPEC 5.3), and nothing else
+    assert [(row["uid"], row["kind"], row["target"], row["do_not_disturb"]) for row in recorded] == [
+        (2, "group", gid, int(flag))]
+    assert {k: v for k, v in after.items() if k != "redis"} == {
+        k: v for k, v in before.items() if k not in ("redis", "user_do_not_disturb")}
     assert events(r) == [] and messages(r) == []
 
 

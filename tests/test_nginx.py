@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(NGINX is None or OPENSSL is None,
                                 reason="nginx or openssl is not installed (apt-get install nginx-light openssl)")
 CLIENT = "127.0.0.2"  # the test's client address: a loopback address that is not a trusted proxy
 SOCKET, CERT, KEY = "unix:/run/im-api/gunicorn.sock", "/etc/nginx/tls/im-api.crt", "/etc/nginx/tls/im-api.key"
+MEDIA = "/var/lib/im-api/media"
 
 
 @dataclass
@@ -40,13 +41,14 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def start_nginx(tmp: Path, sock: Path) -> tuple[subprocess.Popen, Site]:
-    """deploy/nginx.conf with only the socket, ports and certificate paths rewritten."""
+def start_nginx(tmp: Path, sock: Path, media: Path | None = None) -> tuple[subprocess.Popen, Site]:
+    """deploy/nginx.conf with only the socket, ports, certificate paths (and the media directory) rewritten."""
     cert, key = self_signed(tmp)
     http_port, https_port = free_port(), free_port()
     conf = (ROOT / "deploy/nginx.conf").read_text()
     for old, new in ((SOCKET, f"unix:{sock}"), ("listen 80;", f"listen 127.0.0.1:{http_port};"),
-                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"), (CERT, str(cert)), (KEY, str(key))):
+                     ("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;"), (CERT, str(cert)), (KEY, str(key)),
+                     (MEDIA, str(media or tmp / "media"))):
         assert old in conf, f"deploy/nginx.conf no longer has {old!r}"
         conf = conf.replace(old, new)
     (tmp / "nginx.conf").write_text(f"""

@@ -3,10 +3,13 @@ client generated from it (openapi-python-client) works against a live server."""
 import base64
 import hashlib
 import importlib
+import inspect
 import json
 import os
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,80 @@ def test_a_generated_client_calls_a_live_server(app, demo, generated):
         alice = generated.AuthenticatedClient(base_url=base, token=token)  # Bearer
         mine = groups_list.sync(client=alice).data
         assert [g.id for g in mine] == [group_id]
+
+
+def spelled(hint) -> str:
+    """A type hint as written, without spaces or module names: list[int|Member]|Unset."""
+    if isinstance(hint, str):
+        return hint.replace(" ", "")
+    if isinstance(hint, types.UnionType):
+        return "|".join(spelled(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"list[{spelled(typing.get_args(hint)[0])}]"
+    return hint.__name__
+
+
+def annotation(function, name: str) -> str:
+    return spelled(inspect.signature(function).parameters[name].annotation)
+
+
+def test_the_generated_client_types_ids_as_integers_and_takes_the_bare_arrays(generated):
+    from im_api_client.api.group import group_members_add, groups_create
+    from im_api_client.api.relationship import user_blacklist_add, user_friends_add
+    from im_api_client.api.user import users_register
+    from im_api_client.models import Block, Friends, Grant, GroupCreate, Members, PeerMessage
+
+    assert Grant.__annotations__["uid"] == "int"
+    assert Friends.__annotations__["friend_uid"].replace(" ", "") == Block.__annotations__["uid"].replace(" ", "") \
+        == "int|list[int]"
+    assert GroupCreate.__annotations__["members"].replace(" ", "") == "list[int|Member]|Unset"
+    assert Members.__annotations__["members"].replace(" ", "") == "list[int|Member]"
+    assert (PeerMessage.__annotations__["sender"], PeerMessage.__annotations__["receiver"]) == ("int", "int")
+    assert annotation(users_register.sync, "body") == "list[Member]|Register"
+    assert annotation(user_friends_add.sync, "body") == "Friends|list[int]"
+    assert annotation(user_blacklist_add.sync, "body") == "Block|list[int]"
+    assert annotation(group_members_add.sync, "body") == "list[int|Member]|Member|Members"
+    assert annotation(groups_create.sync, "body") == "GroupCreate"
+
+
+def test_the_generated_client_sends_the_bare_array_bodies(app, demo, generated, db):
+    from im_api_client.api.relationship import user_friends_add
+    from im_api_client.api.user import users_register
+    from im_api_client.models import Member
+
+    digest = hashlib.md5(demo["secret"].encode()).hexdigest()
+    basic = base64.b64encode(f"{demo['id']}:{digest}".encode()).decode()
+    with serving(app) as base:
+        server = generated.AuthenticatedClient(base_url=base, token=basic, prefix="Basic")
+        registered = users_register.sync(client=server, body=[Member(uid=11, name="Eleven"), Member(uid=12)])
+        assert [(item.uid, item.error) for item in registered.data] == [(11, generated.types.UNSET),
+                                                                        (12, generated.types.UNSET)]
+        assert user_friends_add.sync(client=server, uid=11, body=[12]).data.success is True
+    with db.cursor() as cur:
+        cur.execute("SELECT uid, friend_uid FROM friend ORDER BY uid")
+        assert cur.fetchall() == [{"uid": 11, "friend_uid": 12}, {"uid": 12, "friend_uid": 11}]
+
+
+def test_a_generated_client_uploads_and_downloads_media(app, demo, generated):
+    import io
+
+    from im_api_client.api.media import files_upload, image_download, images_upload
+    from im_api_client.models import FilesUploadBody, ImagesUploadFilesBody
+    from im_api_client.types import File
+    from media_files import png
+
+    data = png(20, 10)
+    digest = hashlib.md5(demo["secret"].encode()).hexdigest()
+    basic = base64.b64encode(f"{demo['id']}:{digest}".encode()).decode()
+    with serving(app) as base:
+        server = generated.AuthenticatedClient(base_url=base, token=basic, prefix="Basic")
+        raw = images_upload.sync(client=server, body=File(payload=io.BytesIO(data), mime_type="image/png"))
+        form = images_upload.sync(client=server, body=ImagesUploadFilesBody(
+            file=File(payload=io.BytesIO(data), file_name="a.png", mime_type="image/png")))
+        assert raw.data.src == form.data.src == f"/images/{hashlib.sha256(data).hexdigest()}.png"
+        assert raw.data.src_url == base + raw.data.src
+        name = raw.data.src.rsplit("/", 1)[1]
+        assert image_download.sync_detailed(name, client=generated.Client(base_url=base)).content == data
+        sent = files_upload.sync(client=server, body=FilesUploadBody(
+            file=File(payload=io.BytesIO(b"notes"), file_name="notes.txt")))
+        assert sent.data.src.endswith(".txt")

@@ -158,7 +158,7 @@ def test_the_relay_thread_backs_off_logs_once_and_says_when_redis_is_back(own_re
         time.sleep(2)
         failing = [r.getMessage() for r in caplog.records if r.name == "app"]
         own_redis.start()
-        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=15)
+        wait_for(lambda: rows(db, "SELECT COUNT(*) AS n FROM outbox")[0]["n"] == 0, what="the relay", seconds=30)
         wait_for(lambda: any("works again" in r.getMessage() for r in caplog.records), what="the log line")
     flaky.config["OUTBOX_RELAY_INTERVAL"] = 0  # stops the thread
     assert len(failing) == 1 and failing[0].startswith("outbox relay failing (Redis: "), failing
@@ -197,7 +197,8 @@ def test_the_bridge_logs_in_the_apis_shape(capsys):
     bridge = json.loads(capsys.readouterr().err)
     record = logging.LogRecord("app", logging.WARNING, "", 0, "outbox relay failing", (), None)
     api = json.loads(JsonFormatter().format(record))
-    assert list(bridge)[:4] == list(api) == ["ts", "level", "logger", "message"]
+    assert list(bridge)[:5] == list(api) == ["ts", "level", "logger", "message", "request_id"]
+    assert bridge["request_id"] is None
     assert (bridge["level"], bridge["logger"]) == ("WARNING", "bridge")
     assert bridge["message"] == "delivery failed, will retry"
     assert (bridge["queue"], bridge["error"]) == ("im_message_queue", "boom")
@@ -208,3 +209,26 @@ def test_an_unset_metrics_token_opens_nothing(client):
     for sent in ("Bearer None", "Bearer ", "Bearer"):
         response = client.get("/metrics", headers={"Authorization": sent}, environ_base={"REMOTE_ADDR": "203.0.113.9"})
         assert response.status_code == 403, sent
+
+
+def test_metrics_is_refused_to_other_addresses_by_default(client):
+    assert client.get("/metrics").status_code == 200  # the test client's peer is 127.0.0.1
+    response = client.get("/metrics", environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert response.status_code == 403 and response.get_json()["meta"]["code"] == 2007
+    # through a trusted proxy, the forwarded client address is the one that counts
+    forwarded = client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert forwarded.status_code == 403
+
+
+def test_metrics_opens_to_the_configured_networks_and_token():
+    from conftest import TEST_CONFIG
+
+    from app import create_app
+    app = create_app(TEST_CONFIG | {"METRICS_ALLOWED": "10.0.0.0/8", "METRICS_TOKEN": "scrape-me"})
+    client = app.test_client()
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert client.get("/metrics").status_code == 403  # localhost is no longer listed
+    outside = {"REMOTE_ADDR": "203.0.113.9"}
+    for token, status in (("scrape-me", 200), ("wrong", 403)):
+        response = client.get("/metrics", environ_base=outside, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == status

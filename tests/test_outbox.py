@@ -4,11 +4,12 @@ import time
 
 import pymysql
 import pytest
-from conftest import queue, rows
+from conftest import TEST_CONFIG, Api, queue, rows
 from redis.exceptions import RedisClusterException
 
+from app import create_app
 from models import outbox
-from models.db import mysql_connect_args
+from models.db import get_db, mysql_connect_args
 from models.group_change import group_change
 from models.queue import Turns, group_event, message
 
@@ -293,3 +294,29 @@ def test_a_relay_of_many_batches_moves_them_all_in_order_and_marks_each(app, db,
     assert len(queue(r, "im_message_queue")) == 6
     assert rows(db, "SELECT value FROM sequence WHERE name = 'outbox_pushed'") == rows(
         db, "SELECT value FROM sequence WHERE name = 'outbox_seq'")
+
+
+def test_the_relay_waits_for_the_lock_one_second_less_than_mysql_timeout(app, db, r, demo, caplog):
+    """With MYSQL_TIMEOUT=2 the wait is 1 s: it gives up before the 2 s read timeout would drop the
+    connection (a fixed 4 s wait lost it: "Lost connection to MySQL server during query")."""
+    short = create_app(TEST_CONFIG | {"MYSQL_TIMEOUT": 2})
+    api = Api(short.test_client(), demo["auth"])
+    holder = pymysql.connect(**mysql_connect_args(app.config))
+    try:
+        with holder.cursor() as cur:
+            cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 0})
+            assert cur.fetchone()["got"] == 1
+        started = time.monotonic()
+        status, body = api.post("/groups", {"master": 1, "name": "g", "members": [1]})
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert status == 200, body
+    assert 0.9 < elapsed < 1.8, elapsed
+    assert "outbox relay lock busy for 1s" in caplog.text
+    assert "relay after commit failed" not in caplog.text and "Lost connection" not in caplog.text
+    left = outbox.pending(db)
+    assert queue(r, "group_event_queue") == [] and left > 0  # left to the next relay
+    with short.app_context():
+        assert outbox.relay(get_db(), r, **short.extensions["queues"].relay_timing) == left
+    assert [e["name"] for e in queue(r, "group_event_queue")] == ["group_create", "group_member_add"]

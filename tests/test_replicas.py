@@ -212,3 +212,31 @@ def test_replica_settings_are_checked_at_start():
     with pytest.raises(Exception, match="REDIS_CLUSTER_NODES"):
         create_app(TEST_CONFIG | {"REDIS_CLUSTER_NODES": "a:b"})
     assert mysql_connect_args  # imported for the primary's arguments elsewhere
+
+
+def test_a_replica_that_froze_since_its_last_check_is_skipped_within_the_bound(replicated, pair, monkeypatch):
+    """Frozen while the last check still vouches for it: the ping on checkout finds it within
+    REPLICA_TIMEOUT, and the listing is the primary's, not a wait of MYSQL_TIMEOUT or a 503."""
+    *_, replica_proc = pair
+    monkeypatch.setattr(dbmodule, "REPLICA_CHECK_EVERY", 60)  # a check found it fit: believed for the whole test
+    api = make_api(replicated, MYSQL_TIMEOUT=5)
+    wait_for(lambda: caught_up(replicated), what="the replica to catch up")
+    gid = api.post("/groups", {"master": 1, "name": "before", "members": [1]})[1]["data"]["group_id"]
+    wait_for(lambda: gid in listed_gids(api), what="the group on the replica")  # the replica just checked fit
+    replica_proc.send_signal(signal.SIGSTOP)
+    try:
+        hidden = unreplicated(replicated, "INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'primary only')",
+                              (replicated["appid"],))
+        started = time.monotonic()
+        assert hidden in listed_gids(api)  # the primary's answer
+        took = time.monotonic() - started
+        print(f"figure: listing with a replica frozen since its last check answered in {took:.3f} s")
+        assert took < dbmodule.REPLICA_TIMEOUT + 0.5
+        started = time.monotonic()
+        assert hidden in listed_gids(api)  # left alone now: no wait at all
+        assert time.monotonic() - started < 0.5
+    finally:
+        replica_proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: caught_up(replicated), what="the replica to catch up")
+    time.sleep(dbmodule.REPLICA_DOWN_FOR + 0.1)
+    assert hidden not in listed_gids(api)  # the replica's answer again, through a new connection

@@ -8,16 +8,29 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import wraps
+from typing import NoReturn
 
 import flask_smorest
 from flask import current_app, request
+from redis.exceptions import RedisError
 
+from models import ratelimit
 from models import tenant as tenants
 from models.db import get_db, get_redis
-from models.errors import AppDisabled, BadSecret, BadToken, Forbidden, IpNotAllowed, MissingCredentials, UnknownApp
+from models.errors import (
+    ApiError,
+    AppDisabled,
+    BadSecret,
+    BadToken,
+    Forbidden,
+    IpNotAllowed,
+    MissingCredentials,
+    RateLimited,
+    UnknownApp,
+)
 from models.user import resolve_token
 
-from .fields import setting
+from .fields import parse_id, setting
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +131,16 @@ def requires(kind: str):
 def _server(credentials: str) -> Caller:
     try:
         appid, _, digest = base64.b64decode(credentials, validate=True).decode().partition(":")
-        appid = int(appid)
+        appid = parse_id(appid)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials(headers={"WWW-Authenticate": challenge("Basic")}) from None
-    app = find_app(appid) if 0 <= appid < 2**63 else None
+    appid = appid if 0 <= appid < 2**63 else None  # out of range: no such app, nor a count of its own
+    held_back(appid)
+    app = find_app(appid) if appid is not None else None
     if app is None:
-        raise UnknownApp(headers={"WWW-Authenticate": challenge("Basic")})
+        failed(UnknownApp(headers={"WWW-Authenticate": challenge("Basic")}), appid, unknown=True)
     if app["secret_md5"] is None or not hmac.compare_digest(app["secret_md5"].encode(), digest.lower().encode()):
-        raise BadSecret(headers={"WWW-Authenticate": challenge("Basic")})
+        failed(BadSecret(headers={"WWW-Authenticate": challenge("Basic")}), appid)
     if app["disabled"]:
         raise AppDisabled()
     networks = app["networks"]
@@ -136,13 +151,54 @@ def _server(credentials: str) -> Caller:
 
 
 def _client(token: str) -> Caller:
+    held_back()
     found = resolve_token(get_redis(), token)
     app = find_app(found[0]) if found else None
     if app is None:
-        raise BadToken(headers={"WWW-Authenticate": challenge("Bearer", "invalid_token")})
+        failed(BadToken(headers={"WWW-Authenticate": challenge("Bearer", "invalid_token")}))
     if app["disabled"]:
         raise AppDisabled()
     return Caller(*found)
+
+
+def _holds() -> ratelimit.Holds:
+    return current_app._get_current_object().extensions["auth_holds"]
+
+
+def held_back(appid: int | None = None) -> None:
+    """429 for a client address past its limit of failed authentications, and for an unknown
+    appid past its own (without a MySQL read). Nothing is looked at while nobody is held back."""
+    holds = _holds()
+    if not holds:
+        return
+    wait = holds.wait(("address", client_address()))
+    if wait is None and appid is not None:
+        wait = holds.wait(("unknown app", appid))
+    if wait is not None:
+        raise RateLimited("Too many failed authentications; retry later.", headers={"Retry-After": str(wait)})
+
+
+def failed(error: ApiError, appid: int | None = None, unknown: bool = False) -> NoReturn:
+    """Count a failed authentication against the client's address (AUTH_FAIL_RATE_LIMIT) and the
+    appid (AUTH_FAIL_APP_RATE_LIMIT), then raise error; past either limit, hold the address back
+    in this process (and an unknown appid) and raise RateLimited. A right secret from an address
+    that is not held back still passes: the appid's limit holds back only addresses that fail."""
+    address = client_address()
+    limits = [(f"auth_address_{address}", setting("AUTH_FAIL_RATE_LIMIT"))]
+    if appid is not None:
+        limits.append((f"auth_app_{appid}", setting("AUTH_FAIL_APP_RATE_LIMIT")))
+    try:
+        wait = ratelimit.count_hits(get_redis(), limits)
+    except RedisError as exc:  # the failure stands; only its count is lost
+        log.warning("failed authentication not counted: %s", exc)
+        raise error from None
+    if wait is None:
+        raise error
+    holds = _holds()
+    holds.hold(("address", address), wait)
+    if unknown and appid is not None:
+        holds.hold(("unknown app", appid), wait)
+    raise RateLimited("Too many failed authentications; retry later.", headers={"Retry-After": str(wait)})
 
 
 _ANY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -172,3 +228,9 @@ def client_address() -> str:
         if hop.strip() and not _in(hop, proxies.networks):
             return hop.strip()
     return request.headers.get("X-Real-IP", peer).strip()
+
+
+def from_trusted_proxy() -> bool:
+    """Whether the peer is one of TRUSTED_PROXIES (its forwarded headers are believed)."""
+    peer, proxies = request.remote_addr or "", setting("TRUSTED_PROXIES")
+    return _in(peer, proxies.networks) or proxies.unix and not _in(peer, _ANY)

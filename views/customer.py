@@ -8,6 +8,7 @@ from flask import request
 from flask.views import MethodView
 
 from models import customer as customers
+from models import record as records
 from models import tenant as tenants
 from models.db import get_db, get_redis, transaction
 from models.errors import (
@@ -28,15 +29,16 @@ from .auth import issue_token
 from .common import Blueprint, ok
 from .credentials import caller, client_address, requires
 from .docs import responds
-from .fields import Id, Schema, Text, setting
+from .fields import Id, Schema, Text, parse_id, setting
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
 
 
 class CustomerSchema(Schema):
     appid = Id(required=True)
-    customer_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
-    name = Text(allow_none=True)
+    customer_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128),
+                                   metadata={"description": "the visitor's id in your system (1 to 128 characters)"})
+    name = Text(allow_none=True, metadata={"example": "Visitor 8c1f"})
     avatar = Text(allow_none=True)
     platform_id = Id(allow_none=True)
     device_id = Text(allow_none=True)
@@ -47,11 +49,11 @@ class SupporterSchema(Schema):
 
 
 class StoreSchema(Schema):
-    name = Text(required=True)
+    name = Text(required=True, metadata={"example": "Help desk"})
 
 
 class SellerSchema(Schema):
-    name = Text(required=True)
+    name = Text(required=True, metadata={"example": "Ann"})
     avatar = Text(load_default="")
 
 
@@ -61,7 +63,11 @@ class CustomerToken(MethodView):
               errors=(RateLimited, AppDisabled, StoreNotConfigured, Unavailable))
     @blp.arguments(CustomerSchema)
     def post(self, args):
-        """A visitor's permanent token for the app's customer service (no auth; rate limited per address)."""
+        """A visitor's permanent token for the app's customer service (no auth; rate limited per address).
+
+        The app must have a customer-service store (400 otherwise, code 5001). The same
+        `customer_id` always gets the same `client_id` (from the reserved range at 2^53 and up) and
+        token. Limited per client address (CUSTOMER_RATE_LIMIT): past it, 429 with Retry-After."""
         return customer_token(args, app_key=None)
 
 
@@ -71,7 +77,11 @@ class CustomerRegister(MethodView):
               errors=(MissingCredentials, BadSecret, RateLimited, AppDisabled, StoreNotConfigured, Unavailable))
     @blp.arguments(CustomerSchema)
     def post(self, args):
-        """The original API's form of POST /auth/customer, with Basic auth appid:app key (the widget's call)."""
+        """The original API's form of POST /auth/customer, with Basic auth appid:app key (the widget's call).
+
+        `Authorization: Basic base64(<appid>:<app key>)` with the body's appid; the app key (not
+        the secret) ships in the customer-service widget. The same body and answer as POST
+        /auth/customer, and the same rate limit."""
         return customer_token(args, app_key=widget_credentials(args["appid"]))
 
 
@@ -80,7 +90,7 @@ def widget_credentials(appid: int) -> str:
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     try:
         given_appid, _, key = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
-        if scheme.lower() != "basic" or int(given_appid) != appid or not key:
+        if scheme.lower() != "basic" or parse_id(given_appid) != appid or not key:
             raise ValueError
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise MissingCredentials("Give Authorization: Basic base64(appid:app key) for the body's appid.") from None
@@ -115,7 +125,11 @@ class Supporters(MethodView):
     @requires("client")
     @blp.arguments(SupporterSchema, location="query")
     def get(self, args):
-        """A seller for the caller: its last one while still in the store, else a random online one, else the first."""
+        """A seller for the caller: its last one while still in the store, else a random online one, else the first.
+
+        For a visitor's client (GoBelieve's SDKs call `/v2/supporters?store_id=`). The choice is
+        remembered, so the visitor keeps talking to the same seller. `status` is the seller's
+        online status from the router. 404 when the store is not the app's or has no seller."""
         who, r = caller(), get_redis()
         with get_db().cursor() as cur:
             if customers.find_store(cur, who.appid, args["store_id"]) is None:
@@ -125,7 +139,11 @@ class Supporters(MethodView):
             raise SellerNotFound("The store has no seller.")
         for seller, status in zip(candidates, customers.seller_statuses(r, [s["seller_id"] for s in candidates])):
             seller["status"] = status
-        seller = customers.choose_seller(candidates, customers.last_seller(r, who.appid, who.uid, args["store_id"]))
+        last = customers.last_seller(r, who.appid, who.uid, args["store_id"])
+        seller = customers.choose_seller(candidates, last)
+        if seller["seller_id"] != last:  # a new choice: recorded first (SPEC 5.3)
+            with transaction() as cur:
+                records.record_seller(cur, who.appid, who.uid, args["store_id"], seller["seller_id"])
         customers.remember_seller(r, who.appid, who.uid, args["store_id"], seller["seller_id"])
         return ok(seller)
 
@@ -136,7 +154,10 @@ class Stores(MethodView):
     @requires("server")
     @blp.arguments(StoreSchema)
     def post(self, args):
-        """Create a store; it becomes the app's customer-service store if the app has none."""
+        """Create a store; it becomes the app's customer-service store if the app has none.
+
+        The app's store (`app.store_id`) is what POST /auth/customer gives visitors; add sellers
+        to it with POST /stores/{store_id}/sellers."""
         with transaction() as cur:
             store_id = customers.create_store(cur, caller().appid, args["name"])
         return ok({"store_id": store_id})
@@ -154,7 +175,10 @@ class Store(MethodView):
     @responds("store_get", schemas.StoreDetailSchema, errors=(StoreNotFound,))
     @requires("server")
     def get(self, store_id):
-        """The store and its sellers."""
+        """The store and its sellers.
+
+        Each seller with its id, name and avatar, in the order they were added; 404 for a store of
+        another app."""
         with get_db().cursor() as cur:
             store = require_store(cur, store_id)
             return ok({"id": store["id"], "name": store["name"], "sellers": customers.sellers(cur, store_id)})
@@ -166,7 +190,9 @@ class Sellers(MethodView):
     @requires("server")
     @blp.arguments(SellerSchema)
     def post(self, args, store_id):
-        """Add a seller to the store."""
+        """Add a seller to the store.
+
+        Answers the new seller's id: the router's customer-service messages name sellers by it."""
         with transaction() as cur:
             require_store(cur, store_id)
             seller_id = customers.add_seller(cur, store_id, args["name"], args["avatar"])
@@ -178,7 +204,9 @@ class Seller(MethodView):
     @responds("store_seller_remove", errors=(StoreNotFound, SellerNotFound))
     @requires("server")
     def delete(self, store_id, seller_id):
-        """Remove a seller from the store."""
+        """Remove a seller from the store.
+
+        Visitors whose last seller it was get another one at their next GET /supporters."""
         with transaction() as cur:
             require_store(cur, store_id)
             if not customers.remove_seller(cur, store_id, seller_id):

@@ -1,5 +1,6 @@
 """The one error path: every failure becomes {"meta": {"code", "message"}} with its status."""
 import logging
+import re
 
 import pymysql
 import redis
@@ -63,6 +64,26 @@ def handle_unavailable(exc: Exception):
     return respond(errors.Unavailable())
 
 
+# Redis up but refusing writes: full (maxmemory), a read-only replica, a failed snapshot
+# (stop-writes-on-bgsave-error) or a cluster without a master for the slot. Like a Redis that is
+# away, it may answer again soon: 503 with Retry-After, not a 500.
+REFUSING_WRITES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                   redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+# The same refusals by their reply code, where redis-py keeps only the text: MISCONF has no class,
+# and a Lua script that raises a failed call's error gets "user_script:1: OOM ..."; a pipeline
+# prefixes "Command # 1 (...) of pipeline caused error: ".
+REFUSAL_CODE = re.compile(r"(?:^|: )(?:MISCONF|OOM|READONLY|CLUSTERDOWN|MASTERDOWN|TRYAGAIN) ")
+
+
+def refuses_writes(exc: Exception) -> bool:
+    """Whether a Redis error reply says Redis cannot take writes for now."""
+    return isinstance(exc, REFUSING_WRITES) or REFUSAL_CODE.search(str(exc)) is not None
+
+
+def handle_response_error(exc: redis.ResponseError):
+    return handle_unavailable(exc) if refuses_writes(exc) else handle_unexpected(exc)
+
+
 def handle_unexpected(exc: Exception):
     log.exception("unhandled error")
     return respond(errors.ApiError())
@@ -73,4 +94,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     for exc in (pymysql.OperationalError, pymysql.InterfaceError, redis.ConnectionError, redis.TimeoutError):
         app.register_error_handler(exc, handle_unavailable)
+    app.register_error_handler(redis.ResponseError, handle_response_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -1,7 +1,8 @@
 """Request schemas and field types, with the short cut that loads plainly valid bodies without marshmallow.
 
-tests/test_fields.py checks that the short cut and marshmallow agree at every edge.
+tests/test_hostile.py checks that the short cut and marshmallow agree at every edge.
 """
+import re
 from functools import cached_property
 
 import marshmallow as ma
@@ -68,17 +69,38 @@ class OneOrMoreSchema(Schema):
             raise ma.ValidationError(f"Give at least one of {', '.join(self.fields)}.")
 
 
-class Id(ma.fields.Integer):
-    """A uid, group, app, store or seller id: 0 <= id < 2**63 (a numeric string will do, 7.5 will not)."""
+# An integer as text, the one way it is spelled: ASCII digits, no sign, space, "_" or leading zero,
+# at most 19 digits (2**63 has 19). int() would also take "٧", "７", "1_000", " +7\n" and "007".
+ID_TEXT = re.compile(r"0|[1-9][0-9]{0,18}")
 
-    def __init__(self, maximum: int = MAX_ID, **kwargs):
-        super().__init__(validate=ma.validate.Range(0, maximum), **kwargs)
-        self.maximum = maximum
+
+def parse_id(text: str) -> int:
+    """int(text) for an integer spelled as ID_TEXT; ValueError for any other spelling."""
+    if not ID_TEXT.fullmatch(text):
+        raise ValueError(f"not an id: {text!r}")
+    return int(text)
+
+
+class Integer(ma.fields.Integer):
+    """An integer given as a JSON integer or as a string of ASCII digits (ID_TEXT: the original's
+    clients send some ids as strings); never a float (7.0, 1e3), a boolean or another spelling."""
+
+    default_error_messages = {"invalid": "Must be an integer (a JSON number, or a string of ASCII digits)."}
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, float) and not value.is_integer():
-            raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
+        if type(value) is int:
+            return value
+        if type(value) is str and ID_TEXT.fullmatch(value):
+            return int(value)
+        raise self.make_error("invalid")
+
+
+class Id(Integer):
+    """A uid, group, app, store or seller id: 0 <= id < 2**63, an integer or a string of ASCII digits."""
+
+    def __init__(self, maximum: int = MAX_ID, **kwargs):
+        super().__init__(validate=ma.validate.Range(0, maximum, error=f"Must be an id from 0 to {maximum}."), **kwargs)
+        self.maximum = maximum
 
     def quick(self, value):
         return value if type(value) is int and 0 <= value <= self.maximum else SLOW
@@ -89,8 +111,9 @@ class Uid(Id):
 
     def _deserialize(self, value, attr, data, **kwargs):
         uid = super()._deserialize(value, attr, data, **kwargs)
-        if uid >= setting("CUSTOMER_ID_BASE"):
-            raise ma.ValidationError(f"Must be less than {setting('CUSTOMER_ID_BASE')} (higher ids are customers').")
+        if not 0 <= uid < setting("CUSTOMER_ID_BASE"):  # the message names this bound, not 2**63
+            raise ma.ValidationError(f"Must be a uid from 0 to {setting('CUSTOMER_ID_BASE') - 1} "
+                                     "(higher ids are customers').")
         return uid
 
     def quick(self, value):
@@ -133,6 +156,7 @@ class MemberField(ma.fields.Field):
     """A member given as a uid or as {uid, name?, avatar?}; loads as a dict."""
 
     schema = MemberSchema()
+    forms = (Uid(metadata={"example": 1002}), ma.fields.Nested(MemberSchema))  # the OpenAPI document's oneOf
 
     def _deserialize(self, value, attr, data, **kwargs):
         return self.schema.load(value if isinstance(value, dict) else {"uid": value})
@@ -142,8 +166,8 @@ class PageSchema(Schema):
     """?after=&count= (keyset: the items after that id, the same cost on every page) or the original's
     ?start=&count= (an offset) of a paged listing."""
 
-    start = ma.fields.Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
-    count = ma.fields.Integer(load_default=100, validate=ma.validate.Range(min=1, max=500))
-    after = ma.fields.Integer(load_default=None, validate=ma.validate.Range(min=0, max=MAX_ID),
-                              metadata={"description": "the last id of the previous page (its `next`)"})
+    start = Integer(load_default=0, validate=ma.validate.Range(min=0, max=MAX_ID))
+    count = Integer(load_default=100, validate=ma.validate.Range(min=1, max=500), metadata={"example": 20})
+    after = Integer(load_default=None, validate=ma.validate.Range(min=0, max=MAX_ID),
+                    metadata={"description": "the last id of the previous page (its `next`)", "example": 1001})
 

@@ -21,7 +21,7 @@ from models.user import unread
 from . import schemas
 from .common import Blueprint, idempotency_scope, ok, queues
 from .credentials import Caller, caller, requires
-from .docs import listed, responds
+from .docs import listed, one_of, responds
 from .fields import SLOW, Id, List, Schema, Text, Uid, setting
 
 blp = Blueprint("message", __name__, url_prefix="/messages", description="Posting messages")
@@ -29,6 +29,9 @@ blp = Blueprint("message", __name__, url_prefix="/messages", description="Postin
 
 class Content(ma.fields.Field):
     """An opaque string (a JSON object or array is accepted and serialized), at most MAX_CONTENT_BYTES."""
+
+    forms = (ma.fields.String(metadata={"example": '{"text": "See you at nine?"}'}),
+             ma.fields.Dict(metadata={"example": {"text": "See you at nine?"}}))
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, (dict, list)):
@@ -60,7 +63,7 @@ class GroupMessageSchema(MessageSchema):
     """Also for rooms: the receiver is a group or room id, the sender 0 for the system."""
 
     sender = Uid(required=True)
-    receiver = Id(required=True)
+    receiver = Id(required=True, metadata={"description": "the group (or room) id", "example": 120045})
     content = Content(required=True)
 
 
@@ -70,6 +73,9 @@ class SystemMessageSchema(MessageSchema):
 
 
 class PeerBatchSchema(MessageSchema):
+    example = {"messages": [{"sender": 1001, "receiver": 1002, "content": '{"text": "See you at nine?"}'},
+                            {"sender": 1001, "receiver": 1003, "content": '{"text": "See you at nine?"}'}]}
+
     messages = List(ma.fields.Nested(PeerMessageSchema), required=True)
 
     @ma.pre_load
@@ -82,6 +88,8 @@ class HistorySchema(Schema):
 
 
 class CustomerMessageSchema(MessageSchema):
+    example = {"store_id": 3, "seller_id": 12, "customer_id": "visitor-8c1f", "content": '{"text": "How can I help?"}'}
+
     store_id = Id(required=True)
     seller_id = Id(required=True)
     customer_id = ma.fields.String(validate=ma.validate.Length(min=1, max=128))
@@ -97,7 +105,8 @@ class OfflineSchema(Schema):
 class GroupNotificationSchema(MessageSchema):
     group_id = Id(required=True)
     content = Content(required=True)
-    members = List(Uid(), limit="MAX_SUPER_GROUP_MEMBERS", allow_none=True)
+    members = List(Uid(metadata={"example": 1002}), limit="MAX_SUPER_GROUP_MEMBERS", allow_none=True,
+                   metadata={"description": "only these members (default: all)", "example": [1002, 1003]})
 
 
 def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: dict) -> dict:
@@ -124,17 +133,28 @@ class PeerMessages(MethodView):
     @requires("server")
     @blp.arguments(PeerMessageSchema)
     def post(self, args):
-        """Send a message from one user to another."""
+        """Send a message from one user to another.
+
+        Queues one `peer` item on `im_message_queue` for the router (or the bridge) to deliver, and
+        answers its id. `content` is opaque to the service: a string, usually JSON text such as
+        the SDKs' `{"text": ...}`; a JSON object is accepted and serialized. Neither user needs to
+        be registered. An `Idempotency-Key` (or `msgid`) makes a retry answer the first id."""
         return queue_message("peer", args["sender"], args["receiver"], args)
 
 
 @blp.route("/peers/batch")
 class PeerMessageBatch(MethodView):
-    @responds("messages_peer_batch", schemas.MessageIdsSchema, errors=(BatchTooLarge, QueueFull), idempotent=True)
+    @responds("messages_peer_batch", schemas.MessageIdsSchema, errors=(BatchTooLarge, QueueFull), idempotent=True,
+              body=one_of({**listed(PeerMessageSchema), "example": PeerBatchSchema.example["messages"]},
+                          PeerBatchSchema))
     @requires("server")
     @blp.arguments(PeerBatchSchema)
     def post(self, args):
-        """Send up to MAX_BATCH peer messages ([{sender, receiver, content}, ...]) in one request -> {ids}."""
+        """Send up to MAX_BATCH peer messages ([{sender, receiver, content}, ...]) in one request -> {ids}.
+
+        The body is the bare array or `{"messages": [...]}`. All are queued in one round trip, in
+        order, and the ids answer in the same order; a bad item refuses the whole batch (400 naming
+        it) and queues nothing."""
         batch = args["messages"]
         if not 0 < len(batch) <= setting("MAX_BATCH"):
             raise BatchTooLarge(f"messages: give 1 to {setting('MAX_BATCH')} messages.")
@@ -150,7 +170,10 @@ class GroupMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
-        """Send a message to a group (receiver is the group id) in the sender's name."""
+        """Send a message to a group (receiver is the group id) in the sender's name.
+
+        The group must be a live group of the app (404 otherwise); the router delivers to its
+        members. Queues one `group` item."""
         require_group(args["receiver"])
         return queue_message("group", args["sender"], args["receiver"], args)
 
@@ -161,7 +184,10 @@ class SystemMessages(MethodView):
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
-        """Send a system message to a user."""
+        """Send a system message to a user.
+
+        Queues one `system` item (no sender): the router stores it and delivers it to the user,
+        now or at the next login."""
         return queue_message("system", None, args["receiver"], args)
 
 
@@ -171,7 +197,10 @@ class NotificationMessages(MethodView):
     @requires("server")
     @blp.arguments(SystemMessageSchema)
     def post(self, args):
-        """Send a notification to a user, delivered only while the user is online."""
+        """Send a notification to a user, delivered only while the user is online.
+
+        Queues one `notification` item; the router does not store it, so an offline user never
+        gets it. For signals that are stale later (typing, presence)."""
         return queue_message("notification", None, args["receiver"], args)
 
 
@@ -182,7 +211,10 @@ class GroupNotificationMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupNotificationSchema)
     def post(self, args):
-        """Send a notification to a group's members (or to the members listed)."""
+        """Send a notification to a group's members (or to the members listed).
+
+        The group must be a live group of the app. Queues one `group_notification` item; with
+        `members`, only those uids get it."""
         require_group(args["group_id"])
         return queue_message("group_notification", None, args["group_id"], args, args.get("members"))
 
@@ -193,7 +225,10 @@ class RoomMessages(MethodView):
     @requires("server")
     @blp.arguments(GroupMessageSchema)
     def post(self, args):
-        """Send a message to a chat room (receiver is the room id)."""
+        """Send a message to a chat room (receiver is the room id).
+
+        Rooms are the router's: no table here, any id names one. Queues one `room` item, delivered
+        to whoever is in the room now."""
         return queue_message("room", args["sender"], args["receiver"], args)
 
 
@@ -204,7 +239,11 @@ class CustomerMessages(MethodView):
     @requires("server")
     @blp.arguments(CustomerMessageSchema)
     def post(self, args):
-        """Send a customer-service message from one of a store's sellers to a visitor (kind customer)."""
+        """Send a customer-service message from one of a store's sellers to a visitor (kind customer).
+
+        Name the visitor by `customer_id` (as given to POST /auth/customer) or by `client_id`.
+        The store and seller must be the app's. Queues one `customer` item with `store_id` and
+        `seller_id`; the bridge posts it with the router's customer RPC."""
         who = caller()
         with get_db().cursor() as cur:
             client_id = visitor_client_id(cur, who.appid, args)
@@ -238,7 +277,11 @@ class MessageHistory(MethodView):
     @requires("client")
     @blp.arguments(HistorySchema, location="query")
     def get(self, args):
-        """The caller's recent messages, newest first (?store= keeps one store's customer-service messages)."""
+        """The caller's recent messages, newest first (?store= keeps one store's customer-service messages).
+
+        The API keeps the last messages it queued to and from each user in a bounded Redis list;
+        this reads the caller's, as queued (`kind`, `sender`, `receiver`, `content`, `timestamp` in
+        milliseconds)."""
         who = caller()
         items = queue.history(get_redis(), who.appid, who.uid)
         if "store" in args:
@@ -252,8 +295,11 @@ class OfflineCount(MethodView):
     @requires("any")
     @blp.arguments(OfflineSchema, location="query")
     def get(self, args):
-        """How many messages wait for the user (?uid= or ?customer_id=; a client asks for itself): the
-        router's count when IM_RPC_URL is set (503 if it is down), else the user's `unread` badge."""
+        """How many messages wait for the user (?uid= or ?customer_id=; a client asks for itself).
+
+        With IM_RPC_URL set, the router's own count (`get_offline_count`; 503 if the router does
+        not answer); without it, the `unread` badge count a client reported in the router's user
+        hash. `new` is 1 when the count is above 0."""
         who = caller()
         uid = who.uid if not who.is_server else args.get("uid")
         if uid is None and "customer_id" in args:

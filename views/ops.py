@@ -11,11 +11,11 @@ import time
 
 from flask import Flask, Response, current_app, has_request_context, request
 from flask.views import MethodView
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from models import outbox
+from models import marker, outbox
 from models.db import get_db, get_redis, ping_mysql
 from models.errors import Forbidden, Unavailable
 from outage import backend
@@ -49,13 +49,22 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Its _count series are the request counts by endpoint and status: one metric update per request.
 REQUESTS = Histogram("im_api_request_seconds", "Time to answer a request", ["method", "endpoint", "status"],
                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+# Media (views/media.py): uploads and their bytes by kind, thumbnails and MP3s made, refusals by kind and error.
+MEDIA_UPLOADS = Counter("im_api_media_uploads", "Media objects uploaded", ["kind"])
+MEDIA_BYTES = Counter("im_api_media_upload_bytes", "Bytes of media uploaded", ["kind"])
+MEDIA_CONVERSIONS = Counter("im_api_media_conversions", "Thumbnails and MP3s made and kept", ["kind"])
+MEDIA_FAILURES = Counter("im_api_media_failures", "Media uploads, thumbnails and conversions refused or failed",
+                         ["kind", "error"])
+METRICS = (REQUESTS, MEDIA_UPLOADS, MEDIA_BYTES, MEDIA_CONVERSIONS, MEDIA_FAILURES)
 
 
 @blp.route("/healthz")
 class Health(MethodView):
     @responds("healthz", schemas.StatusSchema)
     def get(self):
-        """The process is up."""
+        """The process is up.
+
+        For a liveness probe: answers 200 without touching MySQL or Redis."""
         return ok({"status": "ok"})
 
 
@@ -63,12 +72,17 @@ class Health(MethodView):
 class Ready(MethodView):
     @responds("readyz", schemas.StatusSchema, errors=(Unavailable,))
     def get(self):
-        """MySQL and Redis are reachable (503 naming the one that is not)."""
+        """MySQL and Redis are reachable and Redis holds what MySQL recorded (503 naming what is not).
+
+        For a readiness probe or a load balancer's health check: take the node out while it
+        answers 503."""
         checks = (("MySQL", lambda: ping_mysql(get_db())), ("Redis", lambda: get_redis().ping()))
         down = [f"{name} is not answering ({type(exc).__name__})"
                 for name, check in checks if (exc := failure(check)) is not None]
         if down:
             raise Unavailable(f"Not ready: {'; '.join(down)}.")
+        if not marker.intact(get_redis(), get_db()):
+            raise Unavailable(marker.LOST)
         return ok({"status": "ready"})
 
 
@@ -135,7 +149,8 @@ def metrics():
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
-        registry.register(REQUESTS)
+        for metric in METRICS:
+            registry.register(metric)
     registry.register(BacklogCollector(current_app._get_current_object()))
     # content_type, not mimetype: Flask would add a second charset to the one CONTENT_TYPE_LATEST has.
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
@@ -189,25 +204,25 @@ def access_line(environ: dict, status: int, elapsed: float) -> bytes:
     """The access log's JSON line, formatted directly: json.dumps of a dict with floats costs
     several times more. The request id needs no escaping: it matched REQUEST_ID or was made here."""
     who, remote = environ.get("im.caller"), environ.get("REMOTE_ADDR")
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # SCRIPT_NAME: /v2 (app.py)
     return (f'{{"ts": {time.time():.3f}, "level": "INFO", "logger": "im.access", "message": "request", '
             f'"request_id": "{environ["im.request_id"]}", "method": {_string(environ["REQUEST_METHOD"])}, '
-            f'"path": {_string(environ.get("PATH_INFO", ""))}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
+            f'"path": {_string(path)}, "status": {status}, "ms": {elapsed * 1000:.2f}, '
             f'"appid": {"null" if who is None else who.appid}, '
             f'"remote": {"null" if remote is None else _string(remote)}}}\n').encode("utf-8", "backslashreplace")
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the request id of the request being served: the one log shape
-    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id
-    during a request, then the record's own fields), control characters escaped."""
+    of the API, gunicorn and the bridge (ts, level as logging names it, logger, message, request_id,
+    null outside a request, then the record's own fields), control characters escaped."""
 
     encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
-                 "message": record.getMessage()}
-        if has_request_context():
-            entry["request_id"] = request.environ.get("im.request_id")
+                 "message": record.getMessage(),  # request_id always there (null outside a request): one shape
+                 "request_id": request.environ.get("im.request_id") if has_request_context() else None}
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -15,7 +15,7 @@ from models.errors import BatchTooLarge, Forbidden, InvalidField, SelfRelationsh
 from . import schemas
 from .common import Blueprint, ok, page, queues
 from .credentials import caller, requires
-from .docs import responds
+from .docs import UIDS, one_of, responds
 from .fields import PageSchema, Schema, Uid, setting
 
 blp = Blueprint("relationship", __name__, description="Friends and blacklists, enforced by the router")
@@ -25,6 +25,8 @@ class UidList(ma.fields.Field):
     """One uid or a list of uids; loads as a list."""
 
     one, many = Uid(), ma.fields.List(Uid())
+    forms = (Uid(metadata={"example": 1002}),
+             ma.fields.List(Uid(metadata={"example": 1002}), metadata={"example": [1002, 1003]}))
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, list):
@@ -99,14 +101,22 @@ class Friends(MethodView):
     @own_or_server
     @blp.arguments(PageSchema, location="query")
     def get(self, args, uid):
-        """The user's friends by uid, paged: {total, start, count, friends: [{uid, timestamp}]}."""
+        """The user's friends by uid, paged: {total, start, count, friends: [{uid, timestamp}]}.
+
+        `timestamp` is when the friendship began (seconds). A client may read its own list only
+        (403 for another uid). Page with `?after=` (the previous page's `next`) or `?start=`."""
         return listing(relationships.FRIEND, uid, args, "friends")
 
-    @responds("user_friends_add", errors=(SelfRelationship, BatchTooLarge))
+    @responds("user_friends_add", errors=(SelfRelationship, BatchTooLarge), body=one_of(FriendsSchema, UIDS))
     @requires("server")
     @blp.arguments(FriendsSchema)
     def post(self, args, uid):
-        """Make the user friends with each given uid (both directions); existing friendships stay as they are."""
+        """Make the user friends with each given uid (both directions); existing friendships stay as they are.
+
+        The body is `{"friend_uid": 1002}`, `{"friend_uid": [1002, 1003]}` or the bare array
+        `[1002, 1003]`, at most MAX_BATCH uids, never the user itself (400, code 3003). The `friend` table
+        (which the router reads with `enable_friendship`) gets both rows, and one relationship
+        event per direction made is queued in the same transaction."""
         friends = targets(uid, args["friend_uid"], "friend_uid")
         change(relationships.befriend, uid, friends)
         return ok()
@@ -117,7 +127,9 @@ class Friend(MethodView):
     @responds("user_friend_remove", errors=(SelfRelationship,))
     @requires("server")
     def delete(self, uid, fid):
-        """End the friendship of the user and fid (both directions); no friendship is not an error."""
+        """End the friendship of the user and fid (both directions); no friendship is not an error.
+
+        Both `friend` rows go, with one relationship event per direction removed."""
         not_self(uid, fid, "fid")
         change(relationships.unfriend, uid, fid)
         return ok()
@@ -130,15 +142,21 @@ class Blacklist(MethodView):
     @own_or_server
     @blp.arguments(PageSchema, location="query")
     def get(self, args, uid):
-        """The users the user blocks, by uid, paged: {total, start, count, blacklist: [{uid, timestamp}]}."""
+        """The users the user blocks, by uid, paged: {total, start, count, blacklist: [{uid, timestamp}]}.
+
+        `timestamp` is when the block began (seconds). A client may read its own list only."""
         return listing(relationships.BLACKLIST, uid, args, "blacklist")
 
-    @responds("user_blacklist_add", errors=(SelfRelationship, BatchTooLarge))
+    @responds("user_blacklist_add", errors=(SelfRelationship, BatchTooLarge), body=one_of(BlockSchema, UIDS))
     @requires("any")
     @own_or_server
     @blp.arguments(BlockSchema)
     def post(self, args, uid):
-        """The user blocks each given uid (one direction); a client blocks for itself only."""
+        """The user blocks each given uid (one direction); a client blocks for itself only.
+
+        The body is `{"uid": 1002}` (the one to block), `{"uid": [1002, 1003]}` or the bare array
+        `[1002, 1003]`. The router, with `enable_blacklist`, then refuses their messages to the
+        user. Blocking again is not an error; a relationship event is queued per new block."""
         blocked = targets(uid, args["uid"], "uid")
         change(relationships.block, uid, blocked)
         return ok()
@@ -150,7 +168,9 @@ class Blocked(MethodView):
     @requires("any")
     @own_or_server
     def delete(self, uid, bid):
-        """The user unblocks bid; a client unblocks for itself only; not blocked is not an error."""
+        """The user unblocks bid; a client unblocks for itself only; not blocked is not an error.
+
+        The `blacklist` row goes, with one relationship event."""
         not_self(uid, bid, "bid")
         change(relationships.unblock, uid, bid)
         return ok()

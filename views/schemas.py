@@ -25,8 +25,9 @@ def Str(**kwargs) -> ma.fields.String:  # noqa: N802
 
 
 class ErrorMetaSchema(ma.Schema):
-    code = ma.fields.Integer(required=True, metadata={"description": "business code (docs/ERRORS.md)"})
-    message = Str(metadata={"description": "an English sentence; a 400 names the field"})
+    code = ma.fields.Integer(required=True, metadata={"description": "business code (docs/ERRORS.md)", "example": 1001})
+    message = Str(metadata={"description": "an English sentence; a 400 names the field",
+                            "example": "uid: Must be a uid from 0 to 9007199254740991 (higher ids are customers')."})
 
 
 class ErrorSchema(ma.Schema):
@@ -54,17 +55,18 @@ class GroupIdSchema(ma.Schema):
 
 
 class MessageIdSchema(ma.Schema):
-    id = Id()
+    id = Id(metadata={"description": "the queue item's id", "example": 58217})
 
 
 class MessageIdsSchema(ma.Schema):
-    ids = ma.fields.List(ma.fields.Integer(validate=_id), required=True)
+    ids = ma.fields.List(ma.fields.Integer(validate=_id, metadata={"example": 58217}), required=True,
+                         metadata={"example": [58217, 58218]})
 
 
 class GroupSchema(ma.Schema):
     id = Id()
     master = Id()
-    name = Str()
+    name = Str(metadata={"example": "Weekend hiking"})
     notice = Str()
     cover = Str()
     super = Flag()
@@ -85,14 +87,14 @@ class GroupDetailSchema(GroupSchema):
                              metadata={"description": "the first ?members= (at most MEMBERS_INLINE) members by uid"})
     members_next = ma.fields.Integer(required=True, allow_none=True, metadata={
         "description": "more members: GET /groups/{gid}/members?after=<this>; null: all are listed, or ?members=0 "
-                       "asked for none"})
+                       "asked for none", "example": None})
 
 
 class GroupSummarySchema(ma.Schema):
     """What a client that is not a member sees of a group."""
 
     id = Id()
-    name = Str()
+    name = Str(metadata={"example": "Weekend hiking"})
     cover = Str()
     super = Flag()
     member_count = ma.fields.Integer(required=True)
@@ -108,7 +110,7 @@ class PagedSchema(ma.Schema):
     start = ma.fields.Integer(required=True)
     count = ma.fields.Integer(required=True, metadata={"description": "items in this page"})
     next = ma.fields.Integer(required=True, allow_none=True, metadata={
-        "description": "?after= of the next page; null on the last page"})
+        "description": "?after= of the next page; null on the last page", "example": None})
 
 
 class GroupPageSchema(PagedSchema):
@@ -141,7 +143,7 @@ class RegisteredSchema(ma.Schema):
     """One item of POST /users: the uid, with an error when it was not registered."""
 
     uid = Id()
-    error = ma.fields.Nested(ErrorMetaSchema)
+    error = ma.fields.Nested(ErrorMetaSchema, metadata={"example": {"code": 3002, "message": "User already exists."}})
 
 
 class QueuedMessageSchema(ma.Schema):
@@ -150,27 +152,27 @@ class QueuedMessageSchema(ma.Schema):
     class Meta:
         unknown = ma.INCLUDE
 
-    id = Id()
+    id = Id(metadata={"example": 58217})
     kind = Str(validate=ma.validate.OneOf(
         ["peer", "group", "system", "notification", "group_notification", "room", "customer"]))
     appid = Id()
     sender = ma.fields.Integer(required=True, allow_none=True, validate=_id, metadata={"description": "null: system"})
     receiver = Id()
     content = Str()
-    timestamp = ma.fields.Integer(required=True, metadata={"description": "milliseconds"})
-    members = ma.fields.List(ma.fields.Integer(validate=_id))
+    timestamp = ma.fields.Integer(required=True, metadata={"description": "milliseconds", "example": 1765100000123})
+    members = ma.fields.List(ma.fields.Integer(validate=_id, metadata={"example": 1001}))
     store_id = ma.fields.Integer(validate=_id)
     seller_id = ma.fields.Integer(validate=_id)
 
 
 class OfflineCountSchema(ma.Schema):
     count = ma.fields.Integer(required=True)
-    new = Flag()
+    new = Flag(metadata={"description": "1 when count > 0", "example": 1})
 
 
 class SellerItemSchema(ma.Schema):
     seller_id = Id()
-    name = Str()
+    name = Str(metadata={"example": "Ann"})
     avatar = Str()
 
 
@@ -187,13 +189,13 @@ class SellerIdSchema(ma.Schema):
 
 
 class StoreDetailSchema(ma.Schema):
-    id = Id()
-    name = Str()
+    id = Id(metadata={"example": 3})
+    name = Str(metadata={"example": "Help desk"})
     sellers = ma.fields.List(ma.fields.Nested(SellerItemSchema), required=True)
 
 
 class StatusSchema(ma.Schema):
-    status = Str()
+    status = Str(metadata={"example": "ok"})
 
 
 class RelationItemSchema(ma.Schema):
@@ -215,8 +217,8 @@ class StoredMessageSchema(ma.Schema):
     class Meta:
         unknown = ma.INCLUDE
 
-    id = ma.fields.Integer()
-    command = ma.fields.Integer()
+    id = ma.fields.Integer(metadata={"example": 58217})
+    command = ma.fields.Integer(metadata={"description": "the router's message command (4: a peer message)"})
     content = ma.fields.String()
     timestamp = ma.fields.Integer()
 
@@ -224,3 +226,12 @@ class StoredMessageSchema(ma.Schema):
 class OnlineSchema(ma.Schema):
     uid = Id()
     online = ma.fields.Boolean(required=True)
+
+
+class MediaSchema(ma.Schema):
+    """An uploaded object: its path on this service and the absolute URL of it."""
+
+    src = Str(metadata={"description": "/images/<name>.<ext>, /audios/<name> or /files/<name>[.<ext>]",
+                        "example": "/images/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg"})
+    src_url = Str(metadata={"description": "the absolute URL of src", "example": "https://im.example.com/images/"
+                            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08.jpg"})

@@ -1,4 +1,4 @@
-"""Operator commands when MySQL or Redis is down, and create-app's refusals."""
+"""Operator commands when MySQL or Redis is down: one line naming the address, never a traceback."""
 import os
 import signal
 import socket
@@ -8,15 +8,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import TEST_CONFIG, rows
-from test_cli import credentials, invoke
+from conftest import TEST_CONFIG, wait_for
+from test_cli import invoke
 from test_concurrency import free_port
 from test_gunicorn import ROOT
 
 from app import create_app
 
 COMMANDS = [("create-app", "--name", "x"), ("list-apps",), ("disable-app", "1"), ("relay-outbox",), ("check",),
-            ("init-db",)]
+            ("init-db",), ("restore-redis",), ("take-over-redis",)]
 
 
 def assert_one_line(result, *wanted):
@@ -39,7 +39,8 @@ def test_every_command_says_in_one_line_that_mysql_is_down_where(args, closed_po
     assert_one_line(invoke(down, *args), f"MySQL at 127.0.0.1:{closed_port}", f"--port={closed_port}")
 
 
-@pytest.mark.parametrize("args", [("relay-outbox",), ("check",)], ids=lambda a: a[0])
+@pytest.mark.parametrize("args", [("relay-outbox",), ("check",), ("restore-redis",), ("take-over-redis",)],
+                         ids=lambda a: a[0])
 def test_a_command_that_needs_redis_says_in_one_line_that_it_is_down_where(app, args, closed_port, db):
     with db.cursor() as cur:  # something to relay
         cur.execute("INSERT INTO outbox (redis_key, item) VALUES ('group_event_queue', '{}')")
@@ -72,11 +73,12 @@ ARGS = {
     "check": (), "init-db": (), "create-app": ("--name", "down-test"), "list-apps": (), "show-app": ("999999",),
     "disable-app": ("999999",), "enable-app": ("999999",), "rotate-secret": ("999999",),
     "set-allowed-ips": ("999999", "10.0.0.0/8"), "create-store": ("999999", "--name", "s"),
-    "add-seller": ("999999", "--name", "s"), "relay-outbox": (),
+    "add-seller": ("999999", "--name", "s"), "relay-outbox": (), "restore-redis": (), "take-over-redis": (),
     "bridge-dead list": (), "bridge-dead redrive": ("--all",),
 }
 NEEDS_NO_BACKEND = {"bridge", "openapi", "routes", "shell", "run"}  # long-running, or no MySQL/Redis at all
-NEEDS_REDIS = {"check", "relay-outbox", "bridge-dead list", "bridge-dead redrive"}
+NEEDS_BOTH = {"check", "relay-outbox", "restore-redis", "take-over-redis"}
+NEEDS_REDIS = NEEDS_BOTH | {"bridge-dead list", "bridge-dead redrive"}
 
 
 def flask(app, env: dict, *args) -> subprocess.CompletedProcess:
@@ -113,7 +115,7 @@ def test_the_table_names_every_command(app):
 
 def test_every_command_with_mysql_down_says_so_in_one_line(app, closed_port):
     for name, done in run_all(app, {"MYSQL_PORT": str(closed_port)}).items():
-        if name in NEEDS_REDIS - {"check", "relay-outbox"}:  # the bridge's commands need Redis only
+        if name in NEEDS_REDIS - NEEDS_BOTH:  # the bridge's commands need Redis only
             assert done.returncode == 0 and "Traceback" not in done.stderr, (name, done.stderr)
             continue
         assert_one_line_error(done, f"MySQL at 127.0.0.1:{closed_port} is not reachable")
@@ -142,39 +144,29 @@ def test_the_bridge_says_in_one_line_that_its_metrics_port_is_taken(app):
     assert_one_line_error(done, f"BRIDGE_METRICS_PORT={port}", "Address already in use")
 
 
-# --- create-app refuses what would make apps ambiguous ----------------------------------------------
-
-@pytest.mark.parametrize("name", ["", "   "])
-def test_create_app_refuses_an_empty_name(app, db, name):
-    result = invoke(app, "create-app", "--name", name)
-    assert result.exit_code != 0 and "--name" in result.output, result.output
-    assert rows(db, "SELECT id FROM app") == []
-
-
-def test_create_app_refuses_a_duplicate_name_and_if_missing_finds_the_one(app, db):
-    first = credentials(invoke(app, "create-app", "--name", "shop").output)
-    again = invoke(app, "create-app", "--name", "shop")
-    assert again.exit_code != 0 and "exists" in again.output and str(first["appid"]) in again.output, again.output
-    assert credentials(invoke(app, "create-app", "--name", "shop", "--if-missing").output) == first
-    assert len(rows(db, "SELECT id FROM app")) == 1
-
-
-@pytest.mark.parametrize("store_id", ["-5", "-1", str(2**63)])
-def test_create_app_refuses_a_store_id_out_of_range(app, db, store_id):
-    result = invoke(app, "create-app", "--name", "shop", "--store-id", store_id)
-    assert result.exit_code != 0 and "--store-id" in result.output, result.output
-    assert rows(db, "SELECT id FROM app") == []
-
-
-def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port):
+def test_the_bridge_with_redis_down_stands_by_and_logs_the_outage_once(app, closed_port, tmp_path):
     env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_PORT": str(closed_port),
            "REDIS_TIMEOUT": "0.2", "IM_RPC_URL": "http://127.0.0.1:1", "BRIDGE_METRICS_PORT": "0",
            "BRIDGE_LEASE_SECONDS": "0.5"}  # it polls for the lease every 0.1 s
-    bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
-    bridge.send_signal(signal.SIGTERM)
-    _, stderr = bridge.communicate(timeout=30)
+    log = tmp_path / "bridge.log"
+    with open(log, "w") as err:
+        bridge = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: "taking the lease failing" in log.read_text(), seconds=60, what="the bridge to start")
+            time.sleep(2)  # 20 more polls of the lease, all failing
+        finally:
+            bridge.send_signal(signal.SIGTERM)
+            bridge.wait(timeout=30)
+    stderr = log.read_text()
     assert bridge.returncode == 0 and "Traceback" not in stderr, stderr
     failing = [line for line in stderr.splitlines() if "taking the lease" in line]
     assert len(failing) == 1 and f"127.0.0.1:{closed_port}" in failing[0], stderr
+
+
+@pytest.mark.parametrize("argv", [("-m", "flask", "--app", "app", "list-apps"), ("serve.py",)], ids=["flask", "serve"])
+def test_an_unreachable_redis_cluster_at_start_is_one_line(app, closed_port, argv):
+    env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"], "REDIS_TIMEOUT": "0.5",
+           "REDIS_CLUSTER_NODES": f"127.0.0.1:{closed_port}"}  # the cluster client connects when it is made
+    done = subprocess.run([sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(done, f"Redis Cluster at 127.0.0.1:{closed_port} is not reachable", "REDIS_CLUSTER_NODES")
