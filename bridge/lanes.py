@@ -34,10 +34,11 @@ LANES = {
 
 
 class Lanes:
-    """Runs deliver(entry) for entries added under a key, one at a time per key, in order."""
+    """Runs deliver(run) for entries added under a key, in order, one run at a time per key: a run
+    is the lane's next entry, or up to `batch` of them when they wait together."""
 
-    def __init__(self, deliver: Callable[[object], Awaitable[None]]):
-        self._deliver = deliver
+    def __init__(self, deliver: Callable[[list], Awaitable[None]], batch: int = 1):
+        self._deliver, self.batch = deliver, batch
         self._waiting: dict[Hashable, deque] = {}
         self._tasks: set[asyncio.Task] = set()
         self.closing = False  # set: each lane finishes the entry it is on, and starts no other
@@ -57,8 +58,10 @@ class Lanes:
         waiting = self._waiting[key]
         try:
             while waiting and not self.closing:
-                await self._deliver(waiting[0])
-                waiting.popleft()
+                run = [waiting[i] for i in range(min(self.batch, len(waiting)))]
+                await self._deliver(run)
+                for _ in run:
+                    waiting.popleft()
         finally:
             del self._waiting[key]
 

@@ -3,21 +3,30 @@ from models import keys
 
 from .router_rpc import Malformed
 
-# XADD the event and SET the chain position in one atomic step, unless the chain is already
-# at or past this action_id: an event the router has been given is never written twice.
-# Returns 1 written, 0 skipped (a repeat), 2 written over a malformed chain value.
-# KEYS: stream, actions key. ARGV: maxlen, action_id, previous_action_id, field, value, ...
-APPEND_EVENT = """
-local written = 1
-local current = redis.call('GET', KEYS[2])
-if current then
-  local last = string.match(current, '^%-?%d+:(%-?%d+)$')
-  if last == nil then written = 2
-  elseif tonumber(ARGV[2]) <= tonumber(last) then return 0 end
+# For each event in turn, XADD it and SET the chain position, unless the chain is already at or
+# past its action_id: an event the router has been given is never written twice. One atomic step
+# for a run of events. Per event: 1 written, 0 skipped (a repeat), 2 written over a malformed
+# chain value. KEYS: stream, actions key. ARGV: maxlen, then per event: action_id,
+# previous_action_id, the number of field/value strings, those strings.
+APPEND_EVENTS = """
+local results, i = {}, 2
+while i <= #ARGV do
+  local action, previous, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local written = 1
+  local current = redis.call('GET', KEYS[2])
+  if current then
+    local last = string.match(current, '^%-?%d+:(%-?%d+)$')
+    if last == nil then written = 2
+    elseif tonumber(action) <= tonumber(last) then written = 0 end
+  end
+  if written ~= 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i + 3, i + 2 + n))
+    redis.call('SET', KEYS[2], previous .. ':' .. action)
+  end
+  results[#results + 1] = written
+  i = i + 3 + n
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
-redis.call('SET', KEYS[2], ARGV[3] .. ':' .. ARGV[2])
-return written
+return results
 """
 
 GROUP_FIELDS = ("group_id", "member_id", "super", "mute")
@@ -48,10 +57,29 @@ def stream_entry(item: dict, names: set, fields: tuple) -> list[str]:
     return entry
 
 
-def append_args(item: dict, names: set, fields: tuple) -> list:
-    """ARGV of APPEND_EVENT for an event."""
-    return [keys.STREAM_MAXLEN, _int(item, "action_id"), _int(item, "previous_action_id"),
-            *stream_entry(item, names, fields)]
+# The queue roles whose events go to a stream: (stream, chain position key, event names, fields).
+STREAMS = {"group_events": (keys.GROUP_STREAM, keys.GROUPS_ACTIONS, GROUP_EVENTS, GROUP_FIELDS),
+           "relationship_events": (keys.RELATIONSHIP_STREAM, keys.FRIENDS_ACTIONS, RELATIONSHIP_EVENTS,
+                                   RELATIONSHIP_FIELDS)}
+
+
+def event_args(item: dict, role: str) -> list:
+    """An event's part of APPEND_EVENTS's ARGV; Malformed if it cannot go to the stream."""
+    if not isinstance(item, dict):
+        raise Malformed("not a JSON object")
+    _, _, names, fields = STREAMS[role]
+    entry = stream_entry(item, names, fields)
+    return [_int(item, "action_id"), _int(item, "previous_action_id"), len(entry), *entry]
+
+
+def appendable(item, role: str) -> bool:
+    """Whether an event can go to its stream with others in one step (else it goes alone, and a
+    malformed one is dead-lettered)."""
+    try:
+        event_args(item, role)
+    except Malformed:
+        return False
+    return True
 
 
 def forbidden_message(item: dict) -> str:

@@ -33,12 +33,13 @@ from .settings import Settings
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 5.0
 TAKE_BATCH = 200  # items moved per round trip while the queue is full
 BLOCK_SECONDS = 1  # a blocking take returns this often, to see a stop or a lost lease
+EVENT_RUN = 100  # stream events written in one step, at most, when they wait together in their lane
 ENDING_SECONDS = 6.0  # for the loops of a term to see it end: one Redis call's timeout (5 s) and a little
 
-# Move up to ARGV[1] items from the queue's pop end onto the processing list and count them, in
-# one step. KEYS: queue, processing list,
-# its take counter, then for the message queue each event queue and its take counter, whose
-# horizons (taken so far + waiting) it returns: {{counter, horizon, ...}, {item, ...}} (bridge/order.py).
+# Move up to ARGV[1] items from the queue's pop end onto the processing list and count them, in one
+# step. KEYS: queue, processing list, its take counter; for the message queue also each event queue
+# and its take counter, whose horizons (taken so far + waiting) it reads in the same step (bridge/order.py).
+# Returns {{counter, horizon, ...}, {item, ...}}.
 TAKE = """
 local taken = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -109,7 +110,7 @@ class QueueDrain:
         self.r, self.metrics = bridge.r, bridge.metrics
         self.processing = keys.processing(name)
         self.lane_of = LANES[role]
-        self.lanes = Lanes(self.deliver)
+        self.lanes = Lanes(self.deliver_run, EVENT_RUN if role in streams.STREAMS else 1)
         self.horizon = order.Horizon(bridge.settings.apply_seconds) if role in order.EVENT_ROLES else None
         # KEYS of a take: the queue, its processing list and counter; the message queue's, the event queues' too
         self.take_keys = [name, self.processing, keys.taken(name)]
@@ -169,8 +170,18 @@ class QueueDrain:
         self.lanes.add(self.lane_of(item) if item else ("malformed", self.seq), taken)
         return taken
 
-    async def deliver(self, taken: Taken) -> None:
-        """Deliver one item until the router takes it or refuses it for good; never drop it.
+    async def deliver_run(self, run: list[Taken]) -> None:
+        """A lane's next items: stream events that all can go in one step, as one; else one at a time."""
+        if len(run) > 1 and all(streams.appendable(taken.item, self.role) for taken in run):
+            return await self.deliver(run[0], run)
+        for taken in run:
+            if self.lanes.closing:
+                return  # the rest stay in the processing list
+            await self.deliver(taken)
+
+    async def deliver(self, taken: Taken, run: list[Taken] | None = None) -> None:
+        """Deliver one item (or a run of well-formed stream events it begins) until the router takes
+        it or refuses it for good; never drop it.
 
         The item keeps its slot while it waits to retry: a router that is down then sees at
         most BRIDGE_CONCURRENCY items retrying, however many conversations are waiting. Once
@@ -183,8 +194,13 @@ class QueueDrain:
                 try:
                     if taken.item is None:
                         raise Malformed("not a JSON object")
-                    await self.bridge.deliver(self, taken.item)
-                    return self.acknowledge(taken)
+                    if run:
+                        await self.bridge.append_events(self, [t.item for t in run])
+                    else:
+                        await self.bridge.deliver(self, taken.item)
+                    for done in run or [taken]:
+                        self.acknowledge(done)
+                    return
                 except Malformed as exc:
                     return await self.bury(taken, 0, f"malformed: {exc}")
                 except Refused as exc:
@@ -433,12 +449,8 @@ class Bridge:
         """Give one item to the router, the way its queue's kind of item goes (SPEC 7)."""
         if drain.role == "messages":
             await self.rpc.post(call_for(item))
-        elif drain.role == "group_events":
-            await self.append_event(drain, item, keys.GROUP_STREAM, keys.GROUPS_ACTIONS,
-                                    streams.GROUP_EVENTS, streams.GROUP_FIELDS)
-        elif drain.role == "relationship_events":
-            await self.append_event(drain, item, keys.RELATIONSHIP_STREAM, keys.FRIENDS_ACTIONS,
-                                    streams.RELATIONSHIP_EVENTS, streams.RELATIONSHIP_FIELDS)
+        elif drain.role in streams.STREAMS:
+            await self.append_events(drain, [item])
         elif item.get("name") == "user_forbidden":
             await self.r.publish(keys.SPEAK_FORBIDDEN, streams.forbidden_message(item))
         elif item.get("name") == "user_token_revoked":
@@ -448,14 +460,17 @@ class Bridge:
         else:
             raise Malformed(f"unknown user event {item.get('name')!r}")
 
-    async def append_event(self, drain: QueueDrain, item: dict, stream: str, actions: str, names, fields) -> None:
-        args = streams.append_args(item, names, fields)
-        written = await self.r.eval(streams.APPEND_EVENT, 2, stream, actions, *args)
-        if written == 0:
-            drain.metrics.skipped.labels(drain.name).inc()
-            logs.info("event already in the stream, skipped", queue=drain.name, id=item.get("action_id"))
-        elif written == 2:
-            logs.warning("replaced a malformed chain position", key=actions, id=item.get("action_id"))
+    async def append_events(self, drain: QueueDrain, items: list[dict]) -> None:
+        """Write events to their stream in one step, in order (Malformed if one cannot go)."""
+        stream, actions, _, _ = streams.STREAMS[drain.role]
+        args = [keys.STREAM_MAXLEN] + [arg for item in items for arg in streams.event_args(item, drain.role)]
+        results = await self.r.eval(streams.APPEND_EVENTS, 2, stream, actions, *args)
+        for item, written in zip(items, results, strict=True):
+            if written == 0:
+                drain.metrics.skipped.labels(drain.name).inc()
+                logs.info("event already in the stream, skipped", queue=drain.name, id=item.get("action_id"))
+            elif written == 2:
+                logs.warning("replaced a malformed chain position", key=actions, id=item.get("action_id"))
 
     async def close(self, server) -> None:
         if server is not None:

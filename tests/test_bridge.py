@@ -160,6 +160,25 @@ def test_an_action_id_is_never_written_to_the_stream_twice(r, router, bridges, r
         reader.close()
 
 
+def test_events_waiting_together_are_written_as_one_by_one_would_and_a_malformed_one_alone(r, router, bridges):
+    """Up to 100 events that wait together in their lane go to the stream in one script: the same
+    entries, in the same order, with the same skips, as one at a time; a malformed one is dead-lettered."""
+    events = [group_event(n, member_id=n) for n in range(1, 251)]
+    events[100] = {**events[100], "name": "group_bogus"}  # action_id 101
+    push(r, "group_event_queue", *events, events[7])  # and a repeat of 8, after 250
+    bridge = bridges().wait_active()
+    wait_for(lambda: drained(r, "group_event_queue"), what="the events")
+    entries = [fields for _, fields in r.xrange("group_manager_stream")]
+    assert [e["action_id"] for e in entries] == [str(n) for n in range(1, 251) if n != 101]
+    assert entries[0] == {"action_id": "1", "previous_action_id": "0", "name": "group_member_add", "app_id": "1",
+                          "group_id": "5", "member_id": "1", "super": "0", "mute": "0"}
+    assert all(e["member_id"] == e["action_id"] for e in entries)
+    assert r.get("groups_actions") == "249:250"
+    letters = [json.loads(x) for x in r.lrange("{group_event_queue}:dead", 0, -1)]
+    assert [(x["id"], x["reason"]) for x in letters] == [("101", "malformed: unknown event 'group_bogus'")]
+    wait_for(lambda: bridge.metric("bridge_skipped_total", "group_event_queue") == 1, what="the repeat skipped")
+
+
 def test_a_gap_in_the_chain_reaches_the_router_as_a_gap_and_it_reloads_from_mysql(
         api, demo, r, router, bridges, redis_kwargs, app):
     gid = assert_ok(*api.post("/groups", {"master": 1, "name": "g", "members": [1]}))["group_id"]

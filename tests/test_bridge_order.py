@@ -164,3 +164,18 @@ def test_the_next_message_after_a_ban_is_lifted_is_delivered(api, demo, r, im, b
     print(f"figure: {len(lost)} of {len(users)} first messages after a lifted ban refused")
     assert lost == []
 
+
+
+def test_messages_of_groups_waiting_for_their_events_still_go_concurrently(app, api, demo, r, im, tmp_path):
+    im.delay(0.2, when=lambda q: q.path == "/post_group_message")
+    gids = make_groups(api, 100)  # queued before the bridge starts: all fresh at once
+    for gid, n in zip(gids, range(100)):
+        assert_ok(*api.post("/messages/groups", {"sender": members_of(n)[0], "receiver": gid, "content": f"m {gid}"}))
+    with starter(app, im.url, tmp_path) as start:
+        start().wait_active()
+        wait_for(lambda: len(im.taken("/post_group_message")) == 100, 60, "the 100 messages")
+        settled(r, im)
+    print(f"figure: {im.max_in_flight} group messages in flight at once")
+    assert im.max_in_flight >= 10  # 100 RPCs of 0.2 s each, released as their events are written: they overlap
+    expected = {uid: [f"m {gid}"] for gid, n in zip(gids, range(100)) for uid in members_of(n)}
+    assert missing(im, demo["id"], expected) == {}
