@@ -6,7 +6,7 @@ from redis.cluster import RedisCluster
 from . import keys
 from .db import defer
 from .queue import user_event
-from .redis_io import dumps, run_script
+from .redis_io import dumps, in_order, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
@@ -117,42 +117,28 @@ def _grant_in_steps(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
 
 def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
     """The user's name in its hash and in its token's hash (user_name), where the router reads them."""
-    if isinstance(r, RedisCluster):  # the user hash last: while it holds the old name, a grant redoes both
-        r.hset(keys.token(token), "user_name", name)
-        r.hset(keys.user(appid, uid), "name", name)
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(keys.user(appid, uid), "name", name)
-    pipe.hset(keys.token(token), "user_name", name)
-    pipe.execute()
+    steps = in_order(r)
+    steps.hset(keys.token(token), "user_name", name)
+    steps.hset(keys.user(appid, uid), "name", name)  # last: while it holds the old name, a grant redoes both
+    steps.execute()
 
 
 def adopt_token(r, appid: int, uid: int, candidate: str, recorded: str) -> None:
     """Make the recorded token the user's again in place of the one just made (Redis had lost it)."""
-    user_key = keys.user(appid, uid)
-    token_hash = {"user_id": uid, "app_id": appid, "user_name": ""}  # save_name names it next
-    if isinstance(r, RedisCluster):  # the token's hash before the user hash names it
-        r.hset(keys.token(recorded), mapping=token_hash)
-        run_script(r, CLAIM_TOKEN, [user_key], [candidate, recorded])
-        r.delete(keys.token(candidate))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(keys.token(recorded), mapping=token_hash)
-    pipe.hset(user_key, "access_token", recorded)
-    pipe.delete(keys.token(candidate))
-    pipe.execute()
+    steps = in_order(r)
+    # The token's hash before the user hash names it; save_name names the token next.
+    steps.hset(keys.token(recorded), mapping={"user_id": uid, "app_id": appid, "user_name": ""})
+    steps.eval(CLAIM_TOKEN, 1, keys.user(appid, uid), candidate, recorded)
+    steps.delete(keys.token(candidate))
+    steps.execute()
 
 
 def forget_token(r, appid: int, uid: int, token: str) -> None:
     """Undo a token made moments ago that was never handed out."""
-    if isinstance(r, RedisCluster):  # the user hash first: then no grant hands the token out
-        run_script(r, DROP_TOKEN, [keys.user(appid, uid)], [token])
-        r.delete(keys.token(token))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.token(token))
-    pipe.hdel(keys.user(appid, uid), "access_token")
-    pipe.execute()
+    steps = in_order(r)
+    steps.eval(DROP_TOKEN, 1, keys.user(appid, uid), token)  # first: then no grant hands the token out
+    steps.delete(keys.token(token))
+    steps.execute()
 
 
 def revoke_token(r, user_event_queue: str, appid: int, uid: int) -> bool:
@@ -247,44 +233,20 @@ def resolve_token(r, token: str) -> tuple[int, int, str] | None:
 
 
 def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """Write name / do_not_disturb / mute / notification_on / forbidden in one MULTI; queue user_forbidden."""
-    if isinstance(r, RedisCluster):
-        return _save_settings_in_steps(r, user_event_queue, appid, uid, settings)
+    """Write name / do_not_disturb / mute / notification_on / forbidden; queue user_forbidden.
+
+    In order: the token hash and the quiet-peers set, then every user hash field at once (what
+    GET /users answers from), then the event (the router, told, reads a hash that already holds
+    the change). Each step repeats harmlessly on a retry."""
     key = keys.user(appid, uid)
     token = r.hget(key, "access_token") if "name" in settings else None
-    pipe = r.pipeline(transaction=True)
-    if "name" in settings:
-        pipe.hset(key, "name", settings["name"])
-        if token:  # the token's user_name too, as a grant with a new name would
-            pipe.hset(keys.token(token), "user_name", settings["name"])
-    if "do_not_disturb" in settings:
-        peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        pipe.hset(key, keys.peer_quiet_field(peer), flag(on))
-        if on:
-            pipe.sadd(keys.quiet_peers(appid, uid), peer)
-        else:
-            pipe.srem(keys.quiet_peers(appid, uid), peer)
-    for name in ("mute", "notification_on"):
-        if name in settings:
-            pipe.hset(key, name, flag(settings[name]))
-    if "forbidden" in settings:
-        forbidden = int(settings["forbidden"])
-        pipe.hset(key, "forbidden", forbidden)
-        pipe.lpush(user_event_queue, dumps(user_event("user_forbidden", appid, uid, forbidden=forbidden)))
-    pipe.execute()
-
-
-def _save_settings_in_steps(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """save_settings for a cluster: the token hash and the quiet-peers set first, then every user
-    hash field in one MULTI (what GET /users answers from), then the event (the router, told,
-    reads a hash that already holds the change). Each step repeats harmlessly on a retry."""
-    key = keys.user(appid, uid)
-    if "name" in settings and (token := r.hget(key, "access_token")):
-        r.hset(keys.token(token), "user_name", settings["name"])
+    steps = in_order(r)
+    if token:  # the token's user_name too, as a grant with a new name would
+        steps.hset(keys.token(token), "user_name", settings["name"])
     fields = {"name": settings["name"]} if "name" in settings else {}
     if "do_not_disturb" in settings:
         peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        (r.sadd if on else r.srem)(keys.quiet_peers(appid, uid), peer)
+        (steps.sadd if on else steps.srem)(keys.quiet_peers(appid, uid), peer)
         fields[keys.peer_quiet_field(peer)] = flag(on)
     for name in ("mute", "notification_on"):
         if name in settings:
@@ -292,26 +254,19 @@ def _save_settings_in_steps(r, user_event_queue: str, appid: int, uid: int, sett
     if "forbidden" in settings:
         fields["forbidden"] = int(settings["forbidden"])
     if fields:
-        r.hset(key, mapping=fields)
+        steps.hset(key, mapping=fields)
     if "forbidden" in settings:
         event = user_event("user_forbidden", appid, uid, forbidden=int(settings["forbidden"]))
-        r.lpush(user_event_queue, dumps(event))
+        steps.lpush(user_event_queue, dumps(event))
+    steps.execute()
 
 
 def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
     """The member's do-not-disturb flag for one group (the seeds' "quiet")."""
-    key = keys.user(appid, uid)
-    if isinstance(r, RedisCluster):  # the set, then the field GET /groups?fields=quiet answers from
-        (r.sadd if quiet else r.srem)(keys.quiet_groups(appid, uid), gid)
-        r.hset(key, keys.group_quiet_field(gid), flag(quiet))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(key, keys.group_quiet_field(gid), flag(quiet))
-    if quiet:
-        pipe.sadd(keys.quiet_groups(appid, uid), gid)
-    else:
-        pipe.srem(keys.quiet_groups(appid, uid), gid)
-    pipe.execute()
+    steps = in_order(r)
+    (steps.sadd if quiet else steps.srem)(keys.quiet_groups(appid, uid), gid)
+    steps.hset(keys.user(appid, uid), keys.group_quiet_field(gid), flag(quiet))  # what GET /groups?fields=quiet reads
+    steps.execute()
 
 
 def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
