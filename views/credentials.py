@@ -28,7 +28,7 @@ from models.errors import (
     RateLimited,
     UnknownApp,
 )
-from models.user import resolve_token
+from models.token import resolve_token
 
 from .fields import parse_id, setting
 

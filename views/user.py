@@ -8,6 +8,7 @@ from models import group as groups
 from models import record as records
 from models import relationship as relationships
 from models import router
+from models import token as tokens
 from models import user as users
 from models.db import get_db, get_redis, get_replica_db, transaction
 from models.errors import BatchTooLarge, InvalidField, RouterNotConfigured, RouterUnavailable, UserExists, UserNotFound
@@ -146,7 +147,7 @@ class User(MethodView):
             existed = records.forget_user(cur, appid, uid) or existed
             groups.leave_all_groups(cur, changes, appid, uid)
             relationships.forget_user(cur, changes.relationship_events, appid, uid)
-        revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
+        revoked = tokens.revoke_token(get_redis(), queues().user_events, appid, uid)
         if not (existed or revoked or changes):
             raise UserNotFound()
         users.forget_user(get_redis(), appid, uid)
