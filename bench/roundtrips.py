@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/roundtrips.py [--requests 200]
 Uses bench.py's database gobelieve_bench and Redis DB 9, which it empties. Counts what PyMySQL
-sends (round trips, and the statements in them: several go in one packet, models/db.py) and the
+sends (round trips, and the statements in them: several go in one packet, models/connection.py) and the
 command batches redis-py sends, per request, after a warm-up; docs/PERFORMANCE.md holds a run.
 """
 import argparse

@@ -9,7 +9,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import keys
-from .db import lock_wait
+from .connection import lock_wait
 from .errors import QueueFull
 from .redis_io import dumps, run_script
 

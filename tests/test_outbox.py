@@ -9,7 +9,8 @@ from redis.exceptions import RedisClusterException
 
 from app import create_app
 from models import outbox
-from models.db import get_db, mysql_connect_args
+from models.connection import mysql_connect_args
+from models.db import get_db
 from models.group_change import group_change
 from models.queue import Turns, group_event, message
 

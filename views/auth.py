@@ -6,7 +6,8 @@ from flask.views import MethodView
 from models import record as records
 from models import token as tokens
 from models import user as users
-from models.db import get_redis, transaction
+from models.db import transaction
+from models.redis_client import get_redis
 
 from . import schemas
 from .common import Blueprint, ok, queues

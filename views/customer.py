@@ -9,7 +9,7 @@ from flask.views import MethodView
 
 from models import customer as customers
 from models import tenant as tenants
-from models.db import get_db, get_redis, transaction
+from models.db import get_db, transaction
 from models.errors import (
     AppDisabled,
     BadSecret,
@@ -22,6 +22,7 @@ from models.errors import (
     Unavailable,
 )
 from models.ratelimit import retry_after
+from models.redis_client import get_redis
 
 from . import schemas
 from .auth import issue_token

@@ -5,7 +5,7 @@ from flask.views import MethodView
 from models import customer as customers
 from models import group as groups
 from models import queue, router
-from models.db import get_db, get_redis
+from models.db import get_db
 from models.errors import (
     BatchTooLarge,
     GroupNotFound,
@@ -15,6 +15,7 @@ from models.errors import (
     StoreNotFound,
     UserNotFound,
 )
+from models.redis_client import get_redis
 from models.redis_io import dumps
 from models.user import unread
 

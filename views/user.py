@@ -10,8 +10,10 @@ from models import relationship as relationships
 from models import router
 from models import token as tokens
 from models import user as users
-from models.db import get_db, get_redis, get_replica_db, transaction
+from models.db import get_db, transaction
 from models.errors import BatchTooLarge, InvalidField, RouterNotConfigured, RouterUnavailable, UserExists, UserNotFound
+from models.redis_client import get_redis
+from models.replicas import get_replica_db
 
 from . import schemas
 from .common import Blueprint, group_change, ok, page, queues
