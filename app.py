@@ -96,7 +96,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
-    app.extensions["auth_holds"] = Holds()  # failed authentications (views/credentials.py)
+    app.extensions["auth_holds"] = Holds()  # failed authentications (views/authentication.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)

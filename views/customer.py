@@ -25,11 +25,11 @@ from models.ratelimit import retry_after
 from models.redis_client import get_redis
 
 from . import schemas
-from .auth import issue_token
+from .authentication import caller, client_address, requires
 from .common import Blueprint, ok
-from .credentials import caller, client_address, requires
 from .docs import responds
 from .fields import Id, Schema, Text, parse_id, setting
+from .tokens import issue_token
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
 

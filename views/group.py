@@ -27,8 +27,8 @@ from models.replicas import get_replica_db
 from models.user import group_quiet, set_group_quiet
 
 from . import schemas
+from .authentication import Caller, caller, requires
 from .common import Blueprint, group_change, idempotency_scope, ok, page
-from .credentials import Caller, caller, requires
 from .docs import UID, listed, one_of, responds
 from .fields import (
     Id,

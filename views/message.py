@@ -20,8 +20,8 @@ from models.redis_io import dumps
 from models.user import unread
 
 from . import schemas
+from .authentication import Caller, caller, requires
 from .common import Blueprint, idempotency_scope, ok, queues
-from .credentials import Caller, caller, requires
 from .docs import listed, one_of, responds
 from .fields import SLOW, Id, List, Schema, Text, Uid, setting
 

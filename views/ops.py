@@ -22,8 +22,8 @@ from models.redis_client import get_redis
 from outage import backend
 
 from . import schemas
+from .authentication import client_address
 from .common import Blueprint, ok
-from .credentials import client_address
 from .docs import responds
 from .fields import setting
 

@@ -16,8 +16,8 @@ from models.redis_client import get_redis
 from models.replicas import get_replica_db
 
 from . import schemas
+from .authentication import caller, requires
 from .common import Blueprint, group_change, ok, page, queues
-from .credentials import caller, requires
 from .docs import listed, one_of, responds
 from .fields import ID_TEXT, Integer, List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 

@@ -10,8 +10,8 @@ from models.db import transaction
 from models.redis_client import get_redis
 
 from . import schemas
+from .authentication import caller, requires
 from .common import Blueprint, ok, queues
-from .credentials import caller, requires
 from .docs import responds
 from .fields import Id, Schema, Text, Uid
 
