@@ -1,4 +1,5 @@
-"""How the service writes to Redis: JSON text of queue items, and Lua scripts run by their SHA."""
+"""How the service writes to Redis: JSON text of queue items, Lua scripts run by their SHA, and
+writes to several keys in an order safe to cut short (in_order)."""
 import hashlib
 import json
 
@@ -24,7 +25,6 @@ def run_script(r, text: str, keys: list, args: list):
         return r.evalsha(sha(text), len(keys), *keys, *args)
     except NoScriptError:
         return r.eval(text, len(keys), *keys, *args)
-
 
 
 class _OneByOne:
