@@ -44,7 +44,7 @@ class UidConverter(IdConverter):
 
 
 class App(Flask):
-    """Flask, with two things every request pays for done more cheaply."""
+    """Flask, with two things every request pays for done more cheaply, served at / and at /v2."""
 
     def ensure_sync(self, func):
         # No view here is async: Flask would inspect each layer of every call to find out.

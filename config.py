@@ -263,8 +263,12 @@ class Config:
     BRIDGE_RPC_TIMEOUT = Setting(number(0.001), 5)
     BRIDGE_LEASE_SECONDS = Setting(number(0.1), 5)
     BRIDGE_METRICS_PORT = Setting(integer(0, 65535), 9108)  # metrics and /healthz; 0: off
+    # Where they listen: loopback unless told (0.0.0.0: every interface); /metrics obeys METRICS_ALLOWED
+    # and METRICS_TOKEN there as the API's does.
+    BRIDGE_METRICS_HOST = Setting(text, "127.0.0.1")
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
     BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
+    BRIDGE_APPLY_SECONDS = Setting(number(0), 0.25)  # a router's time to apply an event before what follows it
 
     # Media (views/media.py): a directory (default: media/ beside the app) or s3://bucket[/prefix];
     # MEDIA_S3_ENDPOINT_URL for S3-compatible stores other than AWS (credentials: boto3's usual

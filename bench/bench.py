@@ -37,6 +37,16 @@ LUA = {
     "grant": 'wrk.method = "POST"\nrequest = function()\n'
              '  return wrk.format(nil, nil, nil,'
              ' string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000)))\nend',
+    # Almost every uid new: the user row and its token (and its record) are written.
+    "grant_new": 'wrk.method = "POST"\nrequest = function()\n'
+                 '  return wrk.format(nil, nil, nil,'
+                 ' string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000000000)))\nend',
+    "settings": 'wrk.method = "POST"\nrequest = function()\n'
+                '  return wrk.format(nil, string.format("/users/%d", math.random(1, 1000)), nil,'
+                ' string.format(\'{"name": "user %d", "mute": true}\', math.random(1, 1000)))\nend',
+    "bind": 'wrk.method = "POST"\nrequest = function()\n'
+            '  return wrk.format(nil, string.format("/users/%d/bind", math.random(1, 1000)), nil,'
+            ' string.format(\'{"apns_device_token": "%032x"}\', math.random(1, 2000000000)))\nend',
     "create": 'wrk.method = "POST"\nrequest = function()\n'
               '  return wrk.format(nil, nil, nil, \'{"master": 1, "name": "bench", "members": [1, 2, 3]}\')\nend',
     "add": 'wrk.method = "POST"\nrequest = function()\n'
@@ -191,6 +201,9 @@ def main():
     runs = [("floor: POST /messages/peers", "bench.floor:app", "/messages/peers", "peers"),
             ("POST /messages/peers", "app:app", "/messages/peers", "peers"),
             ("POST /auth/grant", "app:app", "/auth/grant", "grant"),
+            ("POST /auth/grant (new user)", "app:app", "/auth/grant", "grant_new"),
+            ("POST /users/{uid} (settings)", "app:app", "/users/1", "settings"),
+            ("POST /users/{uid}/bind", "app:app", "/users/1/bind", "bind"),
             ("POST /groups", "app:app", "/groups", "create"),
             ("POST /groups/{gid}/members", "app:app", f"/groups/{gid}/members", "add"),
             ("GET /groups/{gid}", "app:app", f"/groups/{small_gid}", "get"),  # the group has 3 members

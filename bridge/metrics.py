@@ -1,5 +1,8 @@
 """Prometheus metrics and /healthz on a port of the bridge's own, served from one small thread."""
+import hmac
+import ipaddress
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,8 +51,35 @@ class Health:
                                       "redis": self.redis_ok, "loop": alive}
 
 
-def serve(port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz on `port` (all interfaces, as a scraper expects), in a daemon thread."""
+class Server(ThreadingHTTPServer):
+    """Listens on an IPv6 address too (BRIDGE_METRICS_HOST=::1)."""
+
+    def __init__(self, address, handler):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+
+def allowed(client: str, authorization: str, networks, token: str | None) -> bool:
+    """Whether a client may read /metrics, by the API's rule (views/ops.py): its address is in
+    METRICS_ALLOWED, or it sends "Authorization: Bearer <METRICS_TOKEN>"."""
+    if token is not None:
+        kind, _, sent = authorization.partition(" ")
+        if kind.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode()):
+            return True
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def serve(settings, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics (to the clients METRICS_ALLOWED / METRICS_TOKEN let in) and /healthz on
+    BRIDGE_METRICS_HOST:BRIDGE_METRICS_PORT, in a daemon thread."""
+    host, port = settings.metrics_host, settings.metrics_port
+    networks, token = settings.metrics_allowed, settings.metrics_token
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -57,7 +87,11 @@ def serve(port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
                 status, body = health.report()
                 self._answer(status, "application/json", json.dumps(body).encode())
             elif self.path.split("?")[0] == "/metrics":
-                self._answer(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+                if allowed(self.client_address[0], self.headers.get("Authorization", ""), networks, token):
+                    self._answer(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+                else:
+                    self._answer(403, "text/plain", b"/metrics is not open to this client "
+                                                    b"(METRICS_ALLOWED, METRICS_TOKEN)\n")
             else:
                 self._answer(404, "text/plain", b"not found\n")
 
@@ -72,9 +106,9 @@ def serve(port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
             pass
 
     try:
-        server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+        server = Server((host, port), Handler)
     except OSError as exc:  # the port is taken, or not ours to bind: stop with one line naming the setting
-        raise SettingError(f"BRIDGE_METRICS_PORT={port}: cannot listen there ({exc.strerror or exc}); "
+        raise SettingError(f"BRIDGE_METRICS_PORT={port}: cannot listen there on {host} ({exc.strerror or exc}); "
                            "free the port, or set another one (0: no metrics port)") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="bridge-metrics", daemon=True).start()

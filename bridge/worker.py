@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from models import keys
 from outage import Outage
 
-from . import deadletter, logs, streams
+from . import deadletter, logs, order, streams
 from .lanes import LANES, Lanes
 from .lease import Lease
 from .metrics import Health, Metrics, serve
@@ -35,7 +35,10 @@ TAKE_BATCH = 200  # items moved per round trip while the queue is full
 BLOCK_SECONDS = 1  # a blocking take returns this often, to see a stop or a lost lease
 ENDING_SECONDS = 6.0  # for the loops of a term to see it end: one Redis call's timeout (5 s) and a little
 
-# Move up to ARGV[1] items from the queue's pop end onto the processing list, in one step.
+# Move up to ARGV[1] items from the queue's pop end onto the processing list and count them, in
+# one step. KEYS: queue, processing list,
+# its take counter, then for the message queue each event queue and its take counter, whose
+# horizons (taken so far + waiting) it returns: {{counter, horizon, ...}, {item, ...}} (bridge/order.py).
 TAKE = """
 local taken = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -43,7 +46,11 @@ for i = 1, tonumber(ARGV[1]) do
   if not item then break end
   taken[i] = item
 end
-return taken
+local counts = {redis.call('INCRBY', KEYS[3], #taken)}
+for i = 4, #KEYS, 2 do
+  counts[#counts + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0') + redis.call('LLEN', KEYS[i])
+end
+return {counts, taken}
 """
 # Put the processing list back on the queue's pop end, oldest nearest to it, in one step.
 REDRIVE = """
@@ -85,12 +92,13 @@ def backoff(attempt: int) -> float:
 
 
 class Taken:
-    """One item between take and acknowledgement."""
+    """One item between take and acknowledgement: for an event, its place in its queue's takes; for
+    a message, the event queues' horizons when it was taken."""
 
-    __slots__ = ("item", "raw", "seq")
+    __slots__ = ("horizons", "item", "place", "raw", "seq")
 
-    def __init__(self, raw: bytes, item: dict | None, seq: int):
-        self.raw, self.item, self.seq = raw, item, seq
+    def __init__(self, raw: bytes, item: dict | None, seq: int, place: int, horizons: dict):
+        self.raw, self.item, self.seq, self.place, self.horizons = raw, item, seq, place, horizons
 
 
 class QueueDrain:
@@ -102,6 +110,12 @@ class QueueDrain:
         self.processing = keys.processing(name)
         self.lane_of = LANES[role]
         self.lanes = Lanes(self.deliver)
+        self.horizon = order.Horizon(bridge.settings.apply_seconds) if role in order.EVENT_ROLES else None
+        # KEYS of a take: the queue, its processing list and counter; the message queue's, the event queues' too
+        self.take_keys = [name, self.processing, keys.taken(name)]
+        if role == "messages":
+            for event_role in order.EVENT_ROLES:
+                self.take_keys += [bridge.settings.queues[event_role], keys.taken(bridge.settings.queues[event_role])]
         self.outstanding: OrderedDict[int, int] = OrderedDict()  # seq -> item timestamp (ms), take order
         self.acks: list[bytes] = []
         self.ack_ready, self.room = asyncio.Event(), asyncio.Event()
@@ -123,20 +137,24 @@ class QueueDrain:
                 await wait_until(BLOCK_SECONDS, self.room, self.bridge.stop, self.bridge.lost)
                 continue
             try:
-                raws = await self.r.eval(TAKE, 2, self.name, self.processing, min(TAKE_BATCH, room))
+                counts, raws = await self.r.eval(TAKE, len(self.take_keys), *self.take_keys, min(TAKE_BATCH, room))
                 if not raws:
-                    raw = await self.r.blmove(self.name, self.processing, BLOCK_SECONDS, "RIGHT", "LEFT")
-                    raws = [raw] if raw is not None else []
+                    # Wait for an item without taking it (a move from the tail to the tail): every
+                    # take is the counted one above, so a message's horizons miss no event.
+                    await self.r.blmove(self.name, self.name, BLOCK_SECONDS, "RIGHT", "RIGHT")
+                    continue
                 attempt = 0
             except (RedisError, OSError) as exc:
                 attempt += 1
                 logs.warning("taking failed", queue=self.name, error=str(exc), attempt=attempt)
                 await wait_until(backoff(attempt), self.bridge.stop, self.bridge.lost)
                 continue
-            for raw in raws:
-                self.dispatch(raw)
+            horizons = dict(zip(order.EVENT_ROLES, counts[1:], strict=False))
+            taken = [self.dispatch(raw, counts[0] - len(raws) + 1 + i, horizons) for i, raw in enumerate(raws)]
+            if self.horizon is not None:
+                self.horizon.took(counts[0], [(t.place, order.event_key(self.role, t.item)) for t in taken if t.item])
 
-    def dispatch(self, raw: bytes) -> None:
+    def dispatch(self, raw: bytes, place: int, horizons: dict) -> Taken:
         """Hand a taken item to its lane (or straight to the dead letters when it is not JSON)."""
         self.seq += 1
         try:
@@ -147,8 +165,9 @@ class QueueDrain:
             item = None  # dead-lettered by deliver(): not a JSON object
         timestamp = item.get("timestamp") if item else None
         self.outstanding[self.seq] = timestamp if isinstance(timestamp, (int, float)) else int(time.time() * 1000)
-        taken = Taken(raw, item, self.seq)
+        taken = Taken(raw, item, self.seq, place, horizons)
         self.lanes.add(self.lane_of(item) if item else ("malformed", self.seq), taken)
+        return taken
 
     async def deliver(self, taken: Taken) -> None:
         """Deliver one item until the router takes it or refuses it for good; never drop it.
@@ -157,6 +176,8 @@ class QueueDrain:
         most BRIDGE_CONCURRENCY items retrying, however many conversations are waiting. Once
         the lanes are closing it is not tried again: it stays in the processing list."""
         attempt = 0
+        if not await self.bridge.after_events(taken):
+            return  # the term ends: left in the processing list, for the next holder
         async with self.bridge.slots:
             while True:
                 try:
@@ -188,6 +209,8 @@ class QueueDrain:
     def settle(self, taken: Taken) -> None:
         self.outstanding.pop(taken.seq, None)
         self.room.set()
+        if self.horizon is not None and taken.item is not None:
+            self.horizon.done(taken.place, order.event_key(self.role, taken.item))
 
     async def bury(self, taken: Taken, status: int, reason: str) -> None:
         """Move a refused item to the dead letters, retrying Redis until that is done (or the lanes close)."""
@@ -262,6 +285,7 @@ class Bridge:
         self.slots = asyncio.Semaphore(settings.concurrency)
         # Redis down: the standby keeps polling for the lease, but logs the outage once per change.
         self.lease_outage = Outage(logs.log, "taking the lease", self.poll_seconds())
+        self.horizons = {drain.role: drain.horizon for drain in self.drains if drain.horizon is not None}
 
     def role(self) -> str:
         """What /healthz says this bridge is."""
@@ -275,7 +299,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig)
-        server = serve(self.settings.metrics_port, self.metrics, self.health) if self.settings.metrics_port else None
+        server = serve(self.settings, self.metrics, self.health) if self.settings.metrics_port else None
         watch = asyncio.create_task(self.observe_loop())
         logs.info("bridge started", holder=self.lease.holder, router=self.settings.router.host,
                   queues=list(self.settings.queues.values()))
@@ -313,6 +337,8 @@ class Bridge:
         """Everything done while holding the lease: re-drive, take and deliver, then wind down."""
         self.lost.clear()
         self.ending.clear()
+        for horizon in self.horizons.values():
+            horizon.reset()
         self.metrics.active.set(1)
         logs.info("lease taken: active", holder=self.lease.holder)
         tasks = []
@@ -330,6 +356,8 @@ class Bridge:
 
     async def wind_down(self, tasks: list) -> None:
         """Finish the items in flight and acknowledge them; leave the rest in the processing lists."""
+        for horizon in self.horizons.values():
+            horizon.close()  # a message waiting for events is left for the next term
         cuts = await asyncio.gather(*(drain.lanes.finish(self.settings.stop_seconds) for drain in self.drains))
         for drain, cut in zip(self.drains, cuts, strict=True):
             if cut:
@@ -389,6 +417,17 @@ class Bridge:
             except (RedisError, OSError):
                 self.health.mark(False)
             await wait_until(1, self.stop)
+
+    async def after_events(self, taken: Taken) -> bool:
+        """Wait until the events a message follows are done and the router had time to apply them
+        (bridge/order.py); at once for an event, or a message whose conversations have none in flight.
+        False when the term ends first."""
+        if not taken.horizons or taken.item is None:
+            return True
+        for role, key in order.waits_for(taken.item):
+            if not await self.horizons[role].follow(key, taken.horizons[role]):
+                return False
+        return True
 
     async def deliver(self, drain: QueueDrain, item: dict) -> None:
         """Give one item to the router, the way its queue's kind of item goes (SPEC 7)."""

@@ -103,6 +103,11 @@ def processing(queue: str) -> str:
     return f"{{{queue}}}:processing"
 
 
+def taken(queue: str) -> str:
+    """String: how many items the bridge has ever taken from the queue (a message's place among the events)."""
+    return f"{{{queue}}}:taken"
+
+
 def dead(queue: str) -> str:
     """List: items the router refused for good, newest first."""
     return f"{{{queue}}}:dead"

@@ -21,9 +21,9 @@ from . import keys
 log = logging.getLogger(__name__)
 SAMPLE_EACH_END = 10
 SAMPLE = " UNION ALL ".join(
-    f"(SELECT {token} AS token, appid, uid FROM {table} ORDER BY appid {order}, uid {order} LIMIT %(n)s)"
-    for token, table in (("token", "user_token"), ("''", "user_setting"), ("''", "user_do_not_disturb"),
-                         ("''", "user_device"))
+    f"(SELECT {token} AS token, appid, uid FROM {table} WHERE {live} ORDER BY appid {order}, uid {order} LIMIT %(n)s)"
+    for token, table, live in (("token", "user_token", "token IS NOT NULL"), ("''", "user_setting", "TRUE"),
+                               ("''", "user_do_not_disturb", "TRUE"), ("''", "user_device", "TRUE"))
     for order in ("ASC", "DESC"))
 LOST = ("Redis lost its data (its marker key is missing): the tokens, user settings, do-not-disturb flags "
         "and device tokens recorded in MySQL are not in Redis, so users cannot log in at the router. "

@@ -80,6 +80,7 @@ class DirectoryStore:
                     os.fsync(out.fileno())
                 os.chmod(temp, 0o644)  # nginx's workers read the directory store's files
                 os.replace(temp, target)
+                _sync_directory(target.parent)  # the rename itself survives a crash once answered
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise
@@ -94,6 +95,14 @@ class DirectoryStore:
         except OSError as exc:
             raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return _chunks(handle, stop - start)
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chunks(handle: BinaryIO, left: int) -> Iterator[bytes]:

@@ -6,19 +6,26 @@ Every request writes here first and to Redis after (models/user.py); `restore-re
 from .db import defer
 
 # The user's token, unless one is recorded already (Redis lost it, or a concurrent grant made
-# another meanwhile): the recorded one stays the user's.
+# another meanwhile): the recorded one stays the user's. user_name is set before token: MySQL
+# assigns left to right, and token IS NULL must read the row's old value (revoked: a fresh name).
 INSERT_TOKEN = """
 INSERT INTO user_token (appid, uid, token, user_name) VALUES (%(appid)s, %(uid)s, %(token)s, %(user_name)s)
-ON DUPLICATE KEY UPDATE user_name = IF(%(rename)s, VALUES(user_name), user_name)
+ON DUPLICATE KEY UPDATE user_name = IF(%(rename)s OR token IS NULL, VALUES(user_name), user_name),
+  token = COALESCE(token, VALUES(token))
 """
 SELECT_TOKEN = "SELECT token, user_name FROM user_token WHERE appid = %(appid)s AND uid = %(uid)s"
 RENAME_TOKEN = "UPDATE user_token SET user_name = %(user_name)s WHERE appid = %(appid)s AND uid = %(uid)s"
-DELETE_TOKEN = "DELETE FROM user_token WHERE appid = %(appid)s AND uid = %(uid)s"
+# The row stays, token NULL: the user was granted one once (statistics_users_<appid> counts it).
+REVOKE_TOKEN = "UPDATE user_token SET token = NULL WHERE appid = %(appid)s AND uid = %(uid)s AND token IS NOT NULL"
 UPSERT_FLAGS = """
 INSERT INTO user_setting (appid, uid, forbidden, mute, notification_on)
 VALUES (%(appid)s, %(uid)s, %(forbidden)s, %(mute)s, %(notification_on)s)
 ON DUPLICATE KEY UPDATE forbidden = COALESCE(VALUES(forbidden), forbidden),
   mute = COALESCE(VALUES(mute), mute), notification_on = COALESCE(VALUES(notification_on), notification_on)
+"""
+UPSERT_SELLER = """
+INSERT INTO user_setting (appid, uid, store_id, seller_id) VALUES (%(appid)s, %(uid)s, %(store_id)s, %(seller_id)s)
+ON DUPLICATE KEY UPDATE store_id = VALUES(store_id), seller_id = VALUES(seller_id)
 """
 UPSERT_QUIET = """
 INSERT INTO user_do_not_disturb (appid, uid, kind, target, do_not_disturb)
@@ -35,7 +42,8 @@ DELETE FROM user_device WHERE appid = %(appid)s AND uid = %(uid)s AND kind = %(k
   AND device_token = %(device_token)s
 """
 FORGET_USER = [
-    "DELETE FROM user_token WHERE appid = %(appid)s AND uid = %(uid)s",
+    "UPDATE user_token SET token = NULL, user_name = '' WHERE appid = %(appid)s AND uid = %(uid)s"
+    " AND (token IS NOT NULL OR user_name <> '')",
     "DELETE FROM user_setting WHERE appid = %(appid)s AND uid = %(uid)s",
     "DELETE FROM user_do_not_disturb WHERE appid = %(appid)s AND uid = %(uid)s",
     "DELETE FROM user_device WHERE appid = %(appid)s AND uid = %(uid)s",
@@ -62,8 +70,9 @@ def rename_token(cur, appid: int, uid: int, user_name: str) -> None:
     defer(cur, RENAME_TOKEN, {"appid": appid, "uid": uid, "user_name": user_name})
 
 
-def delete_token(cur, appid: int, uid: int) -> None:
-    defer(cur, DELETE_TOKEN, {"appid": appid, "uid": uid})
+def revoke_token(cur, appid: int, uid: int) -> None:
+    """The user's token is revoked: its row stays, without a token."""
+    defer(cur, REVOKE_TOKEN, {"appid": appid, "uid": uid})
 
 
 def record_settings(cur, appid: int, uid: int, settings: dict) -> None:
@@ -74,6 +83,11 @@ def record_settings(cur, appid: int, uid: int, settings: dict) -> None:
     if "do_not_disturb" in settings:
         quiet = settings["do_not_disturb"]
         record_quiet(cur, appid, uid, "peer", quiet["peer_uid"], quiet["on"])
+
+
+def record_seller(cur, appid: int, uid: int, store_id: int, seller_id: int) -> None:
+    """The seller a customer-service visitor was given in the store."""
+    defer(cur, UPSERT_SELLER, {"appid": appid, "uid": uid, "store_id": store_id, "seller_id": seller_id})
 
 
 def record_quiet(cur, appid: int, uid: int, kind: str, target: int, on: bool) -> None:

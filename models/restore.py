@@ -46,7 +46,7 @@ USER_KEY, QUIET_KEY, DEVICE_KEY = ("appid", "uid"), ("appid", "uid", "kind", "ta
 TABLES = {
     "tokens": (*_page("user_token", "appid, uid, token, user_name", USER_KEY), _count("user_token"), USER_KEY),
     "names": (*_page("user", "appid, uid, name, avatar", USER_KEY), _count("user"), USER_KEY),
-    "settings": (*_page("user_setting", "appid, uid, forbidden, mute, notification_on", USER_KEY),
+    "settings": (*_page("user_setting", "appid, uid, forbidden, mute, notification_on, store_id, seller_id", USER_KEY),
                  _count("user_setting"), USER_KEY),
     "do_not_disturb": (*_page("user_do_not_disturb", "appid, uid, kind, target, do_not_disturb", QUIET_KEY),
                        _count("user_do_not_disturb"), QUIET_KEY),
@@ -56,12 +56,14 @@ TABLES = {
 
 
 def _token(pipe, row: dict) -> None:
+    pipe.pfadd(keys.statistics_users(row["appid"]), row["uid"])  # granted once, revoked or not
+    if row["token"] is None:
+        return
     user_key = keys.user(row["appid"], row["uid"])
     pipe.hset(keys.token(row["token"]), mapping={"user_id": row["uid"], "app_id": row["appid"],
                                                  "user_name": row["user_name"]})
     pipe.hset(user_key, "access_token", row["token"])
     pipe.hsetnx(user_key, "name", row["user_name"])  # a `user` row's name wins (a visitor has none)
-    pipe.pfadd(keys.statistics_users(row["appid"]), row["uid"])
 
 
 def _names(pipe, row: dict) -> None:
@@ -70,8 +72,11 @@ def _names(pipe, row: dict) -> None:
         pipe.hset(keys.user(row["appid"], row["uid"]), mapping=profile)
 
 
+SETTINGS = ("forbidden", "mute", "notification_on", "store_id", "seller_id")
+
+
 def _settings(pipe, row: dict) -> None:
-    flags = {field: str(row[field]) for field in ("forbidden", "mute", "notification_on") if row[field] is not None}
+    flags = {field: str(row[field]) for field in SETTINGS if row[field] is not None}
     if flags:
         pipe.hset(keys.user(row["appid"], row["uid"]), mapping=flags)
 
@@ -156,9 +161,10 @@ ON DUPLICATE KEY UPDATE token = VALUES(token), user_name = VALUES(user_name)
 """
 INSERT_USER = "INSERT IGNORE INTO user (appid, uid, name, avatar) VALUES (%(appid)s, %(uid)s, %(name)s, %(avatar)s)"
 UPSERT_FLAGS = """
-INSERT INTO user_setting (appid, uid, forbidden, mute, notification_on)
-VALUES (%(appid)s, %(uid)s, %(forbidden)s, %(mute)s, %(notification_on)s)
-ON DUPLICATE KEY UPDATE forbidden = VALUES(forbidden), mute = VALUES(mute), notification_on = VALUES(notification_on)
+INSERT INTO user_setting (appid, uid, forbidden, mute, notification_on, store_id, seller_id)
+VALUES (%(appid)s, %(uid)s, %(forbidden)s, %(mute)s, %(notification_on)s, %(store_id)s, %(seller_id)s)
+ON DUPLICATE KEY UPDATE forbidden = VALUES(forbidden), mute = VALUES(mute), notification_on = VALUES(notification_on),
+  store_id = VALUES(store_id), seller_id = VALUES(seller_id)
 """
 UPSERT_QUIET = """
 INSERT INTO user_do_not_disturb (appid, uid, kind, target, do_not_disturb)
@@ -246,6 +252,9 @@ def _user_fields(rows: dict, appid: int, uid: int, fields: dict) -> None:
     if "name" in fields or "avatar" in fields:
         rows["users"].append(user | {"name": fields.get("name", "")[:255], "avatar": fields.get("avatar", "")[:255]})
     flags = {name: _flag(fields.get(name)) for name in ("forbidden", "mute", "notification_on")}
+    for name in ("store_id", "seller_id"):
+        value = fields.get(name, "")
+        flags[name] = _small_id(value) if value.isascii() and value.isdigit() else None
     if any(value is not None for value in flags.values()):
         rows["settings"].append(user | flags)
     for field, value in fields.items():

@@ -4,19 +4,31 @@
   (SPEC 7), recording every request in order, and able on demand to answer with an error,
   to be slow, to hang, or to be down (its port closed).
 - StreamReader: applies group_manager_stream (or relationship_stream) entries as the router
-  does: only entries added after it started, a gap in the action_id chain marks its cache
-  dirty, and a group not in the cache is loaded from MySQL with the router's own queries.
-- ForbiddenListener: a speak_forbidden subscriber.
+  does: in a thread of its own (im's goroutine), only entries added after it started, each
+  `apply_delay` seconds after it was added (im applies asynchronously: a test sets how late);
+  a gap in the action_id chain marks its cache dirty; `group_create` makes an empty group and
+  each `group_member_add` adds one member; a group (a friendship) not in the cache is loaded
+  from MySQL with the router's own queries, and an event for one not cached is ignored.
+- ForbiddenListener: a speak_forbidden subscriber, applying what it hears `apply_delay` late.
+
+Attached to them (RouterStandin.attach), the stand-in delivers as im does: a group message or
+notification goes to the members its group cache holds when the RPC arrives (plus a
+notification's listed members), into `inbox[(appid, uid)]`. im checks friendship, blacklist
+and a sender's ban on what clients send; told to (`friend_checks`, `forbidden_checks`), the
+stand-in checks them on the RPC posts too, against its caches, so that a test sees whether a
+message came after the change it follows; a message it refuses goes to `refused`.
 
 It also answers the reads the API makes (GET get_offline_count, load_latest_message,
 load_history_message of im, and imr's online) from what a test put in `offline`, `stored`
 and `online`, in the router's `{"data": ...}` shape.
 """
+import copy
 import json
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
@@ -27,6 +39,8 @@ from conftest import free_port
 
 LOAD_GROUP = "SELECT id, appid, super FROM `group` WHERE id=%s AND deleted=0"
 LOAD_MEMBERS = "SELECT uid, timestamp, mute FROM group_member WHERE group_id=%s AND deleted=0"
+LOAD_FRIEND = "SELECT uid, friend_uid FROM `friend` WHERE appid=%s AND uid=%s AND friend_uid=%s"
+LOAD_BLACKLIST = "SELECT uid, friend_uid FROM `blacklist` WHERE appid=%s AND uid=%s AND friend_uid=%s"
 
 # Path -> (query parameters that must be integers, whether the body must be a JSON object
 # and which of its fields must be there). What a real im answers 400 "invalid param" to.
@@ -51,6 +65,7 @@ class Request:
     query: dict
     body: bytes
     at: float = field(default_factory=time.monotonic)
+    wall: float = field(default_factory=time.time)
 
     def json(self):
         return json.loads(self.body)
@@ -84,6 +99,11 @@ class RouterStandin:
         self.offline: dict = defaultdict(int)
         self.stored: dict = defaultdict(list)
         self.online: set = set()
+        # What it delivers, once attached to the router's caches (attach()).
+        self.groups = self.relationships = self.forbidden = None
+        self.friend_checks = self.forbidden_checks = False
+        self.inbox: dict = defaultdict(list)  # (appid, uid) -> contents, in delivery order
+        self.refused: list[Request] = []  # posts a check turned away (answered 200, as im's RPC does)
         self.up()
 
     @property
@@ -173,8 +193,56 @@ class RouterStandin:
         if status == 200:
             with self.lock:
                 self.requests.append(request)
+            self.fan_out(request)
             return 200, self.read(request)
         return status, json.dumps({"meta": {"message": reason}}).encode()
+
+    def attach(self, groups=None, relationships=None, forbidden=None, friend_checks=False,
+               forbidden_checks=False) -> None:
+        """Deliver through the router's caches: a group StreamReader, a relationship StreamReader,
+        a ForbiddenListener; with friendship (and ban) checks on the peer (and all) posts."""
+        self.groups, self.relationships, self.forbidden = groups, relationships, forbidden
+        self.friend_checks, self.forbidden_checks = friend_checks, forbidden_checks
+
+    def fan_out(self, request: Request) -> None:
+        """Put a taken post in its receivers' inboxes, as im delivers it at the moment it arrives."""
+        if request.path == "/post_group_message" and self.groups is not None:
+            appid, sender, gid = (int(request.query[k]) for k in ("appid", "sender", "receiver"))
+            group = self.groups.group(gid)
+            if not self.allowed(request, appid, sender):
+                return
+            self.deliver(request, appid, list(group["members"]) if group else [])
+        elif request.path == "/post_group_notification" and self.groups is not None:
+            body = request.json()
+            group = self.groups.group(body["group_id"])
+            members = set(group["members"]) if group else set()
+            self.deliver(request, body["appid"], sorted(members | set(body.get("members") or [])))
+        elif request.path == "/post_peer_message":
+            appid, sender, receiver = (int(request.query[k]) for k in ("appid", "sender", "receiver"))
+            if self.friend_checks and not self.relationships.friends(appid, sender, receiver):
+                with self.lock:
+                    self.refused.append(request)
+                return
+            if self.allowed(request, appid, sender):
+                self.deliver(request, appid, [receiver, sender])
+
+    def allowed(self, request: Request, appid: int, sender: int) -> bool:
+        if self.forbidden_checks and self.forbidden.banned(appid, sender):
+            with self.lock:
+                self.refused.append(request)
+            return False
+        return True
+
+    def deliver(self, request: Request, appid: int, uids: list[int]) -> None:
+        content = request.json()["notification"] if request.path == "/post_group_notification" else request.text
+        with self.lock:
+            for uid in uids:
+                self.inbox[(appid, uid)].append(content)
+
+    def received(self, appid: int, uid: int) -> list[str]:
+        """What the user got, in order."""
+        with self.lock:
+            return list(self.inbox[(appid, uid)])
 
     def check(self, request: Request) -> tuple[int, str]:
         """What im itself answers: 404 for an unknown path, 400 for a missing or bad parameter."""
@@ -244,9 +312,13 @@ class StreamReader:
     """The router's group manager (or relationship pool): reads a stream as the router does."""
 
     def __init__(self, redis_kwargs: dict, mysql_kwargs: dict | None = None,
-                 stream: str = "group_manager_stream", actions: str = "groups_actions"):
+                 stream: str = "group_manager_stream", actions: str = "groups_actions", apply_delay: float = 0.0):
         self.r = redis.Redis(**redis_kwargs, decode_responses=True)
         self.mysql_kwargs, self.stream, self.actions = mysql_kwargs, stream, actions
+        self.apply_delay = apply_delay  # seconds from an entry's XADD to its effect
+        self.lock = threading.Lock()  # the cache is read by the RPC handlers' threads
+        self.db, self.db_lock = None, threading.Lock()
+        self.lags: list[float] = []  # seconds from each entry's XADD to its effect
         self.applied: list[dict] = []  # entries applied, in order
         self.gaps: list[tuple[int, int]] = []  # (last applied, previous_action_id) where the chain broke
         self.cache: dict[int, dict] = {}
@@ -264,20 +336,26 @@ class StreamReader:
         while not self.stopping.is_set():
             for _, entries in self.r.xread({self.stream: self.last_entry}, count=1000, block=100) or []:
                 for entry_id, fields in entries:
+                    added = int(entry_id.split("-")[0]) / 1000  # Redis's clock, the same host's
+                    self.stopping.wait(max(0.0, added + self.apply_delay - time.time()))
                     self.apply(fields)
+                    self.lags.append(time.time() - added)
                     self.last_entry = entry_id
 
     def apply(self, fields: dict) -> None:
-        if int(fields["previous_action_id"]) != self.action_id:
-            self.gaps.append((self.action_id, int(fields["previous_action_id"])))
-            self.dirty = True
-        if self.stream == "group_manager_stream":
-            self._apply_group(fields)
-        if self.dirty:  # the router clears at most once a minute; the stand-in at once
-            self.cache.clear()
-            self.dirty = False
-        self.action_id = int(fields["action_id"])
-        self.applied.append(fields)
+        with self.lock:
+            if int(fields["previous_action_id"]) != self.action_id:
+                self.gaps.append((self.action_id, int(fields["previous_action_id"])))
+                self.dirty = True
+            if self.stream == "group_manager_stream":
+                self._apply_group(fields)
+            else:
+                self._apply_relationship(fields)
+            if self.dirty:  # the router clears at most once a minute; the stand-in at once
+                self.cache.clear()
+                self.dirty = False
+            self.action_id = int(fields["action_id"])
+            self.applied.append(fields)
 
     def _apply_group(self, f: dict) -> None:
         gid, name = int(f["group_id"]), f["name"]
@@ -296,26 +374,58 @@ class StreamReader:
             elif name == "group_member_mute":
                 group["members"][uid] = int(f["mute"] == "1")
 
+    @contextmanager
+    def mysql(self):
+        """A cursor on the reader's one MySQL connection (autocommit), one user at a time."""
+        with self.db_lock:
+            if self.db is None:
+                self.db = pymysql.connect(**self.mysql_kwargs)
+            with self.db.cursor() as cur:
+                yield cur
+
+    def _apply_relationship(self, f: dict) -> None:
+        """A friend or blacklist event changes a pair the router holds; one it does not hold is ignored."""
+        uid, other = int(f["uid"]), int(f["friend_uid"])
+        pair = self.cache.get((int(f["app_id"]), uid, other))
+        if pair is not None:
+            pair[f["name"]] = f[f["name"]] == "1"
+
+    def relationship(self, appid: int, uid: int, other: int) -> dict:
+        """{"friend": bool, "blacklist": bool} of uid towards other: cached, else loaded from MySQL."""
+        key = (appid, uid, other)
+        with self.lock:
+            if key in self.cache:
+                return dict(self.cache[key])
+        with self.mysql() as cur:
+            found = {name: bool(cur.execute(sql, key)) for name, sql in
+                     (("friend", LOAD_FRIEND), ("blacklist", LOAD_BLACKLIST))}
+        with self.lock:
+            self.cache[key] = found
+        return dict(found)
+
+    def friends(self, appid: int, uid: int, other: int) -> bool:
+        """What im asks before it lets uid message other: each has the other as a friend, neither blocks."""
+        there, back = self.relationship(appid, uid, other), self.relationship(appid, other, uid)
+        return there["friend"] and back["friend"] and not back["blacklist"]
+
     def group(self, gid: int) -> dict | None:
-        """The group as the router sees it: from its cache, else loaded from MySQL."""
-        if gid in self.cache:
-            return self.cache[gid]
-        conn = pymysql.connect(**self.mysql_kwargs)
-        try:
-            with conn.cursor() as cur:
-                self.queries.append(LOAD_GROUP)
-                cur.execute(LOAD_GROUP, (gid,))
-                row = cur.fetchone()
-                if row is None:
-                    return None
-                self.queries.append(LOAD_MEMBERS)
-                cur.execute(LOAD_MEMBERS, (gid,))
-                members = {m["uid"]: m["mute"] for m in cur.fetchall()}
-        finally:
-            conn.close()
+        """The group as the router sees it: from its cache, else loaded from MySQL (a copy)."""
+        with self.lock:
+            if gid in self.cache:
+                return copy.deepcopy(self.cache[gid])
+        with self.mysql() as cur:
+            self.queries.append(LOAD_GROUP)
+            cur.execute(LOAD_GROUP, (gid,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            self.queries.append(LOAD_MEMBERS)
+            cur.execute(LOAD_MEMBERS, (gid,))
+            members = {m["uid"]: m["mute"] for m in cur.fetchall()}
         group = {"appid": row["appid"], "super": bool(row["super"]), "members": members}
-        self.cache[gid] = group
-        return group
+        with self.lock:
+            self.cache[gid] = group  # as im does: a create applied meanwhile is overwritten
+            return copy.deepcopy(group)
 
     def wait_for(self, action_id: int, seconds: float = 10) -> bool:
         deadline = time.monotonic() + seconds
@@ -327,25 +437,38 @@ class StreamReader:
         self.stopping.set()
         self.thread.join(2)
         self.r.close()
+        if self.db is not None:
+            self.db.close()
 
 
 class ForbiddenListener:
-    """Records what is published on speak_forbidden."""
+    """Records what is published on speak_forbidden; applies it `apply_delay` seconds later."""
 
-    def __init__(self, redis_kwargs: dict):
+    def __init__(self, redis_kwargs: dict, apply_delay: float = 0.0):
         self.r = redis.Redis(**redis_kwargs, decode_responses=True)
         self.pubsub = self.r.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe("speak_forbidden")
         self.messages: list[str] = []
+        self.apply_delay = apply_delay
+        self.banned_users: set[tuple[int, int]] = set()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
     def _loop(self) -> None:
+        heard = deque()  # (when it takes effect, payload), in the order published
         while not self.stopping.is_set():
-            message = self.pubsub.get_message(timeout=0.1)
+            message = self.pubsub.get_message(timeout=0.005)
             if message:
-                self.messages.append(message["data"])
+                heard.append((time.monotonic() + self.apply_delay, message["data"]))
+            while heard and heard[0][0] <= time.monotonic():
+                data = heard.popleft()[1]
+                self.messages.append(data)
+                appid, uid, forbidden = (int(x) for x in data.split(","))
+                (self.banned_users.add if forbidden else self.banned_users.discard)((appid, uid))
+
+    def banned(self, appid: int, uid: int) -> bool:
+        return (appid, uid) in self.banned_users
 
     def close(self) -> None:
         self.stopping.set()

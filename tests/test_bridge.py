@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from bridge_process import LEASE, ROOT, BridgeProcess, drained, push, redis_kwargs_of, starter
 from conftest import assert_ok, free_port, queue, rows, wait_for
 from router_standin import (
     LOAD_MEMBERS,
@@ -26,102 +28,17 @@ from router_standin import (
 
 from models.db import mysql_connect_args
 
-ROOT = Path(__file__).resolve().parent.parent
-LEASE = 2.0  # seconds; short, so takeovers are quick to test
-
-
-class BridgeProcess:
-    """One `flask --app app bridge` process with its own metrics port and log file."""
-
-    def __init__(self, app, router_url: str, log_path: Path, **env):
-        self.metrics_port = free_port()
-        self.log_path = log_path
-        self.env = {**os.environ, "MYSQL_DATABASE": app.config["MYSQL_DATABASE"],
-                    "REDIS_DB": str(app.config["REDIS_DB"]), "IM_RPC_URL": router_url,
-                    "BRIDGE_METRICS_PORT": str(self.metrics_port), "BRIDGE_LEASE_SECONDS": str(LEASE),
-                    "BRIDGE_RPC_TIMEOUT": "1", **{k: str(v) for k, v in env.items()}}
-        self.proc = None
-
-    def start(self):
-        self.log = open(self.log_path, "ab")  # noqa: SIM115  (closed in stop(), after the process)
-        self.proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "bridge"], cwd=ROOT,
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
-        wait_for(lambda: self.health() is not None, what="the bridge's health endpoint")
-        return self
-
-    def health(self):
-        """(status, body) of /healthz, or None while nothing answers."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=1) as answer:
-                return answer.status, json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-        except OSError:
-            return None
-
-    def role(self):
-        health = self.health()
-        return health and health[1]["role"]
-
-    def wait_active(self, seconds=10):
-        wait_for(lambda: self.role() == "active", seconds, "the bridge to be active")
-        return self
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as answer:
-            return answer.read().decode()
-
-    def metric(self, name: str, queue_name: str = "im_message_queue") -> float:
-        for line in self.metrics().splitlines():
-            if line.startswith(f'{name}{{queue="{queue_name}"}}'):
-                return float(line.split()[-1])
-        return 0.0
-
-    def lines(self) -> list[dict]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def terminate(self, seconds=15) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(seconds)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.kill()
-        self.log.close()
-
 
 @pytest.fixture
 def bridges(app, router, r, tmp_path):
     """Start bridges: bridges() -> a running BridgeProcess (r first: Redis is flushed before any starts)."""
-    started = []
-
-    def start(**env):
-        process = BridgeProcess(app, router.url, tmp_path / f"bridge{len(started)}.log", **env)
-        started.append(process)
-        return process.start()
-
-    yield start
-    for process in started:
-        process.stop()
+    with starter(app, router.url, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture
 def redis_kwargs(app):
-    return {"host": app.config["REDIS_HOST"], "port": app.config["REDIS_PORT"], "db": app.config["REDIS_DB"]}
-
-
-def push(r, name, *items):
-    """Queue items as a producer does (LPUSH)."""
-    for item in items:
-        r.lpush(name, item if isinstance(item, (str, bytes)) else json.dumps(item))
-
-
-def drained(r, *names):
-    return all(r.llen(n) == 0 and r.llen(f"{{{n}}}:processing") == 0 for n in names)
+    return redis_kwargs_of(app)
 
 
 def peer(seq, sender, receiver, appid=1, **extra):
@@ -337,11 +254,11 @@ def test_a_slow_conversation_does_not_hold_up_the_others(api, demo, r, router, b
         assert_ok(*api.post("/messages/groups", {"sender": 1, "receiver": slow, "content": f"slow#{n}"}))
         assert_ok(*api.post("/messages/groups", {"sender": 1, "receiver": fast, "content": f"fast#{n}"}))
         assert_ok(*api.post("/messages/peers", {"sender": 1, "receiver": 2, "content": f"peer#{n}"}))
-    started = time.monotonic()
     bridges(BRIDGE_RPC_TIMEOUT=3).wait_active()
+    started = time.monotonic()  # from the moment it drains: a start on a busy machine is not what is measured
     wait_for(lambda: len([q for q in router.taken("/post_group_message") if q.text.startswith("fast")]) == 5
              and len(router.taken("/post_peer_message")) == 5, 10, "the fast conversations")
-    assert time.monotonic() - started < 2.0 + 1.5, "the fast conversations waited for the slow one"
+    assert time.monotonic() - started < 2.0, "the fast conversations waited for the slow one"
     assert len([q for q in router.taken() if q.text.startswith("slow")]) <= 1
     wait_for(lambda: len([q for q in router.taken() if q.text.startswith("slow")]) == 5, 20, "the slow group")
     assert in_order(router.taken("/post_group_message"))["slow"] == [0, 1, 2, 3, 4]
@@ -501,6 +418,49 @@ def test_metrics_and_health_say_what_the_bridge_does(r, router, bridges):
     standby = bridges()
     wait_for(lambda: standby.health() == (200, {"status": "ok", "role": "standby", "redis": True, "loop": True}),
              what="the standby's health")
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP port is listened on, from /proc/net/tcp and tcp6 (hex, as the kernel shows)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_metrics_listen_on_loopback_and_obey_metrics_allowed_and_token(app, router, tmp_path):
+    bridge = BridgeProcess(app, router.url, tmp_path / "bridge.log", METRICS_ALLOWED="10.9.0.0/16",
+                           METRICS_TOKEN="scrape-me")
+    try:
+        bridge.start()
+        assert listening_addresses(bridge.metrics_port) == {"0100007F"}  # 127.0.0.1 only
+        url = f"http://127.0.0.1:{bridge.metrics_port}/metrics"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=2)
+        assert refused.value.code == 403 and b"METRICS_ALLOWED" in refused.value.read()
+        wrong = urllib.request.Request(url, headers={"Authorization": "Bearer nope"})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(wrong, timeout=2)
+        right = urllib.request.Request(url, headers={"Authorization": "Bearer scrape-me"})
+        with urllib.request.urlopen(right, timeout=2) as answer:
+            assert answer.status == 200 and b"bridge_delivered" in answer.read()
+        assert bridge.health()[0] in (200, 503)  # /healthz stays open, for the service manager
+    finally:
+        bridge.stop()
+
+
+def test_metrics_on_every_interface_when_told_and_loopback_allowed_by_default(app, router, tmp_path):
+    bridge = BridgeProcess(app, router.url, tmp_path / "bridge.log", BRIDGE_METRICS_HOST="0.0.0.0")
+    try:
+        bridge.start()
+        assert listening_addresses(bridge.metrics_port) == {"00000000"}
+        assert "bridge_active" in bridge.metrics()  # METRICS_ALLOWED's default lets loopback in
+    finally:
+        bridge.stop()
 
 
 def test_health_fails_when_redis_is_unreachable(app, router, tmp_path):

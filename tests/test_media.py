@@ -751,3 +751,17 @@ def test_the_same_upload_at_once_is_one_whole_object(store, demo):
     assert [key for key in store.objects() if sha(data) in key] == [f"images/{sha(data)}.jpg"]
     assert not [key for key in store.objects() if ".partial" in key]
     assert store.client.get(f"/images/{sha(data)}.jpg").data == data
+
+
+def test_every_form_answers_under_v2_as_the_sdks_call_it(store, demo, token):
+    data, voice = png(9, 9, "RGB"), amr(seed=202)
+    status, body = store.upload("/v2/images", data, "image/png", token)
+    assert_published(status, body, f"/images/{sha(data)}.png")  # the src has no /v2: it works under both
+    assert store.upload_form("/v2/images", data, demo["auth"], "a.png") == (status, body)
+    assert store.client.get(f"/v2/images/{sha(data)}.png").data == data
+    assert store.client.get(f"/v2/images/{sha(data)}.png@128w_128h_1c.png").status_code == 200
+    assert store.upload("/v2/audios", voice, "audio/amr", token)[0] == 200
+    assert store.client.get(f"/v2/audios/{sha(voice)}").data == voice
+    status, body = store.upload_form("/v2/files", b"v2 notes", token, "n.txt")
+    assert_published(status, body, f"/files/{sha(b'v2 notes')}.txt")
+    assert store.client.get("/v2" + body["data"]["src"], headers={"Range": "bytes=3-"}).data == b"notes"

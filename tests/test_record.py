@@ -90,13 +90,16 @@ def test_concurrent_grants_after_redis_lost_the_token_all_give_back_the_recorded
     assert [row["token"] for row in token_rows(db)] == [token]
 
 
-def test_a_revoke_deletes_the_record_then_the_token(api, demo, db, r):
+def test_a_revoke_clears_the_recorded_token_then_the_token(api, demo, db, r):
     token = token_for(api, 7, "Ann")
     assert_ok(*api.post("/auth/revoke", {"uid": 7}))
-    assert token_rows(db) == []
+    assert token_rows(db) == [{"appid": demo["id"], "uid": 7, "token": None, "user_name": "Ann"}]  # granted once
     assert not r.exists(f"access_token_{token}")
     fresh = token_for(api, 7)
-    assert fresh != token and [row["token"] for row in token_rows(db)] == [fresh]
+    assert fresh != token and token_rows(db) == [{"appid": demo["id"], "uid": 7, "token": fresh, "user_name": "Ann"}]
+    assert_ok(*api.post("/auth/revoke", {"uid": 7}))
+    assert token_for(api, 7, "Annie") not in (token, fresh)
+    assert token_rows(db)[0]["user_name"] == "Annie"
 
 
 def test_a_visitors_token_is_recorded_without_a_user_row(api, client, demo, db, r):
@@ -107,6 +110,17 @@ def test_a_visitors_token_is_recorded_without_a_user_row(api, client, demo, db, 
     assert token_rows(db) == [{"appid": demo["id"], "uid": data["client_id"], "token": data["token"],
                                "user_name": "Vi"}]
     assert rows(db, "SELECT uid FROM user") == []
+
+
+def test_a_visitors_seller_is_recorded_when_it_is_chosen(api, client, demo, db, r):
+    store = assert_ok(*api.post("/stores", {"name": "shop"}))["store_id"]
+    seller = assert_ok(*api.post(f"/stores/{store}/sellers", {"name": "Sam"}))["seller_id"]
+    data = assert_ok(*Api(client, {}).post("/auth/customer", {"appid": demo["id"], "customer_id": "v1"}))
+    visitor = Api(client, bearer(data["token"]))
+    assert assert_ok(*visitor.get(f"/supporters?store_id={store}"))["seller_id"] == seller
+    found = rows(db, "SELECT uid, store_id, seller_id FROM user_setting")
+    assert found == [{"uid": data["client_id"], "store_id": store, "seller_id": seller}]
+    assert r.hmget(f"users_{demo['id']}_{data['client_id']}", "store_id", "seller_id") == [str(store), str(seller)]
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -188,8 +202,10 @@ def test_deleting_a_user_deletes_its_record_and_its_keys(api, demo, db, r, gid):
     assert_ok(*api.post("/users/7/bind", {"apns_device_token": "a"}))
     token_for(api, 8, "Ben")
     assert_ok(*api.delete("/users/7"))
-    for table in ("user_token", "user_setting", "user_do_not_disturb", "user_device"):
+    for table in ("user_setting", "user_do_not_disturb", "user_device"):
         assert [row["uid"] for row in rows(db, f"SELECT uid FROM {table}")] in ([], [8]), table
+    assert [(row["uid"], row["token"], row["user_name"]) for row in token_rows(db)][0] == (7, None, "")
+    assert api.delete("/users/7")[0] == 404  # nothing of it left
     appid = demo["id"]
     assert r.exists(f"users_{appid}_7", f"users_{appid}_7_peer_do_not_disturb",
                     f"users_{appid}_7_group_do_not_disturb") == 0

@@ -69,9 +69,11 @@ def populate(api, client, demo) -> dict:
         assert_ok(*api.post("/auth/revoke", {"uid": uid}))
     for uid in (13, 14):
         assert_ok(*api.delete(f"/users/{uid}"))
-    assert_ok(*api.post("/stores", {"name": "shop"}))
+    store = assert_ok(*api.post("/stores", {"name": "shop"}))["store_id"]
+    assert_ok(*api.post(f"/stores/{store}/sellers", {"name": "Sam"}))
     status, body = Api(client, {}).post("/auth/customer", {"appid": demo["id"], "customer_id": "v", "name": "Visitor"})
     assert status == 200, body
+    assert_ok(*Api(client, bearer(body["data"]["token"])).get(f"/supporters?store_id={store}"))  # its seller
     return tokens
 
 
@@ -125,12 +127,13 @@ def test_one_cluster_master_that_lost_its_data_is_noticed(cluster_app, cluster_r
 
 def test_a_restore_gives_back_every_router_key_field_by_field(backend, demo):
     tokens = populate(backend.api, backend.app.test_client(), demo)
-    before = router_keys(backend.r)
+    before, counted = router_keys(backend.r), backend.r.pfcount(f"statistics_users_{demo['id']}")
     lose(backend.r)
     assert backend.api.get("/readyz")[0] == 503
     output = restored(backend.app)
     assert "restored" in output
     assert router_keys(backend.r) == before
+    assert backend.r.pfcount(f"statistics_users_{demo['id']}") == counted == 31  # revoked and deleted count
     assert backend.api.get("/readyz")[0] == 200
     # Tokens authenticate again; revoked and deleted ones stay gone; the banned stay banned.
     assert Api(backend.app.test_client(), bearer(tokens[1])).get("/groups")[0] == 200
@@ -232,7 +235,8 @@ def gobelieve_keys(r, appid: int) -> None:
     r.hset("access_token_gb-token-1", mapping={"user_id": "1", "app_id": str(appid), "user_name": "Old One"})
     r.hset(f"users_{appid}_2", mapping={"access_token": "gb-token-2", "name": "Two"})
     r.hset("access_token_gb-token-2", mapping={"user_id": "2", "app_id": str(appid), "user_name": "Two"})
-    r.hset(f"users_{appid}_3", mapping={"access_token": "stale", "mute": "1"})  # a token whose hash is gone
+    r.hset(f"users_{appid}_3", mapping={"access_token": "stale", "mute": "1",  # a token whose hash is gone
+                                         "store_id": "4", "seller_id": "5"})
     r.sadd(f"users_{appid}_1_peer_do_not_disturb", 2)
 
 
@@ -248,8 +252,8 @@ def test_taking_over_records_gobelieves_keys_once_and_a_restore_gives_them_back(
     recorded = record(db)
     assert [(row["uid"], row["token"], row["user_name"]) for row in recorded["user_token"]] == [
         (1, "gb-token-1", "Old One"), (2, "gb-token-2", "Two")]
-    assert [(row["uid"], row["forbidden"], row["mute"], row["notification_on"]) for row in recorded["user_setting"]] \
-        == [(1, 1, None, 0), (3, None, 1, None)]
+    assert [(row["uid"], row["forbidden"], row["mute"], row["notification_on"], row["store_id"], row["seller_id"])
+            for row in recorded["user_setting"]] == [(1, 1, None, 0, None, None), (3, None, 1, None, 4, 5)]
     assert [(row["kind"], row["target"], row["do_not_disturb"]) for row in recorded["user_do_not_disturb"]] == [
         ("group", 9, 1), ("peer", 2, 1)]
     assert [(row["kind"], row["device_token"], row["timestamp"]) for row in recorded["user_device"]] == [
@@ -267,7 +271,7 @@ def test_taking_over_records_gobelieves_keys_once_and_a_restore_gives_them_back(
     expected = dict(before)
     expected[f"users_{demo['id']}_1"] = {k: v for k, v in before[f"users_{demo['id']}_1"].items()
                                          if k not in ("unread", "sync_key")}  # the router's own
-    expected[f"users_{demo['id']}_3"] = {"mute": "1"}  # the dead token is not recorded
+    expected[f"users_{demo['id']}_3"] = {"mute": "1", "store_id": "4", "seller_id": "5"}  # the dead token is not
     expected[f"users_{demo['id']}_1_group_do_not_disturb"] = {"9"}  # the set follows its field
     assert after == expected
     assert Api(api.client, bearer("gb-token-1")).get("/groups")[0] == 200

@@ -2,6 +2,7 @@
 that ends in /v2, and app servers call /v2/auth/grant (SPEC 6, "The client API of the original")."""
 import base64
 import io
+import json
 import re
 
 import pytest
@@ -237,6 +238,27 @@ def test_the_android_sdk_binds_and_unbinds_its_push_token_under_v2(api, client, 
     unbound = client.post("/v2/device/unbind", data=b'{"xm_device_token":"xm-abc"}', headers=headers)
     assert (unbound.status_code, unbound.get_json()) == (200, {"data": {"success": True}})
     assert r.hget(f"users_{demo['id']}_5", "xm_device_token") is None
+
+
+def test_the_android_sdk_binds_its_generic_ng_token_as_the_original_kept_it(api, client, db, demo, r):
+    headers = {"Authorization": f"Bearer {token_for(api, 6)}", "Content-Type": ANDROID_JSON}
+    bound = client.post("/v2/device/bind", data=b'{"ng_device_token":"ng-5f0c2a9e41"}', headers=headers)
+    assert (bound.status_code, bound.get_json()) == (200, {"data": {"success": True}})
+    assert r.hget(f"users_{demo['id']}_6", "ng_device_token") == "ng-5f0c2a9e41"
+    assert r.hget(f"users_{demo['id']}_6", "ng_timestamp").isdigit()
+    assert rows(db, "SELECT kind, device_token FROM user_device WHERE uid = 6") == [
+        {"kind": "ng", "device_token": "ng-5f0c2a9e41"}]
+    client.post("/v2/device/unbind", data=b'{"ng_device_token":"ng-5f0c2a9e41"}', headers=headers)
+    assert r.hget(f"users_{demo['id']}_6", "ng_device_token") is None
+
+
+def test_the_ios_sdk_binds_its_apns_token_under_v2(api, client, demo, r):
+    """IMHttpAPI.m: {"apns_device_token": ...} as application/json with the Bearer token."""
+    headers = {"Authorization": f"Bearer {token_for(api, 8)}", "Content-Type": "application/json"}
+    apns = "740f4707bebcf74f9b7c25d48e3358945f6aa01da5ddb387462c7eaf61bb78ad"
+    bound = client.post("/v2/device/bind", data=json.dumps({"apns_device_token": apns}).encode(), headers=headers)
+    assert (bound.status_code, bound.get_json()) == (200, {"data": {"success": True}})
+    assert r.hget(f"users_{demo['id']}_8", "apns_device_token") == apns
 
 
 def test_the_sdk_picks_a_supporter_under_v2(api, client, demo):

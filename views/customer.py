@@ -8,6 +8,7 @@ from flask import request
 from flask.views import MethodView
 
 from models import customer as customers
+from models import record as records
 from models import tenant as tenants
 from models.db import get_db, transaction
 from models.errors import (
@@ -139,7 +140,11 @@ class Supporters(MethodView):
             raise SellerNotFound("The store has no seller.")
         for seller, status in zip(candidates, customers.seller_statuses(r, [s["seller_id"] for s in candidates])):
             seller["status"] = status
-        seller = customers.choose_seller(candidates, customers.last_seller(r, who.appid, who.uid, args["store_id"]))
+        last = customers.last_seller(r, who.appid, who.uid, args["store_id"])
+        seller = customers.choose_seller(candidates, last)
+        if seller["seller_id"] != last:  # a new choice: recorded first (SPEC 5.3)
+            with transaction() as cur:
+                records.record_seller(cur, who.appid, who.uid, args["store_id"], seller["seller_id"])
         customers.remember_seller(r, who.appid, who.uid, args["store_id"], seller["seller_id"])
         return ok(seller)
 

@@ -51,10 +51,12 @@ takes both, the scheme decides the role (an app server acts for the app, a clien
 Success is always HTTP 200 with `{"data": ...}`; an action with nothing to return answers
 `{"data": {"success": true}}`. A failure is `{"meta": {"code": <int>, "message": "<English
 sentence>"}}` with 400 (bad JSON or a bad field: the message names the field), 401, 403, 404,
-405, 409, 413 (body over 1 MiB), 415 (a body that is not JSON), 429, 501 or 503. Each operation
-lists, for each status, the business codes it can answer (`x-codes`). 429 and 503 carry
-`Retry-After` (seconds): 503 when MySQL, Redis or a queue is unavailable, and nothing was
-changed. Every answer carries `X-Request-ID` (yours, if you sent a valid one).
+405, 409, 413 (a body over its limit), 415 (a Content-Type the operation does not take), 416 (a
+byte range outside a media object), 429, 501 or 503. Each operation lists, for each status, the
+business codes it can answer (`x-codes`). 429 and 503 carry `Retry-After` (seconds): 503 when
+MySQL, Redis or a queue is unavailable; retry then (with the same `Idempotency-Key` where one is
+read, so a retried post is never doubled). Every answer carries `X-Request-ID` (yours, if you
+sent a valid one).
 
 ## Ids
 
@@ -95,9 +97,10 @@ per user. Past a limit: 429 with `Retry-After`, the seconds to wait.
 Each message post queues one item on the Redis list `im_message_queue` and answers its id; group
 changes queue group events (`group_event_queue`), token revocations user events
 (`user_event_queue`), friend and blacklist changes relationship events
-(`relationship_event_queue`). Events are written in the same MySQL transaction as the change and
-pushed after it commits (an outbox), so a change the API answered 200 always reaches the queue,
-once and in order, even if Redis was down at the time. A full queue is a 503 (`QUEUE_MAX_LENGTH`).
+(`relationship_event_queue`). Group and relationship events are written in the same MySQL
+transaction as the change and pushed after it commits (an outbox), so a change the API answered
+200 reaches its queue, once and in order, even if Redis was down at the time. A full queue is a
+503 (`QUEUE_MAX_LENGTH`).
 
 ## Paths
 
@@ -122,6 +125,7 @@ EXAMPLES = {
     "pushkit_device_token": "9a1b0c4d7e2f6a8b3c5d0e9f1a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b",
     "xg_device_token": "0a8f1c2b3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f80", "xm_device_token": "d//igwEhgBGCI2TG6lWqlK",
     "hw_device_token": "0863596033021934300003210900CN01", "jp_device_token": "1a0018970aa3d4c6f1e",
+    "ng_device_token": "ng-5f0c2a9e41",
     "gcm_device_token": "fcm:APA91bH6Yx0Q2rWm3kEo7Z", "fields": "members,quiet", "uids": "1001,1002",
     "mute": False, "forbidden": False, "notification_on": True, "on": True, "online": True, "quiet": True,
     "do_not_disturb": True, "super": False, "success": True, "command": 4, "limit": 20, "last_id": 58100,

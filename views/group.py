@@ -443,10 +443,9 @@ class Member(MethodView):
                 groups.set_mute(cur, changes, group, mid, args["mute"])
             if "nickname" in args:
                 groups.set_nickname(cur, changes, group, mid, args["nickname"])
-            if "do_not_disturb" in args:
+            if "do_not_disturb" in args:  # Redis inside: if it refuses, the record rolls back with the rest
                 records.record_quiet(cur, who.appid, mid, "group", gid, args["do_not_disturb"])
-        if "do_not_disturb" in args:
-            set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
+                set_group_quiet(get_redis(), who.appid, mid, gid, args["do_not_disturb"])
         return ok()
 
     @responds("group_member_quiet", errors=(GroupNotFound, NotMember))
@@ -481,5 +480,5 @@ def set_quiet(who: Caller, gid: int, uid: int, quiet: bool):
         group = groups.find_group(cur, who.appid, gid)
         groups.require_member(cur, group, uid)
         records.record_quiet(cur, who.appid, uid, "group", gid, quiet)
-    set_group_quiet(get_redis(), who.appid, uid, gid, quiet)
+        set_group_quiet(get_redis(), who.appid, uid, gid, quiet)  # inside: a refusal rolls the record back
     return ok()

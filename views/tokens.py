@@ -92,6 +92,6 @@ class Revoke(MethodView):
         no token succeeds too."""
         appid = caller().appid
         with transaction() as cur:
-            records.delete_token(cur, appid, args["uid"])
+            records.revoke_token(cur, appid, args["uid"])
         tokens.revoke_token(get_redis(), queues().user_events, appid, args["uid"])
         return ok()

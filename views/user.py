@@ -49,6 +49,8 @@ class DeviceSchema(OneOrMoreSchema):
     hw_device_token = Text(512)
     gcm_device_token = Text(512)
     jp_device_token = Text(512)
+    # The Android SDK's PostDeviceToken sends its generic token as ng_device_token; the original kept it.
+    ng_device_token = Text(512)
 
 
 class ProfileSchema(Schema):
