@@ -12,9 +12,10 @@ import cli
 import config
 from bridge import cli as bridge_cli
 from models import outbox
-from models.db import close_db, get_db, make_redis, pooled_connection
+from models.db import close_db, get_db, pooled_connection
 from models.queue import MessageIds, Queues
 from models.ratelimit import Holds
+from models.redis_client import make_redis
 from outage import Outage
 from views import BLUEPRINTS, cors, docs, errors, media, ops
 from views.fields import ID_TEXT, MAX_ID, setting
@@ -95,7 +96,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     app.extensions["redis"] = make_redis(app.config)
     app.extensions["app_cache"] = {}
-    app.extensions["auth_holds"] = Holds()  # failed authentications (views/credentials.py)
+    app.extensions["auth_holds"] = Holds()  # failed authentications (views/authentication.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
     app.teardown_appcontext(close_db)

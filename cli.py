@@ -18,9 +18,11 @@ from flask.cli import with_appcontext
 from models import customer as customers
 from models import marker, outbox, restore
 from models import tenant as tenants
-from models.db import get_db, get_redis, make_redis, mysql_connect_args, transaction
+from models.connection import mysql_connect_args
+from models.db import get_db, transaction
 from models.errors import ApiError
 from models.migrations import init_db
+from models.redis_client import get_redis, make_redis
 
 
 def start_hint(service: str, config) -> str:

@@ -244,7 +244,7 @@ class Config:
     # POST /groups/join: wrong face-to-face codes per user (a right one does not count).
     JOIN_RATE_LIMIT = Setting(rate, "10/minute")
     # Failed authentications (unknown appid, wrong secret, bad token) per client address, and per
-    # appid; past either, 429 for the failing address (views/credentials.py).
+    # appid; past either, 429 for the failing address (views/authentication.py).
     AUTH_FAIL_RATE_LIMIT = Setting(rate, "20/minute")
     AUTH_FAIL_APP_RATE_LIMIT = Setting(rate, "100/minute")
     # Customer client ids start here; app uids must stay below it.

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
-from models.db import mysql_connect_args  # noqa: E402
+from models.connection import mysql_connect_args  # noqa: E402
 from models.migrations import init_db  # noqa: E402
 
 DATABASE, REDIS_DB = "gobelieve_bench", 9

@@ -19,7 +19,7 @@ import redis
 from flask import Flask, abort, request
 
 import config
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 
 APPID, SECRET = os.environ["BENCH_APPID"], os.environ["BENCH_SECRET"]
 EXPECTED = "Basic " + base64.b64encode(f"{APPID}:{hashlib.md5(SECRET.encode()).hexdigest()}".encode()).decode()

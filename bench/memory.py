@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402
-from models.db import mysql_connect_args  # noqa: E402
+from models.connection import mysql_connect_args  # noqa: E402
 from models.migrations import init_db  # noqa: E402
 
 # The worker's extra hooks: the project's gunicorn.conf.py, plus tracemalloc and a snapshot on SIGUSR2.

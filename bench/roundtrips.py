@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/roundtrips.py [--requests 200]
 Uses bench.py's database gobelieve_bench and Redis DB 9, which it empties. Counts what PyMySQL
-sends (round trips, and the statements in them: several go in one packet, models/db.py) and the
+sends (round trips, and the statements in them: several go in one packet, models/connection.py) and the
 command batches redis-py sends, per request, after a warm-up; docs/PERFORMANCE.md holds a run.
 """
 import argparse
@@ -57,7 +57,16 @@ def main():
                     f"/groups/{gid}/members/{10_000 + i}", headers=headers)),
                 ("GET /groups/{gid} (3 members)", lambda i: client.get(f"/groups/{small_gid}", headers=headers)),
                 ("POST /messages/peers", lambda i: client.post(
-                    "/messages/peers", json={"sender": 1, "receiver": 2, "content": "hi"}, headers=headers))]
+                    "/messages/peers", json={"sender": 1, "receiver": 2, "content": "hi"}, headers=headers)),
+                ("POST /auth/grant (a known user)", lambda i: client.post(
+                    "/auth/grant", json={"uid": 1}, headers=headers)),
+                ("POST /auth/grant (a new user)", lambda i: client.post(
+                    "/auth/grant", json={"uid": 30_000 + i}, headers=headers)),
+                ("POST /users/{uid} (name, do_not_disturb, forbidden)", lambda i: client.post(
+                    f"/users/{30_000 + i}", json={"name": "n", "do_not_disturb": {"peer_uid": 2, "on": True},
+                                                  "forbidden": True}, headers=headers)),
+                ("POST /groups/{gid}/members/{uid} (quiet)", lambda i: client.post(
+                    f"/groups/{small_gid}/members/1", json={"quiet": i % 2}, headers=headers))]
     sent = dict.fromkeys(("MySQL round trips", "MySQL statements", "Redis round trips"), 0)
     counted = False
     print(f"| request ({args.requests} each, after a warm-up) | " + " | ".join(sent) + " |")

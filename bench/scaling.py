@@ -38,7 +38,7 @@ sys.path[0] = str(ROOT)  # not bench/, so that "bench" is the package
 
 import config  # noqa: E402
 from bench.bench import DATABASE, LUA, REDIS_DB, prepare, serve, steady_wrk, wrk  # noqa: E402
-from models.db import mysql_connect_args  # noqa: E402
+from models.connection import mysql_connect_args  # noqa: E402
 
 
 def db():

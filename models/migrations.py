@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pymysql
 
-from .db import mysql_connect_args
+from .connection import mysql_connect_args
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 CREATE_MIGRATIONS = """

@@ -227,16 +227,10 @@ def _let_go(conn) -> None:
         pass  # the session is gone, and the lock with it
 
 
-def outstanding(conn, pushed: int = 0) -> tuple[list[dict], bool]:
-    """Up to RELAY_BATCH rows (and RELAY_BATCH_BYTES of items) to push, in relay order (those
-    numbered above the pushed mark, or `pushed` if higher, then those not numbered yet), and
-    whether more may wait; for the holder of the relay lock."""
-    with conn.cursor() as cur:
-        cur.execute(OUTSTANDING, {"pushed": pushed, "limit": RELAY_BATCH})
-        return _outstanding(cur.fetchall())
-
-
 def _outstanding(found: list[dict]) -> tuple[list[dict], bool]:
+    """Of the rows OUTSTANDING found: up to RELAY_BATCH (and RELAY_BATCH_BYTES of items) to push, in
+    relay order (those numbered above the pushed mark, then those not numbered yet), and whether
+    more may wait."""
     if found and not found[0]["locked"]:
         raise RelayLockLost("the MySQL session that took the relay lock is gone; relaying left to the next relay")
     numbered = sorted((row for row in found if row["seq"] is not None), key=lambda row: row["seq"])

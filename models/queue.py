@@ -9,7 +9,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import keys
-from .db import lock_wait
+from .connection import lock_wait
 from .errors import QueueFull
 from .redis_io import dumps, run_script
 
@@ -192,10 +192,10 @@ class Queues:
         self.max_length = config["QUEUE_MAX_LENGTH"]
         self.history_length = config["HISTORY_LENGTH"]
         self.idempotency_ttl = config["IDEMPOTENCY_TTL"]
-        # Chosen once here, so the single-Redis hot path pays no test per post.
+        # The one place the single-Redis and the Redis Cluster paths differ, chosen once here, so
+        # the single-Redis hot path pays no test per post.
         self.cluster = isinstance(r, RedisCluster)
-        if self.cluster:
-            self.push_messages = self._push_messages_in_steps
+        self._push = self._push_in_steps if self.cluster else self._push_fused
 
     def names(self) -> tuple[str, ...]:
         return self.messages, self.group_events, self.user_events, self.relationship_events
@@ -209,12 +209,7 @@ class Queues:
         the key for a minute: a push resent by redis-py's retry after a timeout, whose first
         copy did run, pushes nothing."""
         key, ttl = self._post_key(items, idempotency)
-        script_keys, args = [self.messages, key], [self.max_length, self.history_length, ttl, dumps(answer)]
-        for item in items:
-            owners = history_owners(item) if self.history_length > 0 else []
-            script_keys += [keys.history(item["appid"], uid) for uid in owners]
-            args += [dumps(item), len(owners)]
-        result = run_script(self.redis, PUSH_MESSAGES, script_keys, args)
+        result = self._push(items, key, ttl, dumps(answer))
         if result == -1:
             raise QueueFull()
         return answer if result == 0 else json.loads(result)
@@ -225,30 +220,35 @@ class Queues:
             return keys.idempotency(self.messages, *idempotency), self.idempotency_ttl
         return keys.posted(self.messages, items[0]["id"]), RESENT_POST_TTL
 
-    def _push_messages_in_steps(self, items: list[dict], answer: dict,
-                                idempotency: tuple[int, str, str] | None = None) -> dict:
-        """push_messages for a Redis Cluster: the queue step (bound, idempotency) in one script,
-        then the history lists; a post the queue step finds already made pushes no history again."""
-        key, ttl = self._post_key(items, idempotency)
-        texts = [dumps(item) for item in items]
-        result = run_script(self.redis, PUSH_QUEUED, [self.messages, key],
-                            [self.max_length, ttl, dumps(answer), *texts])
-        if result == -1:
-            raise QueueFull()
-        if result != 0:
-            return json.loads(result)
-        if self.history_length > 0:
-            pipe = self.redis.pipeline(transaction=False)
-            for item, text in zip(items, texts):
-                for uid in history_owners(item):
-                    pipe.lpush(keys.history(item["appid"], uid), text)
-                    pipe.ltrim(keys.history(item["appid"], uid), 0, self.history_length - 1)
-            try:
-                pipe.execute()
-            except RedisError as exc:  # the messages are queued: the post succeeded, its history did not
-                log.warning("message %s queued, history lists not written: %s", items[0]["id"], exc)
-        return answer
+    def _push_fused(self, items: list[dict], key: str, ttl: int, answer: str):
+        """The push on a single Redis: queue and history lists in one script (atomic, one round trip)."""
+        script_keys, args = [self.messages, key], [self.max_length, self.history_length, ttl, answer]
+        for item in items:
+            owners = history_owners(item) if self.history_length > 0 else []
+            script_keys += [keys.history(item["appid"], uid) for uid in owners]
+            args += [dumps(item), len(owners)]
+        return run_script(self.redis, PUSH_MESSAGES, script_keys, args)
 
+    def _push_in_steps(self, items: list[dict], key: str, ttl: int, answer: str):
+        """The push in a Redis Cluster: the queue step (bound, idempotency: the commit point) in one
+        script, then the history lists; a post the queue step finds already made pushes no history again."""
+        texts = [dumps(item) for item in items]
+        result = run_script(self.redis, PUSH_QUEUED, [self.messages, key], [self.max_length, ttl, answer, *texts])
+        if result == 0 and self.history_length > 0:
+            self._push_histories(items, texts)
+        return result
+
+    def _push_histories(self, items: list[dict], texts: list[str]) -> None:
+        """Each queued message on its owners' history lists, bounded (a Redis Cluster's second step)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for item, text in zip(items, texts):
+            for uid in history_owners(item):
+                pipe.lpush(keys.history(item["appid"], uid), text)
+                pipe.ltrim(keys.history(item["appid"], uid), 0, self.history_length - 1)
+        try:
+            pipe.execute()
+        except RedisError as exc:  # the messages are queued: the post succeeded, its history did not
+            log.warning("message %s queued, history lists not written: %s", items[0]["id"], exc)
 
 def history(r, appid: int, uid: int) -> list[dict]:
     """The user's recent messages, newest first."""

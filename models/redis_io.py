@@ -1,7 +1,9 @@
-"""How the service writes to Redis: JSON text of queue items, and Lua scripts run by their SHA."""
+"""How the service writes to Redis: JSON text of queue items, Lua scripts run by their SHA, and
+writes to several keys in an order safe to cut short (in_order)."""
 import hashlib
 import json
 
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 _shas = {}  # script text -> its SHA1, as Redis names it
@@ -23,3 +25,31 @@ def run_script(r, text: str, keys: list, args: list):
         return r.evalsha(sha(text), len(keys), *keys, *args)
     except NoScriptError:
         return r.eval(text, len(keys), *keys, *args)
+
+
+class _OneByOne:
+    """A pipeline's interface whose commands run as they are queued, each before the next is sent."""
+
+    def __init__(self, r):
+        self._r, self._results = r, []
+
+    def __getattr__(self, name):
+        command = getattr(self._r, name)
+
+        def queue(*args, **kwargs):
+            self._results.append(command(*args, **kwargs))
+            return self
+        return queue
+
+    def execute(self) -> list:
+        return self._results
+
+
+def in_order(r):
+    """Where to queue writes to keys of several slots, in an order that is safe to cut short.
+
+    On a single Redis they go in one MULTI (atomic, one round trip); a Redis Cluster has no MULTI
+    across slots, so there each write is done before the next is sent, in the order queued. This
+    is the one place the two differ for such writes. A script among them goes as EVAL (its text):
+    none of them is on a hot path."""
+    return _OneByOne(r) if isinstance(r, RedisCluster) else r.pipeline(transaction=True)

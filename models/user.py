@@ -1,12 +1,8 @@
-"""Users: the `user` table, and the Redis hashes the router reads (tokens, settings, devices)."""
-import secrets
-
-from redis.cluster import RedisCluster
-
+"""Users: the `user` table, and the user hashes the router reads (profile, settings, devices; tokens: token.py)."""
 from . import keys
 from .db import defer
 from .queue import user_event
-from .redis_io import dumps, run_script
+from .redis_io import dumps, in_order, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
@@ -28,21 +24,6 @@ WHERE appid = %(appid)s AND uid = %(uid)s
 """
 DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
 
-# Get the user's token, or make the candidate its token; count the user. Also answer whether
-# the token is new and the name the user hash holds, so the caller knows if MySQL needs a write.
-# One round trip, atomic, so two concurrent grants for a new user agree on one token.
-# ARGV[4] is the token keys' prefix (models/keys.py).
-GRANT = """
-local token, created = redis.call('HGET', KEYS[1], 'access_token'), 0
-if not token or redis.call('EXISTS', ARGV[4] .. token) == 0 then
-  token, created = ARGV[1], 1
-  redis.call('HSET', KEYS[1], 'access_token', token)
-  redis.call('HSET', ARGV[4] .. token, 'user_id', ARGV[2], 'app_id', ARGV[3], 'user_name', '')
-end
-redis.call('PFADD', KEYS[2], ARGV[2])
-return {token, created, redis.call('HGET', KEYS[1], 'name')}
-"""
-
 # Delete each (field, value, timestamp field) triple whose field still holds value.
 UNBIND = """
 for i = 1, #ARGV, 3 do
@@ -54,32 +35,6 @@ return 0
 """
 
 
-# Delete the user's token and tell the router; 0 when the user had none. ARGV[2]: the token keys' prefix.
-REVOKE = """
-local token = redis.call('HGET', KEYS[1], 'access_token')
-if not token then return 0 end
-redis.call('DEL', ARGV[2] .. token)
-redis.call('HDEL', KEYS[1], 'access_token')
-redis.call('LPUSH', KEYS[2], ARGV[1])
-return 1
-"""
-
-# Redis Cluster (docs/SCALING.md): the router's keys lie in different slots, so the scripts
-# above become steps, each on one key. These two act on the user hash alone.
-# Set the token field to ARGV[2] if it still holds ARGV[1] ('' for none); answer the field's
-# value after, and the name.
-CLAIM_TOKEN = """
-local token = redis.call('HGET', KEYS[1], 'access_token') or ''
-if token == ARGV[1] then token = ARGV[2]; redis.call('HSET', KEYS[1], 'access_token', token) end
-return {token, redis.call('HGET', KEYS[1], 'name')}
-"""
-# Delete the token field if it still holds ARGV[1].
-DROP_TOKEN = """
-if redis.call('HGET', KEYS[1], 'access_token') == ARGV[1] then return redis.call('HDEL', KEYS[1], 'access_token') end
-return 0
-"""
-
-
 def flag(on: bool) -> str:
     return "1" if on else "0"
 
@@ -87,94 +42,6 @@ def flag(on: bool) -> str:
 def record_user(cur, appid: int, uid: int, name: str | None) -> None:
     """Make sure the user has a `user` row; set its name when one is given."""
     defer(cur, UPSERT_USER, {"appid": appid, "uid": uid, "name": name or "", "rename": name is not None})
-
-
-def grant_token(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
-    """(the user's permanent token, whether it was made just now, the name the user hash holds)."""
-    if isinstance(r, RedisCluster):
-        return _grant_in_steps(r, appid, uid)
-    token, created, name = run_script(r, GRANT, [keys.user(appid, uid), keys.statistics_users(appid)],
-                                      [secrets.token_urlsafe(32), uid, appid, keys.TOKEN_PREFIX])
-    return token, created == 1, name
-
-
-def _grant_in_steps(r, appid: int, uid: int) -> tuple[str, bool, str | None]:
-    """GRANT for a cluster: a new token's hash is complete before the user hash names it (the
-    commit point), so the router never meets a token without its user; a lost race drops ours."""
-    user_key = keys.user(appid, uid)
-    token, name = r.hmget(user_key, "access_token", "name")
-    created = not token or not r.exists(keys.token(token))
-    if created:
-        candidate = secrets.token_urlsafe(32)
-        r.hset(keys.token(candidate), mapping={"user_id": uid, "app_id": appid, "user_name": ""})
-        token, name = run_script(r, CLAIM_TOKEN, [user_key], [token or "", candidate])
-        created = token == candidate
-        if not created:  # a concurrent grant won: its token is the user's
-            r.delete(keys.token(candidate))
-    r.pfadd(keys.statistics_users(appid), uid)
-    return token, created, name
-
-
-def save_name(r, appid: int, uid: int, token: str, name: str) -> None:
-    """The user's name in its hash and in its token's hash (user_name), where the router reads them."""
-    if isinstance(r, RedisCluster):  # the user hash last: while it holds the old name, a grant redoes both
-        r.hset(keys.token(token), "user_name", name)
-        r.hset(keys.user(appid, uid), "name", name)
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(keys.user(appid, uid), "name", name)
-    pipe.hset(keys.token(token), "user_name", name)
-    pipe.execute()
-
-
-def adopt_token(r, appid: int, uid: int, candidate: str, recorded: str) -> None:
-    """Make the recorded token the user's again in place of the one just made (Redis had lost it)."""
-    user_key = keys.user(appid, uid)
-    token_hash = {"user_id": uid, "app_id": appid, "user_name": ""}  # save_name names it next
-    if isinstance(r, RedisCluster):  # the token's hash before the user hash names it
-        r.hset(keys.token(recorded), mapping=token_hash)
-        run_script(r, CLAIM_TOKEN, [user_key], [candidate, recorded])
-        r.delete(keys.token(candidate))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(keys.token(recorded), mapping=token_hash)
-    pipe.hset(user_key, "access_token", recorded)
-    pipe.delete(keys.token(candidate))
-    pipe.execute()
-
-
-def forget_token(r, appid: int, uid: int, token: str) -> None:
-    """Undo a token made moments ago that was never handed out."""
-    if isinstance(r, RedisCluster):  # the user hash first: then no grant hands the token out
-        run_script(r, DROP_TOKEN, [keys.user(appid, uid)], [token])
-        r.delete(keys.token(token))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.delete(keys.token(token))
-    pipe.hdel(keys.user(appid, uid), "access_token")
-    pipe.execute()
-
-
-def revoke_token(r, user_event_queue: str, appid: int, uid: int) -> bool:
-    """Delete the user's token at once and queue user_token_revoked; False when it had none."""
-    event = dumps(user_event("user_token_revoked", appid, uid))
-    if isinstance(r, RedisCluster):
-        return _revoke_in_steps(r, user_event_queue, appid, uid, event)
-    return run_script(r, REVOKE, [keys.user(appid, uid), user_event_queue], [event, keys.TOKEN_PREFIX]) == 1
-
-
-def _revoke_in_steps(r, user_event_queue: str, appid: int, uid: int, event: str) -> bool:
-    """REVOKE for a cluster: the token hash goes first (the router stops accepting the token),
-    then the event (the router drops its connections), and the user hash's field last: while it
-    is there a retried revoke does every step again, and a grant replaces the dead token."""
-    user_key = keys.user(appid, uid)
-    token = r.hget(user_key, "access_token")
-    if not token:
-        return False
-    r.delete(keys.token(token))
-    r.lpush(user_event_queue, event)
-    run_script(r, DROP_TOKEN, [user_key], [token])
-    return True
 
 
 def find_user(cur, appid: int, uid: int) -> dict | None:
@@ -238,53 +105,21 @@ def settings(r, appid: int, uid: int) -> dict:
     return {"forbidden": forbidden == "1", "mute": mute == "1", "notification_on": notification_on != "0"}
 
 
-def resolve_token(r, token: str) -> tuple[int, int, str] | None:
-    """(appid, uid, user_name) of a client access token, or None when it is unknown."""
-    uid, appid, name = r.hmget(keys.token(token), "user_id", "app_id", "user_name")
-    if uid is None or appid is None:
-        return None
-    return int(appid), int(uid), name or ""
-
-
 def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """Write name / do_not_disturb / mute / notification_on / forbidden in one MULTI; queue user_forbidden."""
-    if isinstance(r, RedisCluster):
-        return _save_settings_in_steps(r, user_event_queue, appid, uid, settings)
+    """Write name / do_not_disturb / mute / notification_on / forbidden; queue user_forbidden.
+
+    In order: the token hash and the quiet-peers set, then every user hash field at once (what
+    GET /users answers from), then the event (the router, told, reads a hash that already holds
+    the change). Each step repeats harmlessly on a retry."""
     key = keys.user(appid, uid)
     token = r.hget(key, "access_token") if "name" in settings else None
-    pipe = r.pipeline(transaction=True)
-    if "name" in settings:
-        pipe.hset(key, "name", settings["name"])
-        if token:  # the token's user_name too, as a grant with a new name would
-            pipe.hset(keys.token(token), "user_name", settings["name"])
-    if "do_not_disturb" in settings:
-        peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        pipe.hset(key, keys.peer_quiet_field(peer), flag(on))
-        if on:
-            pipe.sadd(keys.quiet_peers(appid, uid), peer)
-        else:
-            pipe.srem(keys.quiet_peers(appid, uid), peer)
-    for name in ("mute", "notification_on"):
-        if name in settings:
-            pipe.hset(key, name, flag(settings[name]))
-    if "forbidden" in settings:
-        forbidden = int(settings["forbidden"])
-        pipe.hset(key, "forbidden", forbidden)
-        pipe.lpush(user_event_queue, dumps(user_event("user_forbidden", appid, uid, forbidden=forbidden)))
-    pipe.execute()
-
-
-def _save_settings_in_steps(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """save_settings for a cluster: the token hash and the quiet-peers set first, then every user
-    hash field in one MULTI (what GET /users answers from), then the event (the router, told,
-    reads a hash that already holds the change). Each step repeats harmlessly on a retry."""
-    key = keys.user(appid, uid)
-    if "name" in settings and (token := r.hget(key, "access_token")):
-        r.hset(keys.token(token), "user_name", settings["name"])
+    steps = in_order(r)
+    if token:  # the token's user_name too, as a grant with a new name would
+        steps.hset(keys.token(token), "user_name", settings["name"])
     fields = {"name": settings["name"]} if "name" in settings else {}
     if "do_not_disturb" in settings:
         peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        (r.sadd if on else r.srem)(keys.quiet_peers(appid, uid), peer)
+        (steps.sadd if on else steps.srem)(keys.quiet_peers(appid, uid), peer)
         fields[keys.peer_quiet_field(peer)] = flag(on)
     for name in ("mute", "notification_on"):
         if name in settings:
@@ -292,26 +127,19 @@ def _save_settings_in_steps(r, user_event_queue: str, appid: int, uid: int, sett
     if "forbidden" in settings:
         fields["forbidden"] = int(settings["forbidden"])
     if fields:
-        r.hset(key, mapping=fields)
+        steps.hset(key, mapping=fields)
     if "forbidden" in settings:
         event = user_event("user_forbidden", appid, uid, forbidden=int(settings["forbidden"]))
-        r.lpush(user_event_queue, dumps(event))
+        steps.lpush(user_event_queue, dumps(event))
+    steps.execute()
 
 
 def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
     """The member's do-not-disturb flag for one group (the seeds' "quiet")."""
-    key = keys.user(appid, uid)
-    if isinstance(r, RedisCluster):  # the set, then the field GET /groups?fields=quiet answers from
-        (r.sadd if quiet else r.srem)(keys.quiet_groups(appid, uid), gid)
-        r.hset(key, keys.group_quiet_field(gid), flag(quiet))
-        return
-    pipe = r.pipeline(transaction=True)
-    pipe.hset(key, keys.group_quiet_field(gid), flag(quiet))
-    if quiet:
-        pipe.sadd(keys.quiet_groups(appid, uid), gid)
-    else:
-        pipe.srem(keys.quiet_groups(appid, uid), gid)
-    pipe.execute()
+    steps = in_order(r)
+    (steps.sadd if quiet else steps.srem)(keys.quiet_groups(appid, uid), gid)
+    steps.hset(keys.user(appid, uid), keys.group_quiet_field(gid), flag(quiet))  # what GET /groups?fields=quiet reads
+    steps.execute()
 
 
 def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:

@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 
 import config
 from app import create_app
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 from models.migrations import init_db
 
 TEST_CONFIG = {

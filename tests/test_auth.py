@@ -327,12 +327,12 @@ def test_server_credentials_on_client_only_endpoint_is_403(api, r, path):
 
 
 def test_a_grant_that_fails_after_the_token_was_made_leaves_no_token(api, db, r, monkeypatch):
-    from models import user as users
+    from models import token as tokens
 
     def broken(*args):
         raise RuntimeError("Redis answered something unexpected")
 
-    monkeypatch.setattr(users, "save_name", broken)
+    monkeypatch.setattr(tokens, "save_name", broken)
     status, body = api.post("/auth/grant", {"uid": 7, "user_name": "x"})
     assert status == 500, body
     assert r.keys("access_token_*") == []
@@ -353,9 +353,9 @@ def test_a_grant_whose_row_fails_for_any_reason_leaves_no_token(api, db, r, monk
 
 def test_a_grant_that_fails_leaves_an_existing_token_alone(api, db, r, monkeypatch):
     token = token_for(api, 9, "x")
-    from models import user as users
+    from models import token as tokens
 
-    monkeypatch.setattr(users, "save_name", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(tokens, "save_name", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
     status, _ = api.post("/auth/grant", {"uid": 9, "user_name": "y"})
     assert status == 500
     assert r.hget(f"access_token_{token}", "user_id") == "9"

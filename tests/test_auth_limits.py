@@ -7,7 +7,7 @@ from conftest import TEST_CONFIG, assert_error, basic, bearer
 import config
 from app import create_app
 from models import ratelimit
-from views import credentials
+from views import authentication
 
 GRANT = "/auth/grant"
 RATE_LIMITED, UNKNOWN_APP, BAD_SECRET, BAD_TOKEN = 6001, 2002, 2003, 2004
@@ -64,8 +64,8 @@ def test_the_appid_limit_holds_back_failing_addresses_only(limited, demo):
 
 def test_an_unknown_appid_past_its_limit_costs_no_mysql_read(limited, demo, monkeypatch):
     reads = []
-    find = credentials.tenants.find_app
-    monkeypatch.setattr(credentials.tenants, "find_app", lambda cur, appid: reads.append(appid) or find(cur, appid))
+    find = authentication.tenants.find_app
+    monkeypatch.setattr(authentication.tenants, "find_app", lambda cur, appid: reads.append(appid) or find(cur, appid))
     unknown = basic(demo["id"] + 1000, demo["secret"])
     for n in range(APP_LIMIT):
         status, body, _ = grant(limited, unknown, f"198.51.100.{n + 1}")

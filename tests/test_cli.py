@@ -6,7 +6,7 @@ import pytest
 from conftest import TEST_CONFIG, Api, basic, rows
 
 from app import create_app
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 
 
 def invoke(flask_app, *args):

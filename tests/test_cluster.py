@@ -14,7 +14,7 @@ from conftest import TEST_CONFIG, Api, all_keys, assert_error, bearer, insert_gr
 from app import create_app
 from models import outbox
 from models import queue as queues_module
-from models import user as users
+from models import token as tokens
 from models.redis_io import run_script
 
 MESSAGES, USER_EVENTS, GROUP_EVENTS = "im_message_queue", "user_event_queue", "group_event_queue"
@@ -43,7 +43,7 @@ def test_the_cluster_client_is_a_cluster_client(backend):
 
 def test_the_fused_scripts_span_slots_a_cluster_refuses(cluster_app, cluster_r, demo):
     """Why the cluster path exists: the single-Redis scripts touch keys of several slots."""
-    fused = [(users.GRANT, [f"users_{demo['id']}_7", f"statistics_users_{demo['id']}"], ["t", 7, demo["id"], "x"]),
+    fused = [(tokens.GRANT, [f"users_{demo['id']}_7", f"statistics_users_{demo['id']}"], ["t", 7, demo["id"], "x"]),
              (queues_module.PUSH_MESSAGES, [MESSAGES, "{im_message_queue}:posted:1", "history_1_1"],
               [10, 10, 60, "{}", "{}", 1])]
     for script, keys, args in fused:
@@ -70,7 +70,7 @@ def test_concurrent_grants_of_a_new_user_agree_on_one_token(backend, demo):
     def grant():
         start.wait()
         with backend.app.app_context():
-            results.append(users.grant_token(backend.app.extensions["redis"], demo["id"], 42))
+            results.append(tokens.grant_token(backend.app.extensions["redis"], demo["id"], 42))
 
     threads = [threading.Thread(target=grant) for _ in range(8)]
     for thread in threads:

@@ -1,4 +1,4 @@
-"""models/db.py's Connection: statements deferred to the next round trip behave as if run at once."""
+"""models/connection.py's Connection: statements deferred to the next round trip behave as if run at once."""
 import pymysql
 import pytest
 from conftest import gone_within, rows

@@ -15,7 +15,7 @@ from conftest import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, qu
 import config
 from app import create_app, start_relay_thread
 from models import outbox
-from models.db import Connection, mysql_connect_args
+from models.connection import Connection, mysql_connect_args
 from models.migrations import init_db
 
 

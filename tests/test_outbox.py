@@ -9,7 +9,8 @@ from redis.exceptions import RedisClusterException
 
 from app import create_app
 from models import outbox
-from models.db import get_db, mysql_connect_args
+from models.connection import mysql_connect_args
+from models.db import get_db
 from models.group_change import group_change
 from models.queue import Turns, group_event, message
 
@@ -30,7 +31,8 @@ def number_under_the_lock(db):
     """The relay's first step alone (as a relay that dies after it)."""
     with db.cursor() as cur:
         cur.execute(outbox.TAKE_RELAY_LOCK, {"seconds": 5})
-        batch, _ = outbox.outstanding(db, 0)
+        cur.execute(outbox.OUTSTANDING, {"pushed": 0, "limit": outbox.RELAY_BATCH})
+        batch, _ = outbox._outstanding(cur.fetchall())
         counters = {row["name"]: row["value"] for row in rows(db, "SELECT name, value FROM sequence")}
         outbox._number(db, [row for row in batch if row["seq"] is None], counters)
         cur.execute(outbox.RELEASE_RELAY_LOCK)

@@ -15,8 +15,8 @@ import pytest
 from conftest import TEST_CONFIG, Api, basic, free_port
 
 from app import create_app
-from models import db as dbmodule
-from models.db import mysql_connect_args
+from models import replicas as replicas_module
+from models.connection import mysql_connect_args
 from models.migrations import init_db
 
 MARIADBD = "/usr/sbin/mariadbd"
@@ -157,7 +157,7 @@ def test_a_replica_whose_sql_thread_stopped_is_skipped(replicated):
     one(replicated["replica"], "STOP SLAVE SQL_THREAD")
     try:
         gid = api.post("/groups", {"master": 1, "name": "new", "members": [1]})[1]["data"]["group_id"]
-        time.sleep(dbmodule.REPLICA_CHECK_EVERY + 0.1)
+        time.sleep(replicas_module.REPLICA_CHECK_EVERY + 0.1)
         assert gid in listed_gids(api)  # the replica would not have it: Seconds_Behind_Master is NULL
     finally:
         one(replicated["replica"], "START SLAVE SQL_THREAD")
@@ -176,7 +176,7 @@ def test_a_replica_lagging_past_the_bound_is_skipped(replicated):
         gid = api.post("/groups", {"master": 1, "name": "late", "members": [1]})[1]["data"]["group_id"]
         wait_for(lambda: (one(replicated["replica"], "SHOW SLAVE STATUS")[0]["Seconds_Behind_Master"] or 0) > 1,
                  what="the replica to lag")
-        time.sleep(dbmodule.REPLICA_CHECK_EVERY + 0.1)
+        time.sleep(replicas_module.REPLICA_CHECK_EVERY + 0.1)
         started = time.monotonic()
         assert gid in listed_gids(api)  # the primary's answer (the replica's table is locked)
         assert time.monotonic() - started < 1
@@ -192,13 +192,13 @@ def test_a_frozen_replica_is_skipped_within_the_bound(replicated, pair):
     listed_gids(api)
     replica_proc.send_signal(signal.SIGSTOP)
     try:
-        time.sleep(dbmodule.REPLICA_CHECK_EVERY + 0.1)
+        time.sleep(replicas_module.REPLICA_CHECK_EVERY + 0.1)
         gid = api.post("/groups", {"master": 1, "name": "while-frozen", "members": [1]})[1]["data"]["group_id"]
         started = time.monotonic()
         assert gid in listed_gids(api)
         took = time.monotonic() - started
         print(f"figure: listing with a frozen replica answered from the primary in {took:.3f} s")
-        assert took < dbmodule.REPLICA_TIMEOUT + 1
+        assert took < replicas_module.REPLICA_TIMEOUT + 1
         started = time.monotonic()
         listed_gids(api)  # left alone now: no wait at all
         assert time.monotonic() - started < 0.5
@@ -218,7 +218,7 @@ def test_a_replica_that_froze_since_its_last_check_is_skipped_within_the_bound(r
     """Frozen while the last check still vouches for it: the ping on checkout finds it within
     REPLICA_TIMEOUT, and the listing is the primary's, not a wait of MYSQL_TIMEOUT or a 503."""
     *_, replica_proc = pair
-    monkeypatch.setattr(dbmodule, "REPLICA_CHECK_EVERY", 60)  # a check found it fit: believed for the whole test
+    monkeypatch.setattr(replicas_module, "REPLICA_CHECK_EVERY", 60)  # a check found it fit: believed for the whole test
     api = make_api(replicated, MYSQL_TIMEOUT=5)
     wait_for(lambda: caught_up(replicated), what="the replica to catch up")
     gid = api.post("/groups", {"master": 1, "name": "before", "members": [1]})[1]["data"]["group_id"]
@@ -231,12 +231,12 @@ def test_a_replica_that_froze_since_its_last_check_is_skipped_within_the_bound(r
         assert hidden in listed_gids(api)  # the primary's answer
         took = time.monotonic() - started
         print(f"figure: listing with a replica frozen since its last check answered in {took:.3f} s")
-        assert took < dbmodule.REPLICA_TIMEOUT + 0.5
+        assert took < replicas_module.REPLICA_TIMEOUT + 0.5
         started = time.monotonic()
         assert hidden in listed_gids(api)  # left alone now: no wait at all
         assert time.monotonic() - started < 0.5
     finally:
         replica_proc.send_signal(signal.SIGCONT)
     wait_for(lambda: caught_up(replicated), what="the replica to catch up")
-    time.sleep(dbmodule.REPLICA_DOWN_FOR + 0.1)
+    time.sleep(replicas_module.REPLICA_DOWN_FOR + 0.1)
     assert hidden not in listed_gids(api)  # the replica's answer again, through a new connection

@@ -57,7 +57,7 @@ def test_the_sql_check_refuses_what_it_should():
 
 
 def test_secrets_are_compared_in_constant_time():
-    source = (ROOT / "views/credentials.py").read_text()
+    source = (ROOT / "views/authentication.py").read_text()
     assert "hmac.compare_digest" in source
     assert "secret_md5\"] ==" not in source and "== digest" not in source
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import TEST_CONFIG, Api, basic, rows
 
 from app import create_app
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 from models.migrations import SQL_DIR, holds, init_db, statements
 
 # The router's reads (SPEC 4, "Router compatibility"; im_service's relationship.go).

@@ -19,7 +19,7 @@ ARGUMENT = re.compile(r"<[^>]+>")  # every path argument here is an id (<id:..>,
 
 
 def security(view_class, method: str) -> list:
-    """The OpenAPI security of a MethodView's method (views/credentials.requires documents it)."""
+    """The OpenAPI security of a MethodView's method (views/authentication.requires documents it)."""
     func = getattr(view_class, method.lower(), None)
     return getattr(func, "_apidoc", {}).get("manual_doc", {}).get("security", [])
 

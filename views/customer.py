@@ -10,7 +10,7 @@ from flask.views import MethodView
 from models import customer as customers
 from models import record as records
 from models import tenant as tenants
-from models.db import get_db, get_redis, transaction
+from models.db import get_db, transaction
 from models.errors import (
     AppDisabled,
     BadSecret,
@@ -23,13 +23,14 @@ from models.errors import (
     Unavailable,
 )
 from models.ratelimit import retry_after
+from models.redis_client import get_redis
 
 from . import schemas
-from .auth import issue_token
+from .authentication import caller, client_address, requires
 from .common import Blueprint, ok
-from .credentials import caller, client_address, requires
 from .docs import responds
 from .fields import Id, Schema, Text, parse_id, setting
+from .tokens import issue_token
 
 blp = Blueprint("customer", __name__, description="Customer service: visitors, stores and sellers")
 

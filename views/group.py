@@ -7,7 +7,7 @@ from flask.views import MethodView
 from models import group as groups
 from models import idempotency
 from models import record as records
-from models.db import get_db, get_redis, get_replica_db, transaction
+from models.db import get_db, transaction
 from models.errors import (
     BatchTooLarge,
     CodeInUse,
@@ -22,11 +22,13 @@ from models.errors import (
     RateLimited,
 )
 from models.ratelimit import forgive, retry_after
+from models.redis_client import get_redis
+from models.replicas import get_replica_db
 from models.user import group_quiet, set_group_quiet
 
 from . import schemas
+from .authentication import Caller, caller, requires
 from .common import Blueprint, group_change, idempotency_scope, ok, page
-from .credentials import Caller, caller, requires
 from .docs import UID, listed, one_of, responds
 from .fields import (
     Id,

@@ -29,8 +29,8 @@ from models.errors import (
 from models.media_store import StoreUnavailable, make_store
 
 from . import ops, schemas
+from .authentication import from_trusted_proxy, requires
 from .common import Blueprint
-from .credentials import from_trusted_proxy, requires
 from .docs import responds
 from .fields import setting
 

@@ -5,7 +5,7 @@ from flask.views import MethodView
 from models import customer as customers
 from models import group as groups
 from models import queue, router
-from models.db import get_db, get_redis
+from models.db import get_db
 from models.errors import (
     BatchTooLarge,
     GroupNotFound,
@@ -15,12 +15,13 @@ from models.errors import (
     StoreNotFound,
     UserNotFound,
 )
+from models.redis_client import get_redis
 from models.redis_io import dumps
 from models.user import unread
 
 from . import schemas
+from .authentication import Caller, caller, requires
 from .common import Blueprint, idempotency_scope, ok, queues
-from .credentials import Caller, caller, requires
 from .docs import listed, one_of, responds
 from .fields import SLOW, Id, List, Schema, Text, Uid, setting
 

@@ -16,13 +16,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from models import marker, outbox
-from models.db import get_db, get_redis, ping_mysql
+from models.db import get_db, ping_mysql
 from models.errors import Forbidden, Unavailable
+from models.redis_client import get_redis
 from outage import backend
 
 from . import schemas
+from .authentication import client_address
 from .common import Blueprint, ok
-from .credentials import client_address
 from .docs import responds
 from .fields import setting
 

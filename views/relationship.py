@@ -13,8 +13,8 @@ from models.db import get_db
 from models.errors import BatchTooLarge, Forbidden, InvalidField, SelfRelationship
 
 from . import schemas
+from .authentication import caller, requires
 from .common import Blueprint, ok, page, queues
-from .credentials import caller, requires
 from .docs import UIDS, one_of, responds
 from .fields import PageSchema, Schema, Uid, setting
 

@@ -8,13 +8,16 @@ from models import group as groups
 from models import record as records
 from models import relationship as relationships
 from models import router
+from models import token as tokens
 from models import user as users
-from models.db import get_db, get_redis, get_replica_db, transaction
+from models.db import get_db, transaction
 from models.errors import BatchTooLarge, InvalidField, RouterNotConfigured, RouterUnavailable, UserExists, UserNotFound
+from models.redis_client import get_redis
+from models.replicas import get_replica_db
 
 from . import schemas
+from .authentication import caller, requires
 from .common import Blueprint, group_change, ok, page, queues
-from .credentials import caller, requires
 from .docs import listed, one_of, responds
 from .fields import ID_TEXT, Integer, List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
@@ -148,7 +151,7 @@ class User(MethodView):
             existed = records.forget_user(cur, appid, uid) or existed
             groups.leave_all_groups(cur, changes, appid, uid)
             relationships.forget_user(cur, changes.relationship_events, appid, uid)
-        revoked = users.revoke_token(get_redis(), queues().user_events, appid, uid)
+        revoked = tokens.revoke_token(get_redis(), queues().user_events, appid, uid)
         if not (existed or revoked or changes):
             raise UserNotFound()
         users.forget_user(get_redis(), appid, uid)

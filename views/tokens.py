@@ -4,12 +4,14 @@ import logging
 from flask.views import MethodView
 
 from models import record as records
+from models import token as tokens
 from models import user as users
-from models.db import get_redis, transaction
+from models.db import transaction
+from models.redis_client import get_redis
 
 from . import schemas
+from .authentication import caller, requires
 from .common import Blueprint, ok, queues
-from .credentials import caller, requires
 from .docs import responds
 from .fields import Id, Schema, Text, Uid
 
@@ -45,7 +47,7 @@ def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> 
     """The user's permanent token, recorded in MySQL (SPEC 5.3), with the user named in Redis and
     (record) in the `user` table."""
     r = get_redis()
-    token, created, known = users.grant_token(r, appid, uid)
+    token, created, known = tokens.grant_token(r, appid, uid)
     # The common case, a known user under the same name, costs that one Redis round trip.
     if created or known is None or name not in (None, known):
         try:
@@ -55,9 +57,9 @@ def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> 
                     users.record_user(cur, appid, uid, name)
                 recorded, user_name = records.record_token(cur, appid, uid, token, known if name is None else name)
                 if recorded != token:  # Redis had lost the user's token: the recorded one is still the user's
-                    users.adopt_token(r, appid, uid, token, recorded)
+                    tokens.adopt_token(r, appid, uid, token, recorded)
                     created, token = False, recorded
-                users.save_name(r, appid, uid, token, user_name)
+                tokens.save_name(r, appid, uid, token, user_name)
         except BaseException:
             if created:  # whatever went wrong: a retry makes the token, and the row, again
                 _forget(r, appid, uid, token)
@@ -68,7 +70,7 @@ def issue_token(appid: int, uid: int, name: str | None, record: bool = True) -> 
 def _forget(r, appid: int, uid: int, token: str) -> None:
     """Undo a token made moments ago; if Redis refuses that too, the first failure is the one to report."""
     try:
-        users.forget_token(r, appid, uid, token)
+        tokens.forget_token(r, appid, uid, token)
     except Exception:
         log.exception("could not undo the token just made for app %s uid %s", appid, uid)
 
@@ -91,5 +93,5 @@ class Revoke(MethodView):
         appid = caller().appid
         with transaction() as cur:
             records.revoke_token(cur, appid, args["uid"])
-        users.revoke_token(get_redis(), queues().user_events, appid, args["uid"])
+        tokens.revoke_token(get_redis(), queues().user_events, appid, args["uid"])
         return ok()

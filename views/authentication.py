@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from models import ratelimit
 from models import tenant as tenants
-from models.db import get_db, get_redis
+from models.db import get_db
 from models.errors import (
     ApiError,
     AppDisabled,
@@ -28,7 +28,8 @@ from models.errors import (
     RateLimited,
     UnknownApp,
 )
-from models.user import resolve_token
+from models.redis_client import get_redis
+from models.token import resolve_token
 
 from .fields import parse_id, setting
 
