@@ -41,13 +41,13 @@ DELETE_DEVICE = """
 DELETE FROM user_device WHERE appid = %(appid)s AND uid = %(uid)s AND kind = %(kind)s
   AND device_token = %(device_token)s
 """
-FORGET_USER = [
-    "UPDATE user_token SET token = NULL, user_name = '' WHERE appid = %(appid)s AND uid = %(uid)s"
-    " AND (token IS NOT NULL OR user_name <> '')",
-    "DELETE FROM user_setting WHERE appid = %(appid)s AND uid = %(uid)s",
-    "DELETE FROM user_do_not_disturb WHERE appid = %(appid)s AND uid = %(uid)s",
-    "DELETE FROM user_device WHERE appid = %(appid)s AND uid = %(uid)s",
-]
+FORGET_TOKEN = """
+UPDATE user_token SET token = NULL, user_name = '' WHERE appid = %(appid)s AND uid = %(uid)s
+  AND (token IS NOT NULL OR user_name <> '')
+"""
+FORGET_SETTINGS = "DELETE FROM user_setting WHERE appid = %(appid)s AND uid = %(uid)s"
+FORGET_DO_NOT_DISTURB = "DELETE FROM user_do_not_disturb WHERE appid = %(appid)s AND uid = %(uid)s"
+FORGET_DEVICES = "DELETE FROM user_device WHERE appid = %(appid)s AND uid = %(uid)s"
 FLAGS = ("forbidden", "mute", "notification_on")
 
 
@@ -110,4 +110,7 @@ def forget_devices(cur, appid: int, uid: int, tokens: dict) -> None:
 
 def forget_user(cur, appid: int, uid: int) -> bool:
     """Drop the user's token, flags, do-not-disturb and devices; whether there was any."""
-    return sum(cur.execute(sql, {"appid": appid, "uid": uid}) for sql in FORGET_USER) > 0
+    user = {"appid": appid, "uid": uid}
+    forgotten = (cur.execute(FORGET_TOKEN, user) + cur.execute(FORGET_SETTINGS, user)
+                 + cur.execute(FORGET_DO_NOT_DISTURB, user) + cur.execute(FORGET_DEVICES, user))
+    return forgotten > 0

@@ -78,7 +78,7 @@ def test_a_node_frozen_holding_the_relay_lock_holds_up_the_others_events_only_fo
         if uid in {e.get("member_id") for e in events(r)}:
             arrived[uid] = time.monotonic() - frozen_at
     assert sorted(arrived) == list(range(2, 8)), arrived  # every event was queued before its answer
-    assert max(arrived.values()) < 3 + 2, arrived  # the lease (3 s) and a little
+    assert max(arrived.values()) < 3 + 3, arrived  # the lease (3 s) and a little (a busy machine)
     print(f"figure: with a node frozen holding the relay lock, the healthy node's events arrived within "
           f"{max(arrived.values()):.2f} s")
     assert 100 in {e.get("member_id") for e in events(r)}  # the frozen node's change, relayed for it
