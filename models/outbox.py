@@ -102,7 +102,7 @@ DELETE_LEFT_BEHIND = "DELETE FROM outbox WHERE seq <= (SELECT value FROM sequenc
 COUNT_PENDING = "SELECT COUNT(*) AS n FROM outbox"
 RELAY_BATCH = 500
 RELAY_BATCH_BYTES = 4 * 1024 * 1024  # items per batch, at most (a batch is one packet; one item may be larger)
-RELAY_LOCK_WAIT = 4  # seconds, for a caller without settings; the app's is db.lock_wait(): MYSQL_TIMEOUT - 1
+RELAY_LOCK_WAIT = 4  # seconds, for a caller without settings; the app's is connection.lock_wait(): MYSQL_TIMEOUT - 1
 RELAY_LEASE = 3  # seconds, for a caller without settings; the app's is OUTBOX_RELAY_LEASE
 
 # LPUSH each (seq, item) whose seq is above the queue's relayed mark, in order; then raise the
