@@ -82,6 +82,3 @@ class Lanes:
         """After finish(): ready to run again (what was left waits in the processing list)."""
         self._waiting.clear()
         self.closing = False
-
-    def __len__(self) -> int:
-        return sum(len(w) for w in self._waiting.values())
