@@ -9,7 +9,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import free_port, wait_for
+from helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 2.0  # seconds; short, so takeovers are quick to test

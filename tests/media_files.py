@@ -11,7 +11,7 @@ import sys
 import threading
 import zlib
 
-from conftest import free_port, wait_for
+from helpers import free_port, wait_for
 from PIL import Image
 from werkzeug.serving import make_server
 

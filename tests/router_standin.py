@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pymysql
 import redis
-from conftest import free_port
+from helpers import free_port
 
 LOAD_GROUP = "SELECT id, appid, super FROM `group` WHERE id=%s AND deleted=0"
 LOAD_MEMBERS = "SELECT uid, timestamp, mute FROM group_member WHERE group_id=%s AND deleted=0"

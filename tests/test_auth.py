@@ -3,7 +3,7 @@ import base64
 import hashlib
 
 import pytest
-from conftest import (
+from helpers import (
     TEST_CONFIG,
     Api,
     assert_error,

@@ -2,7 +2,7 @@
 Retry-After for the failing address; a right secret from another address still passes, and an
 unknown appid past its limit costs no MySQL read."""
 import pytest
-from conftest import TEST_CONFIG, assert_error, basic, bearer
+from helpers import TEST_CONFIG, assert_error, basic, bearer
 
 import config
 from app import create_app

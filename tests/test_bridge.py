@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from bridge_process import LEASE, ROOT, BridgeProcess, drained, push, redis_kwargs_of, starter
-from conftest import assert_ok, free_port, queue, rows, wait_for
+from helpers import assert_ok, free_port, queue, rows, wait_for
 from router_standin import (
     LOAD_MEMBERS,
     ForbiddenListener,

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from bridge_process import drained, redis_kwargs_of, starter
-from conftest import assert_ok, rows, wait_for
+from helpers import assert_ok, rows, wait_for
 from router_standin import ForbiddenListener, StreamReader
 
 from models.db import mysql_connect_args

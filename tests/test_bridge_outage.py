@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from bridge_process import drained, starter
-from conftest import wait_for
+from helpers import wait_for
 
 ITEMS = 50_000
 CONVERSATIONS = 1000

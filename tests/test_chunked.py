@@ -13,7 +13,7 @@ import tempfile
 import threading
 
 import pytest
-from conftest import rows
+from helpers import rows
 from test_concurrency import free_port
 from test_faults import wait_for
 from test_gunicorn import ROOT, healthy

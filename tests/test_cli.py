@@ -3,7 +3,7 @@ import re
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic, rows
+from helpers import TEST_CONFIG, Api, basic, rows
 
 from app import create_app
 from models.connection import mysql_connect_args

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import TEST_CONFIG, wait_for
+from helpers import TEST_CONFIG, wait_for
 from test_cli import invoke
 from test_concurrency import free_port
 from test_gunicorn import ROOT

@@ -8,7 +8,7 @@ import json
 from contextlib import contextmanager
 
 import pytest
-from conftest import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
+from helpers import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
 
 FORBIDDEN, NOT_MASTER, MUST_TRANSFER, CODE_IN_USE = 2007, 4003, 4007, 4006
 INVALID_FIELD, GROUP_NOT_FOUND = 1001, 4001
@@ -589,7 +589,7 @@ def test_a_live_master_keeps_its_rights(api, client):
 
 @pytest.fixture(scope="module")
 def join_app():
-    from conftest import TEST_CONFIG
+    from helpers import TEST_CONFIG
 
     from app import create_app
     return create_app(TEST_CONFIG | {"JOIN_RATE_LIMIT": "3/minute"})

@@ -9,7 +9,7 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-from conftest import TEST_CONFIG, Api, all_keys, assert_error, bearer, insert_group, queue, rows, token_for
+from helpers import TEST_CONFIG, Api, all_keys, assert_error, bearer, insert_group, queue, rows, token_for
 
 from app import create_app
 from models import outbox

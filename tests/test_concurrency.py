@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, queue, rows
+from helpers import free_port, queue, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS, UIDS, THREADS, CALLS = 3, 12, 16, 40

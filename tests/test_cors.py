@@ -1,6 +1,6 @@
 """CORS for browsers: client-auth endpoints only, only for CORS_ORIGINS, never with server auth."""
 import pytest
-from conftest import TEST_CONFIG, bearer, token_for
+from helpers import TEST_CONFIG, bearer, token_for
 
 import config
 from app import create_app

@@ -4,7 +4,7 @@ per-user history lists that POST /messages/... fill and GET /messages reads."""
 import json
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, bearer, insert_group, make_app, queue, rows, token_for
+from helpers import TEST_CONFIG, Api, assert_error, bearer, insert_group, make_app, queue, rows, token_for
 
 from app import create_app
 

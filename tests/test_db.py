@@ -1,7 +1,7 @@
 """models/connection.py's Connection: statements deferred to the next round trip behave as if run at once."""
 import pymysql
 import pytest
-from conftest import gone_within, rows
+from helpers import gone_within, rows
 
 from models import group as groups
 from models.db import defer, pooled_connection, transaction, values

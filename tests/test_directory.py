@@ -3,7 +3,7 @@ and the indexes the listing queries rely on."""
 import json
 
 import pytest
-from conftest import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
+from helpers import Api, assert_ok, assert_refused, bearer, queue, rows, snapshot, token_for
 
 from models import group as group_sql
 from models import user as user_sql

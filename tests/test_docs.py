@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import bearer, token_for
+from helpers import bearer, token_for
 from live import serving
 from openapi_schema_validator import OAS30Validator, validate
 from openapi_spec_validator import validate as validate_spec

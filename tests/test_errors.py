@@ -1,6 +1,6 @@
 """The error envelope everywhere (SPEC 3), hostile bodies, probes and the OpenAPI document."""
 import pytest
-from conftest import TEST_CONFIG, nothing_written, rows
+from helpers import TEST_CONFIG, nothing_written, rows
 
 from app import create_app
 

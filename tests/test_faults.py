@@ -10,7 +10,7 @@ import time
 import pymysql
 import pytest
 import redis
-from conftest import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, queue, rows, token_for, wait_for
+from helpers import TEST_CONFIG, Api, basic, bearer, free_port, gone_within, queue, rows, token_for, wait_for
 
 import config
 from app import create_app, start_relay_thread

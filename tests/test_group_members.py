@@ -4,7 +4,7 @@ import json
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     assert_chain,
     assert_error,
     assert_now_s,

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from conftest import (
+from helpers import (
     TEST_CONFIG,
     Api,
     assert_chain,
@@ -29,7 +29,7 @@ from conftest import (
 from app import create_app
 from models import outbox
 
-# The stock GoBelieve router loads groups with this query (and their members with conftest.ROUTER_MEMBERS).
+# The stock GoBelieve router loads groups with this query (and their members with helpers.ROUTER_MEMBERS).
 ROUTER_GROUP = "SELECT id, appid, super FROM `group` WHERE id=%s AND deleted=0"
 
 

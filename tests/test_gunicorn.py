@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for
+from helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

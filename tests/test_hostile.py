@@ -9,7 +9,7 @@ import os
 import marshmallow as ma
 import pytest
 import schemathesis
-from conftest import TEST_CONFIG, bearer, rows, token_for
+from helpers import TEST_CONFIG, bearer, rows, token_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ def assert_envelope(status: int, body) -> None:
 
 def row_and_queue_counts(db, r) -> tuple:
     """The row count of each table and the length of each queue: cheap enough for every hypothesis example
-    (the rows pile up across examples), unlike conftest.snapshot, which compares every row and key."""
+    (the rows pile up across examples), unlike helpers.snapshot, which compares every row and key."""
     counts = tuple(rows(db, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"] for table in TABLES)
     return counts, tuple(r.llen(name) for name in QUEUES)
 

@@ -5,7 +5,7 @@ import base64
 import hashlib
 
 import pytest
-from conftest import Api, assert_error, bearer, create, messages, rows, token_for
+from helpers import Api, assert_error, bearer, create, messages, rows, token_for
 
 from views.fields import parse_id
 

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, bearer, token_for, wait_for
+from helpers import TEST_CONFIG, Api, assert_error, bearer, token_for, wait_for
 from media_files import MotoServer, amr, bmp, chunked_post, gif, jpeg, mp3_duration, png, png_bomb, webp
 from PIL import Image
 
@@ -485,7 +485,7 @@ def test_a_write_that_fails_midway_leaves_nothing_under_a_name(tmp_path):
 
 
 def test_the_s3_store_away_is_503(demo, monkeypatch):
-    from conftest import free_port
+    from helpers import free_port
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     media = create_app(TEST_CONFIG | {"MEDIA_STORE": "s3://nowhere", "MEDIA_STORE_TIMEOUT": 0.5,

@@ -4,7 +4,7 @@ import os
 import time
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, insert_group, queue
+from helpers import TEST_CONFIG, Api, assert_error, insert_group, queue
 
 from app import create_app
 

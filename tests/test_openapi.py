@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import TEST_CONFIG, bearer, token_for
+from helpers import TEST_CONFIG, bearer, token_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live import serving

@@ -6,7 +6,7 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, free_port, queue, rows, wait_for
+from helpers import TEST_CONFIG, Api, free_port, queue, rows, wait_for
 from test_faults import own_redis  # noqa: F401, F811 (a fixture)
 
 from app import create_app, start_relay_thread
@@ -221,7 +221,7 @@ def test_metrics_is_refused_to_other_addresses_by_default(client):
 
 
 def test_metrics_opens_to_the_configured_networks_and_token():
-    from conftest import TEST_CONFIG
+    from helpers import TEST_CONFIG
 
     from app import create_app
     app = create_app(TEST_CONFIG | {"METRICS_ALLOWED": "10.0.0.0/8", "METRICS_TOKEN": "scrape-me"})

@@ -4,7 +4,7 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, queue, rows
+from helpers import TEST_CONFIG, Api, queue, rows
 from redis.exceptions import RedisClusterException
 
 from app import create_app

@@ -2,7 +2,7 @@
 import threading
 
 import pytest
-from conftest import Api, assert_ok, assert_refused, bearer, rows, token_for
+from helpers import Api, assert_ok, assert_refused, bearer, rows, token_for
 
 KINDS = ["apns", "pushkit", "xg", "xm", "hw", "gcm", "jp"]
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import redis
-from conftest import TEST_CONFIG, Api, assert_error, bearer, free_port, token_for
+from helpers import TEST_CONFIG, Api, assert_error, bearer, free_port, token_for
 from test_faults import Server, accepting
 
 from app import create_app

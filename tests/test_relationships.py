@@ -3,7 +3,7 @@ action_id chain, who may do what, bad input refused with nothing written, paging
 and a user's deletion ending its relationships."""
 import pytest
 import redis
-from conftest import Api, assert_error, assert_ok, assert_refused, bearer, make_app, queue, rows, token_for
+from helpers import Api, assert_error, assert_ok, assert_refused, bearer, make_app, queue, rows, token_for
 from test_groups import assert_chain, assert_now_ms, assert_now_s, run_together
 
 from models import group_change, outbox

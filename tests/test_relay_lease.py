@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_CONFIG, assert_chain, create, events, wait_for
+from helpers import TEST_CONFIG, assert_chain, create, events, wait_for
 
 from models import outbox
 

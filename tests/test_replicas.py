@@ -12,7 +12,7 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic, free_port
+from helpers import TEST_CONFIG, Api, basic, free_port
 
 from app import create_app
 from models import replicas as replicas_module

@@ -3,7 +3,7 @@ nesting, and lists longer than MAX_BATCH (checked before any item is validated).
 import json
 
 import pytest
-from conftest import Api, assert_refused, queue
+from helpers import Api, assert_refused, queue
 
 LONE = "\ud800"  # an unpaired high surrogate: not a Unicode scalar value, never storable as UTF-8
 

@@ -6,7 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import Api, all_keys, assert_ok, bearer, rows, token_for
+from helpers import Api, all_keys, assert_ok, bearer, rows, token_for
 from redis.cluster import RedisCluster
 from test_cli import invoke
 

@@ -2,7 +2,7 @@
 stock router's RPC when IM_RPC_URL / IMR_RPC_URL are set; 503 when it is down, 501 / a fallback
 when it is not configured."""
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, assert_ok, bearer, token_for
+from helpers import TEST_CONFIG, Api, assert_error, assert_ok, bearer, token_for
 
 from app import create_app
 

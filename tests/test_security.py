@@ -3,7 +3,7 @@ import ast
 import logging
 from pathlib import Path
 
-from conftest import bearer, token_for
+from helpers import bearer, token_for
 
 ROOT = Path(__file__).resolve().parent.parent
 # DDL that names the configured database (validated against [A-Za-z0-9_]+ first); the helpers of

@@ -1,4 +1,4 @@
-from conftest import queue, rows
+from helpers import queue, rows
 
 
 def test_create_group_queues_events(api, db, r):

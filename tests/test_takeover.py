@@ -5,7 +5,7 @@ import time
 
 import pymysql
 import pytest
-from conftest import TEST_CONFIG, Api, basic, rows
+from helpers import TEST_CONFIG, Api, basic, rows
 
 from app import create_app
 from models.connection import mysql_connect_args

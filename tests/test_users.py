@@ -2,7 +2,7 @@
 import time
 
 import pytest
-from conftest import Api, assert_error, bearer, queue, rows, token_for
+from helpers import Api, assert_error, bearer, queue, rows, token_for
 
 KINDS = ["apns", "pushkit", "xg", "xm", "hw", "gcm", "jp"]
 CUSTOMER_ID_BASE = 2**53  # SPEC 6: customer-service client ids start here; app uids stay below

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from conftest import TEST_CONFIG, Api, assert_error, bearer, events, messages, rows, token_for
+from helpers import TEST_CONFIG, Api, assert_error, bearer, events, messages, rows, token_for
 from media_files import amr, png
 
 from app import create_app
