@@ -26,7 +26,7 @@ from router_standin import (
     StreamReader,
 )
 
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from bridge_process import drained, redis_kwargs_of, starter
 from helpers import assert_ok, rows, wait_for
 from router_standin import ForbiddenListener, StreamReader
 
-from models.db import mysql_connect_args
+from models.connection import mysql_connect_args
 
 APPLY_DELAY = 0.02  # seconds from a stream entry's XADD to its effect in the stand-in
 GROUPS = 1000  # created and messaged at once
