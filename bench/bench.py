@@ -42,7 +42,7 @@ LUA = {
                  '  return wrk.format(nil, nil, nil,'
                  ' string.format(\'{"uid": %d, "user_name": "user"}\', math.random(1, 1000000000)))\nend',
     "settings": 'wrk.method = "POST"\nrequest = function()\n'
-                '  return wrk.format(nil, string.format("/users/%d", math.random(1, 1000)), nil,'
+                '  return wrk.format(nil, string.format("/users/%d", math.random(100001, 101000)), nil,'
                 ' string.format(\'{"name": "user %d", "mute": true}\', math.random(1, 1000)))\nend',
     "bind": 'wrk.method = "POST"\nrequest = function()\n'
             '  return wrk.format(nil, string.format("/users/%d/bind", math.random(1, 1000)), nil,'
