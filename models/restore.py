@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 
 from . import keys
 from .db import transaction
+from .record import UPSERT_DEVICE, UPSERT_QUIET
 
 BATCH = 500
 RETRIES = 3  # a batch that waited too long for a row lock (or deadlocked) is read again
@@ -165,16 +166,6 @@ INSERT INTO user_setting (appid, uid, forbidden, mute, notification_on, store_id
 VALUES (%(appid)s, %(uid)s, %(forbidden)s, %(mute)s, %(notification_on)s, %(store_id)s, %(seller_id)s)
 ON DUPLICATE KEY UPDATE forbidden = VALUES(forbidden), mute = VALUES(mute), notification_on = VALUES(notification_on),
   store_id = VALUES(store_id), seller_id = VALUES(seller_id)
-"""
-UPSERT_QUIET = """
-INSERT INTO user_do_not_disturb (appid, uid, kind, target, do_not_disturb)
-VALUES (%(appid)s, %(uid)s, %(kind)s, %(target)s, %(on)s)
-ON DUPLICATE KEY UPDATE do_not_disturb = VALUES(do_not_disturb)
-"""
-UPSERT_DEVICE = """
-INSERT INTO user_device (appid, uid, kind, device_token, timestamp)
-VALUES (%(appid)s, %(uid)s, %(kind)s, %(device_token)s, %(timestamp)s)
-ON DUPLICATE KEY UPDATE device_token = VALUES(device_token), timestamp = VALUES(timestamp)
 """
 MAX_ID = 2**63 - 1
 

@@ -65,18 +65,21 @@ def _unsized_body(req) -> bytes:
     it were all. Read at most the limit and one byte more from the server's (de-chunked) input."""
     if "wsgi.input_terminated" not in req.environ:
         return req.get_data(cache=True)  # werkzeug's safe fallback: an empty body
-    limit, stream = setting("MAX_CONTENT_LENGTH"), req.environ["wsgi.input"]
+    limit = setting("MAX_CONTENT_LENGTH")
+    body = read_at_most(req.environ["wsgi.input"], limit + 1)
+    if len(body) > limit:
+        raise BodyTooLarge()
+    req._cached_data = body
+    return body
+
+
+def read_at_most(stream, most: int, chunk_size: int = 64 * 1024) -> bytes:
+    """What stream holds, up to `most` bytes (a caller passes its limit + 1 to tell an excess)."""
     chunks, size = [], 0
-    while size <= limit:
-        chunk = stream.read(min(64 * 1024, limit + 1 - size))
-        if not chunk:
-            break
+    while size < most and (chunk := stream.read(min(chunk_size, most - size))):
         chunks.append(chunk)
         size += len(chunk)
-    if size > limit:
-        raise BodyTooLarge()
-    req._cached_data = body = b"".join(chunks)
-    return body
+    return b"".join(chunks)
 
 
 LOCATIONS = {"json": json_body, "query": lambda: request.args}

@@ -30,7 +30,7 @@ from models.media_store import StoreUnavailable, make_store
 
 from . import ops, schemas
 from .authentication import from_trusted_proxy, requires
-from .common import Blueprint
+from .common import Blueprint, read_at_most
 from .docs import responds
 from .fields import setting
 
@@ -186,14 +186,7 @@ def raw_body(limit: int, limit_name: str, kind: str) -> bytes:
     if (request.content_length or 0) > limit:
         fail(kind, too_large(limit_name))
     request.max_content_length = limit + 1
-    stream, chunks, size = request.stream, [], 0
-    while size <= limit:
-        chunk = stream.read(min(256 * 1024, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+    return read_at_most(request.stream, limit + 1, 256 * 1024)
 
 
 def upload_part(limit_name: str, kind: str):
@@ -237,13 +230,18 @@ def fail(kind: str, exc: Exception):
     raise exc
 
 
-def save(key: str, source, content_type: str, kind: str, size: int | None = None) -> None:
-    """Put the object in the store (once: a name is its content) and count the upload."""
+def put(key: str, source, content_type: str, kind: str) -> None:
+    """Put the object in the store (once: a name is its content); the store away is a 503."""
     try:
         store().put(key, source, content_type)
     except StoreUnavailable as exc:
         log.warning("media store: %s", exc)
         fail(kind, MediaUnavailable())
+
+
+def save(key: str, source, content_type: str, kind: str, size: int | None = None) -> None:
+    """Put the upload in the store and count it."""
+    put(key, source, content_type, kind)
     ops.MEDIA_UPLOADS.labels(kind).inc()
     ops.MEDIA_BYTES.labels(kind).inc(len(source) if size is None else size)
 
@@ -363,11 +361,7 @@ class File(MethodView):
 
 def save_variant(key: str, data: bytes, content_type: str, kind: str) -> None:
     """Keep a thumbnail or an MP3 made now, and count it."""
-    try:
-        store().put(key, data, content_type)
-    except StoreUnavailable as exc:
-        log.warning("media store: %s", exc)
-        fail(kind, MediaUnavailable())
+    put(key, data, content_type, kind)
     ops.MEDIA_CONVERSIONS.labels(kind).inc()
 
 
