@@ -11,11 +11,11 @@ from werkzeug.routing import IntegerConverter, ValidationError
 import cli
 import config
 from bridge import cli as bridge_cli
-from models import outbox
 from models.db import close_db, get_db, pooled_connection
 from models.queue import MessageIds, Queues
 from models.ratelimit import Holds
 from models.redis_client import make_redis
+from models.unit_of_work import UnitOfWork
 from outage import Outage
 from views import BLUEPRINTS, cors, docs, errors, media, ops
 from views.fields import ID_TEXT, MAX_ID, setting
@@ -99,6 +99,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["auth_holds"] = Holds()  # failed authentications (views/authentication.py)
     ids = MessageIds(lambda: pooled_connection(app))
     app.extensions["queues"] = Queues(app.extensions["redis"], ids, app.config)
+    app.extensions["units"] = UnitOfWork(get_db, app.extensions["queues"], app.config)
     app.teardown_appcontext(close_db)
     cli.register(app)
     bridge_cli.register(app)
@@ -121,7 +122,7 @@ def start_relay_thread(app: Flask) -> threading.Thread | None:
             time.sleep(wait)
             try:
                 with app.app_context():  # its teardown returns the connection to the pool
-                    outbox.relay(get_db(), app.extensions["redis"], **app.extensions["queues"].relay_timing)
+                    app.extensions["units"].relay(app.extensions["redis"])
             except Exception as exc:  # keep trying, less often; the next round may find the service back
                 wait = outage.failed(exc)
             else:

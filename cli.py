@@ -16,7 +16,7 @@ from flask import Flask, current_app, has_app_context
 from flask.cli import with_appcontext
 
 from models import customer as customers
-from models import marker, outbox, restore
+from models import marker, restore
 from models import tenant as tenants
 from models.connection import mysql_connect_args
 from models.db import get_db, transaction
@@ -300,8 +300,7 @@ def add_seller_command(store_id: int, name: str, avatar: str):
 @with_appcontext
 def relay_outbox_command():
     """Push every committed but undelivered queue item to Redis, in order."""
-    timing = current_app.extensions["queues"].relay_timing
-    click.echo(f"relayed {outbox.relay(get_db(), get_redis(), **timing)} items")
+    click.echo(f"relayed {current_app.extensions['units'].relay(get_redis())} items")
 
 
 @click.command("restore-redis")

@@ -1,7 +1,7 @@
 """Groups and members in MySQL (the tables the router loads), with the events each change queues.
 
-Every change runs in the caller's transaction on a group that models/group_change.py
-locked, so changes to one group commit one after another and queue in that order.
+Every change runs in the caller's transaction on a group that the unit of work
+(models/unit_of_work.py) locked, so changes to one group commit one after another and queue in that order.
 Functions take the cursor of that transaction (or of a plain read) first.
 """
 import json

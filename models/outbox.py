@@ -1,7 +1,7 @@
 """The transactional outbox: Redis writes stored with the change they belong to, then relayed.
 
-A change appends its events, notifications and cleared sync keys in its own transaction,
-so a committed change always has them and a rolled-back one never does. Nothing global is
+A change (models/unit_of_work.py) appends its events, notifications and cleared sync keys in
+its own transaction, so a committed change always has them and a rolled-back one never does. Nothing global is
 locked while the change runs: events are numbered by the relay, which runs one at a time
 (a MySQL named lock) and takes committed rows in id order. Rows of one group are appended
 while its row is locked, so their ids, and so their action_ids, follow the group's commit
@@ -22,7 +22,7 @@ RELEASE of its own: a pooled session must not keep the lock.
 
 A change relays right after its commit, so its items are queued before its response. While
 one relay runs, the changes that committed meanwhile wait: within a process, for one pass
-that a single thread runs for all of them (queue.Turns); across processes, for the lock. The
+that a single thread runs for all of them (unit_of_work.Turns); across processes, for the lock. The
 running relay takes their rows too (it relays until a pass finds fewer than a batch), so a
 relay that then gets the lock finds little or nothing left: under load one relay pass moves
 many changes' rows, instead of every change paying for a pass of its own.
@@ -40,8 +40,6 @@ from .db import defer, results, transaction, values
 from .queue import group_event
 from .redis_io import dumps, run_script, sha
 
-INSERT_ITEMS = "INSERT INTO outbox (command, redis_key, item, chain) VALUES {values}"
-ITEM_ROW = "(%(command)s, %(key)s, %(item)s, %(chain)s)"
 # A named lock is server-wide: the name carries the database's, so that two deployments (or a
 # test run and a bench) sharing one MariaDB do not wait for each other's relays (64 characters at most).
 RELAY_LOCK = "CONCAT('outbox_relay:', LEFT(DATABASE(), 51))"
@@ -154,20 +152,6 @@ class Changes:
     def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:
         """A group notification; `to` lists who must see it besides the members the router knows (SPEC 5.2)."""
         self.notes.append((group["appid"], group["id"], op, body, list(to)))
-
-
-def append(cur, queues, *, group_events=(), relationship_events=(), messages=(), cleared=()) -> bool:
-    """Store events (numbered by the relay), messages and hash fields to clear, for after the commit
-    (they go to MySQL with it); whether there were any."""
-    rows = [{"command": "LPUSH", "key": queues.group_events, "item": dumps(e), "chain": GROUP_CHAIN}
-            for e in group_events]
-    rows += [{"command": "LPUSH", "key": queues.relationship_events, "item": dumps(e), "chain": RELATIONSHIP_CHAIN}
-             for e in relationship_events]
-    rows += [{"command": "LPUSH", "key": queues.messages, "item": dumps(m), "chain": ""} for m in messages]
-    rows += [{"command": "HDEL", "key": key, "item": field, "chain": ""} for key, field in cleared]
-    if rows:  # one multi-row INSERT: its rows commit, and are relayed, together
-        defer(cur, INSERT_ITEMS.format(values=values(cur, ITEM_ROW, rows)))
-    return bool(rows)
 
 
 def relay(conn, r, *, sweep: bool = True, wait: int = RELAY_LOCK_WAIT, lease: int = RELAY_LEASE) -> int:

@@ -9,7 +9,6 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import keys
-from .connection import lock_wait
 from .errors import QueueFull
 from .redis_io import dumps, run_script
 
@@ -103,34 +102,6 @@ class MessageIds:
             return self._next - 1
 
 
-class Turns:
-    """One pass at a time of work that serves everyone waiting for it (the outbox relay): each
-    caller returns once a pass that began after it came has ended, the pass of whichever thread
-    found none running. So the threads of a process that committed meanwhile queue for the
-    relay's MySQL lock as one, not one after another."""
-
-    def __init__(self):
-        self._turn = threading.Condition()
-        self._started, self._ended, self._running = 0, 0, False
-
-    def take(self, work) -> None:
-        """Wait for a pass that begins after this call; run it, as work(), if none is running. An
-        exception of work() reaches only the caller that ran it."""
-        with self._turn:
-            mine = self._started + 1  # the next pass to start serves this caller
-            while self._running and self._ended < mine:
-                self._turn.wait()
-            if self._ended >= mine:
-                return
-            self._running, self._started = True, mine
-        try:
-            work()
-        finally:
-            with self._turn:
-                self._running, self._ended = False, mine
-                self._turn.notify_all()
-
-
 def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: int, content: str,
             members: list[int] | None = None, **fields) -> dict:
     """An im_message_queue item; fields: a customer message's store_id and seller_id."""
@@ -176,15 +147,10 @@ def history_owners(item: dict) -> list[int]:
 
 class Queues:
     """The queues shared with the router, made once from the settings (create_app): their names,
-    bounds and the message-id source, with the Redis client that pushes to them and the turns of
-    the relay that fills them."""
+    bounds and the message-id source, with the Redis client that pushes to them."""
 
     def __init__(self, r, ids: MessageIds, config):
         self.redis, self.ids = r, ids
-        self.relay_turns = Turns()  # the outbox relay's, after a commit (group_change.relay_after_commit)
-        # outbox.relay()'s keywords from the settings: how long it waits for the relay lock, and
-        # how long a holder that stopped making progress keeps it.
-        self.relay_timing = {"wait": lock_wait(config), "lease": config["OUTBOX_RELAY_LEASE"]}
         self.messages = config["IM_MESSAGE_QUEUE"]
         self.group_events = config["GROUP_EVENT_QUEUE"]
         self.user_events = config["USER_EVENT_QUEUE"]

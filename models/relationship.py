@@ -5,28 +5,20 @@ mutual: two rows, made and ended together; a blacklist entry is one row. Each ro
 inserts or deletes queues one relationship event, through the outbox, in the change's
 transaction; a change that changes no row queues nothing:
 
-    relationship_change(conn, queues, befriend, appid, uid, [fid, ...])
+    units.relationship_change(befriend, appid, uid, [fid, ...])  (models/unit_of_work.py)
 
 Rows are written in primary-key order, whoever asks, so two changes touching the same rows
 (A and B making friends from both sides at once) lock them in the same order: the second
 waits for the first instead of deadlocking, then finds the rows made and changes nothing.
 One deadlock remains that no order avoids: InnoDB's, when two inserts of one key wait for a
 change that deletes it (two "make friends" while an "end the friendship" commits); the
-victim is rolled back whole and run again.
+victim is rolled back whole and run again (by the unit of work).
 """
-import random
 import time
-from collections.abc import Callable
 
-import pymysql
-
-from . import outbox
-from .db import transaction
-from .group_change import relay_after_commit
-from .queue import Queues, relationship_event
+from .queue import relationship_event
 
 FRIEND, BLACKLIST = "friend", "blacklist"  # the tables, also their events' names and flags
-ER_LOCK_DEADLOCK, DEADLOCK_ATTEMPTS = 1213, 4
 
 INSERT_FRIEND = """
 INSERT IGNORE INTO friend (appid, uid, friend_uid, timestamp)
@@ -57,25 +49,6 @@ ROWS_OF_BLACKLIST = """
 SELECT uid, friend_uid FROM blacklist WHERE appid = %(appid)s AND uid = %(uid)s
 UNION SELECT uid, friend_uid FROM blacklist WHERE appid = %(appid)s AND friend_uid = %(uid)s
 """
-
-
-def relationship_change(conn, queues: Queues, write: Callable, *args) -> None:
-    """Run write(cur, events, *args) in a transaction, append its events to the outbox, commit, relay.
-
-    A deadlock rolls it back whole (nothing was queued) and runs it again, a few times."""
-    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-        events: list[dict] = []
-        try:
-            with transaction(conn) as cur:
-                write(cur, events, *args)
-                stored = outbox.append(cur, queues, relationship_events=events)
-            break
-        except pymysql.OperationalError as exc:
-            if exc.args[0] != ER_LOCK_DEADLOCK or attempt == DEADLOCK_ATTEMPTS:
-                raise
-            time.sleep(random.uniform(0, 0.005 * attempt))  # so the two do not meet again at once
-    if stored:
-        relay_after_commit(conn, queues)
 
 
 def befriend(cur, events: list, appid: int, uid: int, friend_uids: list[int]) -> None:

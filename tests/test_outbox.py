@@ -10,20 +10,19 @@ from redis.exceptions import RedisClusterException
 from app import create_app
 from models import outbox
 from models.connection import mysql_connect_args
-from models.db import get_db
-from models.group_change import group_change
-from models.queue import Turns, group_event, message
+from models.outbox import Changes
+from models.queue import group_event
+from models.unit_of_work import Turns
 
 
 def pending_change(app, db, appid, gid, n=3):
-    """Outbox rows of a change on group gid (n events, n messages), committed and not relayed."""
-    queues = app.extensions["queues"]
+    """Outbox rows of a change on group gid (n events, n notifications), committed and not relayed."""
+    changes = Changes()
+    changes.events = [group_event("group_member_add", appid, gid, member_id=uid) for uid in range(1, n + 1)]
+    changes.notes = [(appid, gid, "update", {}, []) for _ in range(n)]
     with db.cursor() as cur:
         cur.execute("BEGIN")
-        outbox.append(
-            cur, queues, group_events=[group_event("group_member_add", appid, gid, member_id=uid)
-                                       for uid in range(1, n + 1)],
-            messages=[message(queues.ids.next(), "group_notification", appid, None, gid, "{}") for _ in range(n)])
+        app.extensions["units"].store(cur, changes)
         cur.execute("COMMIT")
 
 
@@ -159,8 +158,7 @@ def test_the_unit_of_work_locks_the_group_itself(app, db, demo, api):
     gid = api.post("/groups", {"master": 1, "name": "g", "members": [1]})[1]["data"]["group_id"]
     conn = pymysql.connect(**mysql_connect_args(app.config))
     other = pymysql.connect(**mysql_connect_args(app.config) | {"read_timeout": 10})
-    queues = app.extensions["queues"]
-    with group_change(conn, queues, demo["id"], gid) as (cur, group, changes):
+    with app.extensions["units"].group_change(demo["id"], gid, conn=conn) as (cur, group, changes):
         assert group["id"] == gid
         with other.cursor() as probe:
             probe.execute("SET SESSION innodb_lock_wait_timeout = 1")
@@ -320,5 +318,5 @@ def test_the_relay_waits_for_the_lock_one_second_less_than_mysql_timeout(app, db
     left = outbox.pending(db)
     assert queue(r, "group_event_queue") == [] and left > 0  # left to the next relay
     with short.app_context():
-        assert outbox.relay(get_db(), r, **short.extensions["queues"].relay_timing) == left
+        assert short.extensions["units"].relay(r) == left
     assert [e["name"] for e in queue(r, "group_event_queue")] == ["group_create", "group_member_add"]

@@ -6,7 +6,7 @@ import redis
 from helpers import Api, assert_error, assert_ok, assert_refused, bearer, make_app, queue, rows, token_for
 from test_groups import assert_chain, assert_now_ms, assert_now_s, run_together
 
-from models import group_change, outbox
+from models import outbox, unit_of_work
 from models import relationship as relationships
 
 EVENTS = "relationship_event_queue"
@@ -168,7 +168,7 @@ def test_a_relationship_change_stands_when_redis_fails_after_the_commit(api, app
     def down(conn, client, **kwargs):
         raise redis.ConnectionError("down")
 
-    monkeypatch.setattr(group_change.outbox, "relay", down)
+    monkeypatch.setattr(unit_of_work.outbox, "relay", down)
     befriend(api, 1, 2)
     assert events(r) == [] and outbox_size(db) == 2
     monkeypatch.undo()
@@ -362,7 +362,7 @@ def test_bad_paths_are_refused_with_nothing_written(api, db, r, method, path, st
 @pytest.fixture
 def no_retry(monkeypatch):
     """Deadlocks are not retried: the lock order alone must prevent them."""
-    monkeypatch.setattr(relationships, "DEADLOCK_ATTEMPTS", 1)
+    monkeypatch.setattr(unit_of_work, "DEADLOCK_ATTEMPTS", 1)
 
 
 def test_making_friends_from_both_sides_at_once_makes_one_friendship_and_one_event_per_direction(app, demo, db, r,

@@ -7,10 +7,9 @@ import flask_smorest
 import marshmallow as ma
 from flask import current_app, request
 
-from models.db import get_db
 from models.errors import BodyTooLarge, InvalidField, InvalidJson, UnsupportedMediaType
-from models.group_change import group_change as unit_of_work
 from models.queue import Queues
+from models.unit_of_work import UnitOfWork
 
 from .errors import field_error
 from .fields import setting
@@ -126,9 +125,9 @@ def queues() -> Queues:
     return current_app._get_current_object().extensions["queues"]
 
 
-def group_change(appid: int, gid: int | None = None, *, code: str | None = None, asking: list[int] = ()):
-    """models/group_change.py's unit of work on the request's connection and the app's queues."""
-    return unit_of_work(get_db(), queues(), appid, gid, code=code, asking=asking)
+def units() -> UnitOfWork:
+    """The app's unit of work (models/unit_of_work.py), made once in create_app."""
+    return current_app._get_current_object().extensions["units"]
 
 
 def idempotency_scope(who, msgid: str | None = None) -> tuple[int, str, str] | None:

@@ -28,7 +28,7 @@ from models.user import group_quiet, set_group_quiet
 
 from . import schemas
 from .authentication import Caller, caller, requires
-from .common import Blueprint, group_change, idempotency_scope, ok, page
+from .common import Blueprint, idempotency_scope, ok, page, units
 from .docs import UID, listed, one_of, responds
 from .fields import (
     Id,
@@ -237,7 +237,7 @@ class GroupList(MethodView):
         gid = args.pop("group_id", None)
         group = {**args, "id": gid, "appid": who.appid, "super": int(args["super"]), "code": args["code"] or None}
         scope = idempotency_scope(who)
-        with group_change(who.appid) as (cur, _, changes):
+        with units().group_change(who.appid) as (cur, _, changes):
             first = scope and idempotency.claim(cur, *scope)
             if first:
                 return ok(first)
@@ -282,7 +282,7 @@ class Group(MethodView):
         A client must be the master; each change queues a group event (the router and clients see
         the new name, notice or master)."""
         who, new_master = caller(), [args["master"]] if "master" in args else []
-        with group_change(who.appid, gid, asking=asking(who, new_master)) as (cur, group, changes):
+        with units().group_change(who.appid, gid, asking=asking(who, new_master)) as (cur, group, changes):
             require_master(cur, group, who)
             if new_master and not groups.live_members_among(cur, group, new_master):
                 raise InvalidField("master: the new master must be a member of the group.")
@@ -297,7 +297,7 @@ class Group(MethodView):
         The group and its members are marked deleted (the router stops loading it) and a
         group-disbanded event is queued, in one transaction."""
         who = caller()
-        with group_change(who.appid, gid, asking=asking(who)) as (cur, group, changes):
+        with units().group_change(who.appid, gid, asking=asking(who)) as (cur, group, changes):
             require_master(cur, group, who)
             groups.disband_group(cur, changes, group)
         return ok()
@@ -312,7 +312,7 @@ class Upgrade(MethodView):
 
         A super group takes up to MAX_SUPER_GROUP_MEMBERS members and the router delivers its
         messages differently; the change is one event on `group_event_queue`. Server only."""
-        with group_change(caller().appid, gid) as (cur, group, changes):
+        with units().group_change(caller().appid, gid) as (cur, group, changes):
             groups.upgrade_group(cur, changes, group)
         return ok()
 
@@ -348,7 +348,8 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         # A client invites as itself, whatever the body says.
         inviter = args.get("inviter") if who.is_server else {"uid": who.uid, "name": who.name}
-        with group_change(who.appid, gid, asking=asking(who, [m["uid"] for m in members])) as (cur, group, changes):
+        uids = [m["uid"] for m in members]
+        with units().group_change(who.appid, gid, asking=asking(who, uids)) as (cur, group, changes):
             require_caller_member(cur, group, who)
             groups.add_members(cur, changes, group, members, inviter, member_limit(group))
         return ok()
@@ -366,7 +367,8 @@ class Members(MethodView):
         who, members = caller(), unique_members(args["members"])
         if not members:
             raise InvalidField("members: give at least one member to remove.")
-        with group_change(who.appid, gid, asking=asking(who, [m["uid"] for m in members])) as (cur, group, changes):
+        uids = [m["uid"] for m in members]
+        with units().group_change(who.appid, gid, asking=asking(who, uids)) as (cur, group, changes):
             require_master(cur, group, who)
             if not who.is_server and who.uid in {m["uid"] for m in members}:
                 raise MasterMustTransfer()
@@ -394,7 +396,7 @@ class Join(MethodView):
             raise RateLimited("Too many wrong face-to-face codes; retry later.", headers={"Retry-After": str(wait)})
         wrong = False
         try:
-            with group_change(who.appid, code=args["code"]) as (cur, group, changes):
+            with units().group_change(who.appid, code=args["code"]) as (cur, group, changes):
                 groups.add_members(cur, changes, group, [{"uid": who.uid}], None, member_limit(group))
         except GroupNotFound:
             wrong = True
@@ -415,7 +417,7 @@ class Member(MethodView):
         A client master must transfer ownership before it leaves (409). An app server may remove
         any member. One member-removed event."""
         who = caller()
-        with group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
+        with units().group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
             if not who.is_server:
                 if mid != who.uid:
                     require_master(cur, group, who)
@@ -436,7 +438,7 @@ class Member(MethodView):
         who = caller()
         if not who.is_server and mid != who.uid and set(args) != {"mute"}:
             raise Forbidden("A client can only change its own do_not_disturb and nickname.")
-        with group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
+        with units().group_change(who.appid, gid, asking=asking(who, [mid])) as (cur, group, changes):
             groups.require_member(cur, group, mid)
             if "mute" in args:
                 require_master(cur, group, who)

@@ -14,7 +14,7 @@ from models.errors import BatchTooLarge, Forbidden, InvalidField, SelfRelationsh
 
 from . import schemas
 from .authentication import caller, requires
-from .common import Blueprint, ok, page, queues
+from .common import Blueprint, ok, page, units
 from .docs import UIDS, one_of, responds
 from .fields import PageSchema, Schema, Uid, setting
 
@@ -84,8 +84,8 @@ def not_self(uid: int, other: int, field: str) -> None:
 
 
 def change(write, *args) -> None:
-    """models/relationship.py's unit of work, for the caller's app, on the request's connection and the app's queues."""
-    relationships.relationship_change(get_db(), queues(), write, caller().appid, *args)
+    """A relationship write (models/relationship.py) in the unit of work, for the caller's app."""
+    units().relationship_change(write, caller().appid, *args)
 
 
 def listing(table: str, uid: int, args: dict, name: str):

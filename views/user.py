@@ -17,7 +17,7 @@ from models.replicas import get_replica_db
 
 from . import schemas
 from .authentication import caller, requires
-from .common import Blueprint, group_change, ok, page, queues
+from .common import Blueprint, ok, page, queues, units
 from .docs import listed, one_of, responds
 from .fields import ID_TEXT, Integer, List, MemberSchema, OneOrMoreSchema, PageSchema, Schema, Text, Uid, setting
 
@@ -146,7 +146,7 @@ class User(MethodView):
         group) and ends its friendships and blacklist entries (relationship events); the token is
         revoked. 404 when there was nothing of the user to delete."""
         appid = caller().appid
-        with group_change(appid) as (cur, _, changes):
+        with units().group_change(appid) as (cur, _, changes):
             existed = users.delete_user(cur, appid, uid)
             existed = records.forget_user(cur, appid, uid) or existed
             groups.leave_all_groups(cur, changes, appid, uid)
