@@ -9,6 +9,7 @@ import base64
 import hashlib
 import os
 import platform
+import random
 import re
 import socket
 import subprocess
@@ -119,7 +120,9 @@ def serve(module: str, env: dict) -> tuple[subprocess.Popen, int]:
 def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dict:
     """One wrk run; with "workers": how many gunicorn processes held its connections halfway through."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script + REPORT_ERROR)
+        # wrk never seeds Lua's generator: unseeded, every run would draw the same ids as the last
+        # (a "new user" run would grant the users of the run before it).
+        f.write(f"math.randomseed({random.randrange(2**31)})\n" + script + REPORT_ERROR)
     run = subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", f.name,
                             "-H", f"Authorization: {auth}", "-H", "Content-Type: application/json", url],
                            stdout=subprocess.PIPE, text=True)
