@@ -1,19 +1,20 @@
 """The contract with a stock GoBelieve router's HTTP RPC: everything the API and the bridge know of it.
 
 How an IM_RPC_URL / IMR_RPC_URL is parsed, which call each im_message_queue item becomes (SPEC 7),
-the reads the API makes (SPEC 6), and the two ways of sending:
+the reads the API makes (SPEC 6), what an answer means, and the two ways of sending:
 
 - RouterClient, the bridge's POSTs: a few dozen lines of keep-alive HTTP/1.1 on asyncio streams
   rather than a library; the bridge only ever POSTs small bodies to one host, and measured against
   the alternatives (docs/DECISIONS.md, "The bridge") this is what reaches the throughput target.
-- rpc_get, the API's reads: one blocking GET with http.client, for Flask's sync views.
+- rpc_get, the API's reads: one blocking GET with http.client, for Flask's sync views (why not
+  RouterClient: docs/DECISIONS.md, "The bridge").
 """
 import asyncio
 import http.client
 import json
 import ssl
-import urllib.parse
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from .errors import RouterNotConfigured, RouterUnavailable
 
@@ -31,7 +32,7 @@ class Address:
 
 def address(url: str) -> Address:
     """An RPC base URL parsed: http(s)://host[:port][/prefix]; ValueError if it is not one."""
-    parts = urllib.parse.urlsplit(url)
+    parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
@@ -64,10 +65,16 @@ class Unavailable(Exception):
 
 @dataclass(frozen=True)
 class Call:
+    """One RPC: its path and query, and for a POST its body (a read, a GET, has none)."""
     path: str
     query: str
-    body: bytes
-    content_type: str
+    body: bytes | None = None
+    content_type: str = ""
+
+
+def target(where: Address, call: Call) -> str:
+    """The request target of a call to the router at an address."""
+    return where.prefix + call.path + (f"?{call.query}" if call.query else "")
 
 
 # What an im_message_queue item becomes: one POST per kind, its fields checked.
@@ -150,6 +157,24 @@ def call_for(item: dict) -> Call:
     return make(item)
 
 
+# What an answer means, for a POST and a GET alike.
+
+def check(status: int, body: bytes) -> None:
+    """Return on 2xx; Refused for a 4xx that retrying cannot help, Unavailable for anything else."""
+    if 200 <= status < 300:
+        return
+    reason = body[:200].decode("utf-8", "replace").strip()
+    if 400 <= status < 500 and status not in RETRYABLE:
+        raise Refused(status, reason)
+    raise Unavailable(f"HTTP {status} {reason}".strip(), status)
+
+
+def data(body: bytes):
+    """A read's answer: its JSON `data` (or the whole JSON where it has none); ValueError if not JSON."""
+    answer = json.loads(body)
+    return answer["data"] if isinstance(answer, dict) and "data" in answer else answer
+
+
 class RouterClient:
     """POSTs to the router over a pool of keep-alive HTTP/1.1 connections."""
 
@@ -162,13 +187,12 @@ class RouterClient:
 
     def request(self, call: Call) -> bytes:
         """The bytes of one HTTP request for a call."""
-        target = self.address.prefix + call.path + (f"?{call.query}" if call.query else "")
-        head = (f"POST {target} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: {call.content_type}\r\n"
-                f"Content-Length: {len(call.body)}\r\n\r\n")
+        head = (f"POST {target(self.address, call)} HTTP/1.1\r\nHost: {self._host}\r\n"
+                f"Content-Type: {call.content_type}\r\nContent-Length: {len(call.body)}\r\n\r\n")
         return head.encode() + call.body
 
     async def post(self, call: Call) -> None:
-        """Deliver one call: return on 2xx, raise Refused or Unavailable otherwise."""
+        """Deliver one call: return on 2xx, raise Refused or Unavailable otherwise (see check)."""
         try:
             async with asyncio.timeout(self.timeout):  # not wait_for: on 3.11 it can swallow a cancellation
                 status, body = await self._send(self.request(call))
@@ -176,12 +200,7 @@ class RouterClient:
             raise Unavailable(f"no answer within {self.timeout} s") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             raise Unavailable(f"{type(exc).__name__}: {exc}") from None
-        if 200 <= status < 300:
-            return
-        reason = body[:200].decode("utf-8", "replace").strip()
-        if 400 <= status < 500 and status not in RETRYABLE:
-            raise Refused(status, reason)
-        raise Unavailable(f"HTTP {status} {reason}".strip(), status)
+        check(status, body)
 
     async def _send(self, request: bytes) -> tuple[int, bytes]:
         while self._idle:
@@ -252,47 +271,48 @@ async def read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 # The API's reads (SPEC 6).
 
-def rpc_get(base_url: str, path: str, params: dict, timeout: float):
-    """GET base_url/path?params from the router; its `data` (or its whole JSON answer).
+def rpc_get(base_url: str, call: Call, timeout: float):
+    """GET a read from the router at base_url: its answer's data (see data).
 
     RouterNotConfigured when base_url is empty; RouterUnavailable when the router cannot be
-    reached, times out, or answers anything but 200 with JSON."""
+    reached, times out, or answers anything but 2xx with JSON."""
     if not base_url:
         raise RouterNotConfigured()
-    url = urllib.parse.urlsplit(base_url)
-    conn_class = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_class(url.hostname, url.port, timeout=timeout)
+    where, name = address(base_url), call.path.lstrip("/")
+    conn_class = http.client.HTTPSConnection if where.scheme == "https" else http.client.HTTPConnection
+    conn = conn_class(where.host, where.port, timeout=timeout)
     try:
-        conn.request("GET", f"{url.path.rstrip('/')}/{path}?{urllib.parse.urlencode(params)}")
+        conn.request("GET", target(where, call))
         response = conn.getresponse()
         body = response.read()
-        if response.status != 200:
-            raise RouterUnavailable(f"The IM router answered {response.status} to {path}.")
-        answer = json.loads(body)
+        check(response.status, body)
+        return data(body)
+    except (Refused, Unavailable) as exc:
+        raise RouterUnavailable(f"The IM router answered {exc.status} to {name}.") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise RouterUnavailable(f"The IM router's RPC ({path}) is unavailable: {type(exc).__name__}.") from None
+        raise RouterUnavailable(f"The IM router's RPC ({name}) is unavailable: {type(exc).__name__}.") from None
     finally:
         conn.close()
-    return answer["data"] if isinstance(answer, dict) and "data" in answer else answer
 
 
 def offline_count(base_url: str, timeout: float, appid: int, uid: int) -> int:
     """Messages waiting for the user in the router's store (get_offline_count)."""
-    data = rpc_get(base_url, "get_offline_count", {"appid": appid, "uid": uid}, timeout)
-    return int(data["count"])
+    found = rpc_get(base_url, Call("/get_offline_count", f"appid={appid}&uid={uid}"), timeout)
+    return int(found["count"])
 
 
 def latest_messages(base_url: str, timeout: float, appid: int, uid: int, limit: int) -> list[dict]:
     """The user's latest stored messages, newest first (load_latest_message)."""
-    return list(rpc_get(base_url, "load_latest_message", {"appid": appid, "uid": uid, "limit": limit}, timeout))
+    return list(rpc_get(base_url, Call("/load_latest_message", f"appid={appid}&uid={uid}&limit={limit}"), timeout))
 
 
 def messages_after(base_url: str, timeout: float, appid: int, uid: int, last_id: int) -> list[dict]:
     """The user's stored messages after last_id (load_history_message)."""
-    return list(rpc_get(base_url, "load_history_message", {"appid": appid, "uid": uid, "last_id": last_id}, timeout))
+    return list(rpc_get(base_url, Call("/load_history_message", f"appid={appid}&uid={uid}&last_id={last_id}"),
+                        timeout))
 
 
 def online(base_url: str, timeout: float, appid: int, uid: int) -> bool:
     """Whether the user has a live connection, from the route server imr (online)."""
-    data = rpc_get(base_url, "online", {"appid": appid, "uid": uid}, timeout)
-    return bool(data["online"] if isinstance(data, dict) else data)
+    found = rpc_get(base_url, Call("/online", f"appid={appid}&uid={uid}"), timeout)
+    return bool(found["online"] if isinstance(found, dict) else found)
