@@ -1,7 +1,8 @@
 """The bridge's settings, read once from the app's configuration and checked at start."""
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from models.router import Address, address
 
 
 class SettingError(ValueError):
@@ -9,16 +10,8 @@ class SettingError(ValueError):
 
 
 @dataclass(frozen=True)
-class RouterAddress:
-    scheme: str
-    host: str
-    port: int
-    prefix: str  # a path the RPC paths go under, '' for none
-
-
-@dataclass(frozen=True)
 class Settings:
-    router: RouterAddress
+    router: Address
     queues: dict  # role ("messages", "group_events", ...) -> queue name
     concurrency: int
     rpc_timeout: float
@@ -33,19 +26,14 @@ class Settings:
     redis: dict  # keyword arguments for redis.asyncio.Redis
 
 
-def router_address(url: str) -> RouterAddress:
-    """IM_RPC_URL parsed: http(s)://host[:port][/prefix]."""
+def router_address(url: str) -> Address:
+    """IM_RPC_URL parsed (models/router.py): http(s)://host[:port][/prefix]."""
     if not url:
         raise SettingError("IM_RPC_URL is not set: give the router's HTTP RPC address, e.g. http://127.0.0.1:6666")
-    parts = urlsplit(url)
     try:
-        port = parts.port
+        return address(url)
     except ValueError:
-        port = -1
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1 or parts.query:
-        raise SettingError(f"IM_RPC_URL is not an http://host:port address: {url!r}")
-    default = 443 if parts.scheme == "https" else 80
-    return RouterAddress(parts.scheme, parts.hostname, port or default, parts.path.rstrip("/"))
+        raise SettingError(f"IM_RPC_URL is not an http://host:port address: {url!r}") from None
 
 
 def _positive(config, name: str, kind=float):

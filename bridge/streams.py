@@ -1,7 +1,6 @@
 """The router's Redis inputs: group and relationship events to its streams, user events to pub/sub."""
 from models import keys
-
-from .router_rpc import Malformed
+from models.router import Malformed
 
 # For each event in turn, XADD it and SET the chain position, unless the chain is already at or
 # past its action_id: an event the router has been given is never written twice. One atomic step

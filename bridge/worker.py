@@ -21,13 +21,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from models import keys
+from models.router import Malformed, Refused, RouterClient, Unavailable, call_for
 from outage import Outage
 
 from . import deadletter, logs, order, streams
 from .lanes import LANES, Lanes
 from .lease import Lease
 from .metrics import Health, Metrics, serve
-from .router_rpc import Malformed, Refused, RouterClient, Unavailable, call_for
 from .settings import Settings
 
 BACKOFF_FIRST, BACKOFF_CAP = 0.05, 5.0

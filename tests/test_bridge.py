@@ -570,8 +570,8 @@ def test_lanes_are_conversations():
 def test_a_keep_alive_connection_the_router_closed_is_replaced_at_once(router):
     import asyncio
 
-    from bridge.router_rpc import Call, RouterClient
     from bridge.settings import router_address
+    from models.router import Call, RouterClient
 
     async def two_posts():
         client = RouterClient(router_address(router.url), 2)
@@ -590,7 +590,7 @@ def test_a_keep_alive_connection_the_router_closed_is_replaced_at_once(router):
 def test_chunked_and_close_delimited_answers_are_read():
     import asyncio
 
-    from bridge.router_rpc import read_response
+    from models.router import read_response
 
     async def read(raw: bytes):
         reader = asyncio.StreamReader()
