@@ -5,14 +5,14 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from models.queue_items import queue_names
+
 from . import deadletter, logs
 from .settings import SettingError, from_config
 
 
 def _queues() -> list[str]:
-    config = current_app.config
-    return [config["IM_MESSAGE_QUEUE"], config["GROUP_EVENT_QUEUE"], config["USER_EVENT_QUEUE"],
-            config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")]
+    return list(queue_names(current_app.config).values())
 
 
 @click.command("bridge")

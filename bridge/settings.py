@@ -3,6 +3,8 @@ import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from models.queue_items import queue_names
+
 
 class SettingError(ValueError):
     """A setting that stops the bridge from starting; the message names the variable."""
@@ -82,9 +84,7 @@ def from_config(config) -> Settings:
         raise SettingError(f"BRIDGE_METRICS_PORT must be a port number or 0, not {port}")
     return Settings(
         router=router_address(config.get("IM_RPC_URL", "")),
-        queues={"messages": config["IM_MESSAGE_QUEUE"], "group_events": config["GROUP_EVENT_QUEUE"],
-                "user_events": config["USER_EVENT_QUEUE"],
-                "relationship_events": config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")},
+        queues=queue_names(config),
         concurrency=_positive(config, "BRIDGE_CONCURRENCY", int),
         rpc_timeout=_positive(config, "BRIDGE_RPC_TIMEOUT"),
         lease_seconds=_positive(config, "BRIDGE_LEASE_SECONDS"),

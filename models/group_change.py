@@ -20,8 +20,8 @@ from redis.exceptions import RedisClusterException
 from . import group as groups
 from . import outbox
 from .db import transaction
-from .outbox import Changes
-from .queue import Queues, group_notification
+from .queue import Queues
+from .queue_items import Changes, group_notification
 
 log = logging.getLogger(__name__)
 

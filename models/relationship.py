@@ -23,7 +23,8 @@ import pymysql
 from . import outbox
 from .db import transaction
 from .group_change import relay_after_commit
-from .queue import Queues, relationship_event
+from .queue import Queues
+from .queue_items import relationship_event
 
 FRIEND, BLACKLIST = "friend", "blacklist"  # the tables, also their events' names and flags
 ER_LOCK_DEADLOCK, DEADLOCK_ATTEMPTS = 1213, 4

@@ -5,8 +5,8 @@ import secrets
 from redis.cluster import RedisCluster
 
 from . import keys
-from .queue import user_event
-from .redis_io import dumps, in_order, run_script
+from .queue_items import dumps, user_event
+from .redis_io import in_order, run_script
 
 # Get the user's token, or make the candidate its token; count the user. Also answer whether
 # the token is new and the name the user hash holds, so the caller knows if MySQL needs a write.

@@ -1,8 +1,8 @@
 """Users: the `user` table, and the user hashes the router reads (profile, settings, devices; tokens: token.py)."""
 from . import keys
 from .db import defer
-from .queue import user_event
-from .redis_io import dumps, in_order, run_script
+from .queue_items import dumps, user_event
+from .redis_io import in_order, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)

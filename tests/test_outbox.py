@@ -12,7 +12,8 @@ from models import outbox
 from models.connection import mysql_connect_args
 from models.db import get_db
 from models.group_change import group_change
-from models.queue import Turns, group_event, message
+from models.queue import Turns
+from models.queue_items import group_event, message
 
 
 def pending_change(app, db, appid, gid, n=3):
