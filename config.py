@@ -270,7 +270,7 @@ class Config:
     # and METRICS_TOKEN there as the API's does.
     BRIDGE_METRICS_HOST = Setting(text, "127.0.0.1")
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
-    BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
+    BRIDGE_STOP_SECONDS = Setting(number(0.001), 20)  # SIGTERM: time to finish what is in flight
     BRIDGE_APPLY_SECONDS = Setting(number(0), 0.25)  # a router's time to apply an event before what follows it
 
     # Media (views/media.py): a directory (default: media/ beside the app) or s3://bucket[/prefix];
