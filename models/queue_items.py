@@ -39,6 +39,12 @@ KINDS = (PEER, GROUP, SYSTEM, NOTIFICATION, GROUP_NOTIFICATION, ROOM, CUSTOMER)
 TO_GROUP = (GROUP, GROUP_NOTIFICATION)  # their receiver is a group
 TO_USER = (PEER, SYSTEM, NOTIFICATION, CUSTOMER)  # their receiver is a user (a room message's: a room)
 
+# The events' names on the event queues (the bridge refuses others).
+GROUP_EVENTS = ("group_create", "group_disband", "group_upgrade", "group_member_add", "group_member_remove",
+                "group_member_mute")
+RELATIONSHIP_EVENTS = ("friend", "blacklist")  # each also the name of its event's 0/1 flag
+USER_FORBIDDEN, USER_TOKEN_REVOKED = "user_forbidden", "user_token_revoked"
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
