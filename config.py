@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from models import queue_items
+
 
 class SettingError(ValueError):
     """A setting with a value that cannot be used; the message names the variable."""
@@ -204,10 +206,11 @@ class Config:
     # host:port,... of Redis Cluster nodes: set, it replaces REDIS_HOST/PORT/DB (docs/SCALING.md).
     REDIS_CLUSTER_NODES = Setting(hosts, "")
 
-    IM_MESSAGE_QUEUE = Setting(text, "im_message_queue")
-    GROUP_EVENT_QUEUE = Setting(text, "group_event_queue")
-    USER_EVENT_QUEUE = Setting(text, "user_event_queue")
-    RELATIONSHIP_EVENT_QUEUE = Setting(text, "relationship_event_queue")
+    # The queues to the router (their names: models/queue_items.py).
+    IM_MESSAGE_QUEUE = Setting(text, queue_items.IM_MESSAGE_QUEUE.default)
+    GROUP_EVENT_QUEUE = Setting(text, queue_items.GROUP_EVENT_QUEUE.default)
+    USER_EVENT_QUEUE = Setting(text, queue_items.USER_EVENT_QUEUE.default)
+    RELATIONSHIP_EVENT_QUEUE = Setting(text, queue_items.RELATIONSHIP_EVENT_QUEUE.default)
     # Past this many waiting messages the router is taken to be down: posts get 503.
     QUEUE_MAX_LENGTH = Setting(integer(1), 1_000_000)
     RETRY_AFTER = Setting(integer(1), 5)
@@ -267,7 +270,7 @@ class Config:
     # and METRICS_TOKEN there as the API's does.
     BRIDGE_METRICS_HOST = Setting(text, "127.0.0.1")
     BRIDGE_MAX_PENDING = Setting(integer(1), 5000)  # items taken and not yet acknowledged, per queue
-    BRIDGE_STOP_SECONDS = Setting(number(0), 20)  # SIGTERM: time to finish what is in flight
+    BRIDGE_STOP_SECONDS = Setting(number(0.001), 20)  # SIGTERM: time to finish what is in flight
     BRIDGE_APPLY_SECONDS = Setting(number(0), 0.25)  # a router's time to apply an event before what follows it
 
     # Media (views/media.py): a directory (default: media/ beside the app) or s3://bucket[/prefix];

@@ -5,14 +5,15 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from config import SettingError
+from models.queue_items import queue_names
+
 from . import deadletter, logs
-from .settings import SettingError, from_config
+from .settings import from_config
 
 
 def _queues() -> list[str]:
-    config = current_app.config
-    return [config["IM_MESSAGE_QUEUE"], config["GROUP_EVENT_QUEUE"], config["USER_EVENT_QUEUE"],
-            config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")]
+    return list(queue_names(current_app.config).values())
 
 
 @click.command("bridge")
@@ -23,7 +24,7 @@ def bridge_command():
 
     try:
         settings = from_config(current_app.config)
-        logs.setup(current_app.config.get("LOG_LEVEL", "INFO"))
+        logs.setup(current_app.config["LOG_LEVEL"])
         status = run(settings)
     except SettingError as exc:  # also the metrics port taken, found when the bridge starts
         raise click.ClickException(str(exc)) from None

@@ -7,6 +7,8 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 
+from models.queue_items import CUSTOMER, PEER, ROOM, TO_GROUP
+
 
 def _pair(item: dict) -> tuple:
     a, b = item.get("sender"), item.get("receiver")
@@ -16,11 +18,11 @@ def _pair(item: dict) -> tuple:
 def message_lane(item: dict) -> Hashable:
     """The conversation of an im_message_queue item."""
     kind, appid = item.get("kind"), item.get("appid")
-    if kind in ("peer", "customer"):
+    if kind in (PEER, CUSTOMER):
         return (kind, appid, *_pair(item))
-    if kind in ("group", "group_notification"):
+    if kind in TO_GROUP:
         return ("group", appid, item.get("receiver"))
-    if kind == "room":
+    if kind == ROOM:
         return ("room", appid, item.get("receiver"))
     return ("user", appid, item.get("receiver"))  # system, notification (and the unknown: dead-lettered)
 

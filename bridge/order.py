@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Hashable
 
+from models.queue_items import PEER, TO_GROUP
+
 EVENT_ROLES = ("group_events", "relationship_events", "user_events")  # the message queue waits for these
 
 
@@ -36,9 +38,9 @@ def waits_for(item: dict) -> list[tuple[str, Hashable]]:
     """(event queue role, conversation) whose earlier events a message must follow."""
     kind, appid, sender = item.get("kind"), item.get("appid"), item.get("sender")
     found = [("user_events", ("user", appid, sender))] if sender else []  # a ban, or its lifting
-    if kind in ("group", "group_notification"):
+    if kind in TO_GROUP:
         found.append(("group_events", ("group", appid, item.get("receiver"))))
-    elif kind == "peer":
+    elif kind == PEER:
         found.append(("relationship_events", _pair(appid, sender, item.get("receiver"))))
     return found
 

@@ -1,12 +1,10 @@
-"""The bridge's settings, read once from the app's configuration and checked at start."""
-import ipaddress
+"""The bridge's settings: its part of the app's, which config.load() parsed and checked. The bridge
+adds one check of its own: that IM_RPC_URL is set (the API runs without it)."""
 from dataclasses import dataclass
 
+from config import SettingError
+from models.queue_items import queue_names
 from models.router import Address, address
-
-
-class SettingError(ValueError):
-    """A setting that stops the bridge from starting; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -27,62 +25,27 @@ class Settings:
 
 
 def router_address(url: str) -> Address:
-    """IM_RPC_URL parsed (models/router.py): http(s)://host[:port][/prefix]."""
+    """IM_RPC_URL, http(s)://host[:port][/prefix] (config.url checked it), in parts; SettingError if unset."""
     if not url:
         raise SettingError("IM_RPC_URL is not set: give the router's HTTP RPC address, e.g. http://127.0.0.1:6666")
-    try:
-        return address(url)
-    except ValueError:
-        raise SettingError(f"IM_RPC_URL is not an http://host:port address: {url!r}") from None
-
-
-def _positive(config, name: str, kind=float):
-    try:
-        value = kind(config[name])
-    except (TypeError, ValueError):
-        raise SettingError(f"{name} must be a number, not {config[name]!r}") from None
-    if value <= 0:
-        raise SettingError(f"{name} must be above 0, not {value}")
-    return value
-
-
-def _networks(allowed) -> tuple:
-    """METRICS_ALLOWED's networks (config.proxies parsed it), or loopback alone where it is not set."""
-    if allowed is None:
-        return (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-    return tuple(allowed.networks)
-
-
-def _not_negative(config, name: str) -> float:
-    try:
-        value = float(config[name])
-    except (TypeError, ValueError):
-        raise SettingError(f"{name} must be a number, not {config[name]!r}") from None
-    if value < 0:
-        raise SettingError(f"{name} must be 0 or more, not {value}")
-    return value
+    return address(url)
 
 
 def from_config(config) -> Settings:
-    """Settings from a Flask config (or any mapping with the same names); SettingError if one is wrong."""
-    port = int(config["BRIDGE_METRICS_PORT"])
-    if not 0 <= port < 65536:
-        raise SettingError(f"BRIDGE_METRICS_PORT must be a port number or 0, not {port}")
+    """The bridge's settings from the app's config (config.load()'s parsed values)."""
     return Settings(
-        router=router_address(config.get("IM_RPC_URL", "")),
-        queues={"messages": config["IM_MESSAGE_QUEUE"], "group_events": config["GROUP_EVENT_QUEUE"],
-                "user_events": config["USER_EVENT_QUEUE"],
-                "relationship_events": config.get("RELATIONSHIP_EVENT_QUEUE", "relationship_event_queue")},
-        concurrency=_positive(config, "BRIDGE_CONCURRENCY", int),
-        rpc_timeout=_positive(config, "BRIDGE_RPC_TIMEOUT"),
-        lease_seconds=_positive(config, "BRIDGE_LEASE_SECONDS"),
-        metrics_port=port,
-        metrics_host=config.get("BRIDGE_METRICS_HOST", "127.0.0.1"),
-        metrics_allowed=_networks(config.get("METRICS_ALLOWED")),
-        metrics_token=config.get("METRICS_TOKEN"),
-        max_pending=_positive(config, "BRIDGE_MAX_PENDING", int),
-        stop_seconds=_positive(config, "BRIDGE_STOP_SECONDS"),
-        apply_seconds=_not_negative(config, "BRIDGE_APPLY_SECONDS"),
+        router=router_address(config["IM_RPC_URL"]),
+        queues=queue_names(config),
+        concurrency=config["BRIDGE_CONCURRENCY"],
+        rpc_timeout=config["BRIDGE_RPC_TIMEOUT"],
+        lease_seconds=config["BRIDGE_LEASE_SECONDS"],
+        metrics_port=config["BRIDGE_METRICS_PORT"],
+        metrics_host=config["BRIDGE_METRICS_HOST"],
+        metrics_allowed=config["METRICS_ALLOWED"].networks,
+        metrics_token=config["METRICS_TOKEN"],
+        max_pending=config["BRIDGE_MAX_PENDING"],
+        stop_seconds=config["BRIDGE_STOP_SECONDS"],
+        apply_seconds=config["BRIDGE_APPLY_SECONDS"],
         redis={"host": config["REDIS_HOST"], "port": config["REDIS_PORT"], "db": config["REDIS_DB"],
                "password": config["REDIS_PASSWORD"], "socket_timeout": max(5.0, config["REDIS_TIMEOUT"]),
                "socket_connect_timeout": config["REDIS_TIMEOUT"]},

@@ -1,5 +1,6 @@
 """The router's Redis inputs: group and relationship events to its streams, user events to pub/sub."""
 from models import keys
+from models.queue_items import GROUP_EVENTS, RELATIONSHIP_EVENTS
 from models.router import Malformed
 
 # For each event in turn, XADD it and SET the chain position, unless the chain is already at or
@@ -30,9 +31,6 @@ return results
 
 GROUP_FIELDS = ("group_id", "member_id", "super", "mute")
 RELATIONSHIP_FIELDS = ("uid", "friend_uid", "friend", "blacklist")
-GROUP_EVENTS = {"group_create", "group_disband", "group_upgrade", "group_member_add", "group_member_remove",
-                "group_member_mute"}
-RELATIONSHIP_EVENTS = {"friend", "blacklist"}
 
 
 def _int(item: dict, field: str, default: int | None = None) -> int:
@@ -44,7 +42,7 @@ def _int(item: dict, field: str, default: int | None = None) -> int:
     return value
 
 
-def stream_entry(item: dict, names: set, fields: tuple) -> list[str]:
+def stream_entry(item: dict, names: tuple, fields: tuple) -> list[str]:
     """The XADD field/value list of an event, decimal strings, `app_id` as the router spells it."""
     if item.get("name") not in names:
         raise Malformed(f"unknown event {item.get('name')!r}")

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from models import keys
+from models.queue_items import USER_FORBIDDEN, USER_TOKEN_REVOKED
 from models.router import Malformed, Refused, RouterClient, Unavailable, call_for
 from outage import Outage
 
@@ -451,9 +452,9 @@ class Bridge:
             await self.rpc.post(call_for(item))
         elif drain.role in streams.STREAMS:
             await self.append_events(drain, [item])
-        elif item.get("name") == "user_forbidden":
+        elif item.get("name") == USER_FORBIDDEN:
             await self.r.publish(keys.SPEAK_FORBIDDEN, streams.forbidden_message(item))
-        elif item.get("name") == "user_token_revoked":
+        elif item.get("name") == USER_TOKEN_REVOKED:
             # A stock router reads tokens only at login: nothing to tell it (README, "The bridge").
             logs.info("token revoked: no router input for it", queue=drain.name, appid=item.get("appid"),
                       uid=item.get("uid"))

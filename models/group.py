@@ -11,7 +11,7 @@ import pymysql
 
 from .db import defer, results, values
 from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
-from .outbox import Changes
+from .queue_items import Changes
 
 GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code, member_count"
 # One group's columns as one JSON value: PyMySQL parses a description per column of a result

@@ -37,8 +37,8 @@ from redis.exceptions import NoScriptError
 
 from . import keys
 from .db import defer, results, transaction, values
-from .queue import group_event
-from .redis_io import dumps, run_script, sha
+from .queue_items import dumps
+from .redis_io import run_script, sha
 
 # A named lock is server-wide: the name carries the database's, so that two deployments (or a
 # test run and a bench) sharing one MariaDB do not wait for each other's relays (64 characters at most).
@@ -128,30 +128,6 @@ class RelayLockLost(pymysql.err.OperationalError):
     """The relay's session lost the lock (MySQL dropped it and the pool reconnected): stop relaying."""
 
 
-class Changes:
-    """What one transaction will append to the outbox, in order: group events and notifications, the
-    sync fields to clear, relationship events."""
-
-    def __init__(self):
-        self.events: list[dict] = []
-        self.notes: list[tuple[int, int, str, dict, list[int]]] = []
-        self.cleared: list[tuple[str, str]] = []  # (hash, field) to delete: stale group_sync_keys
-        self.relationship_events: list[dict] = []  # a user's deletion ends its friendships too
-
-    def __bool__(self) -> bool:
-        return bool(self.events or self.notes or self.cleared or self.relationship_events)
-
-    def event(self, name: str, group: dict, **fields) -> None:
-        self.events.append(group_event(name, group["appid"], group["id"], **fields))
-
-    def join(self, group: dict, uid: int) -> None:
-        """A member (re)joins: its event, and the router's old sync position in the group goes."""
-        self.event("group_member_add", group, member_id=uid)
-        self.cleared.append((keys.user(group["appid"], uid), keys.group_sync_field(group["id"])))
-
-    def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:
-        """A group notification; `to` lists who must see it besides the members the router knows (SPEC 5.2)."""
-        self.notes.append((group["appid"], group["id"], op, body, list(to)))
 
 
 def relay(conn, r, *, sweep: bool = True, wait: int = RELAY_LOCK_WAIT, lease: int = RELAY_LEASE) -> int:

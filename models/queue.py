@@ -1,16 +1,17 @@
-"""The queues shared with the IM router: item shapes, message ids, and the Queues object that pushes."""
+"""The queues shared with the IM router: message ids, and the Queues object that pushes (what goes on
+them: queue_items.py)."""
 import json
 import logging
 import os
 import threading
-import time
 
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from . import keys
 from .errors import QueueFull
-from .redis_io import dumps, run_script
+from .queue_items import dumps, history_owners, queue_names
+from .redis_io import run_script
 
 ID_BLOCK = 1000
 RESENT_POST_TTL = 60  # seconds: a resent push arrives within the client's retry, a few seconds at most
@@ -63,10 +64,6 @@ return 0
 """
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 def reserve_ids(conn, n: int) -> int:
     """Reserve n message ids in MySQL (autocommit); return the last one."""
     with conn.cursor() as cur:
@@ -102,47 +99,6 @@ class MessageIds:
             return self._next - 1
 
 
-def message(msg_id: int, kind: str, appid: int, sender: int | None, receiver: int, content: str,
-            members: list[int] | None = None, **fields) -> dict:
-    """An im_message_queue item; fields: a customer message's store_id and seller_id."""
-    item = {"id": msg_id, "kind": kind, "appid": appid, "sender": sender, "receiver": receiver,
-            "content": content, "timestamp": now_ms(), **fields}
-    if members is not None:
-        item["members"] = members
-    return item
-
-
-def group_notification(msg_id: int, appid: int, group_id: int, op: str, body: dict, members: list[int]) -> dict:
-    """A group_notification message whose content is one GoBelieve operation object; members: who
-    must see it besides the group's members as the router knows them (a leaver, a joiner...)."""
-    content = {op: {"group_id": group_id, "timestamp": int(time.time()), **body}}
-    return message(msg_id, "group_notification", appid, None, group_id, dumps(content), members)
-
-
-def group_event(name: str, appid: int, group_id: int, **fields) -> dict:
-    """A group_event_queue item; the outbox relay fills in action_id and previous_action_id."""
-    return {"name": name, "appid": appid, "group_id": group_id, **fields, "timestamp": now_ms()}
-
-
-def user_event(name: str, appid: int, uid: int, **fields) -> dict:
-    """A user_event_queue item."""
-    return {"name": name, "appid": appid, "uid": uid, **fields, "timestamp": now_ms()}
-
-
-def relationship_event(kind: str, appid: int, uid: int, friend_uid: int, on: bool) -> dict:
-    """A relationship_event_queue item: kind is "friend" or "blacklist", also the name of its 0/1 flag;
-    the outbox relay fills in action_id and previous_action_id."""
-    return {"name": kind, "appid": appid, "uid": uid, "friend_uid": friend_uid, kind: int(on), "timestamp": now_ms()}
-
-
-def history_owners(item: dict) -> list[int]:
-    """Whose history lists a queued message goes to: its sender and its receiving user.
-
-    A group or room message reaches its members through the router, which may record it."""
-    owners = [item["sender"]] if item["sender"] else []  # 0 and None: the system
-    if item["kind"] in ("peer", "system", "notification", "customer") and item["receiver"] not in owners:
-        owners.append(item["receiver"])
-    return owners
 
 
 class Queues:
@@ -151,10 +107,9 @@ class Queues:
 
     def __init__(self, r, ids: MessageIds, config):
         self.redis, self.ids = r, ids
-        self.messages = config["IM_MESSAGE_QUEUE"]
-        self.group_events = config["GROUP_EVENT_QUEUE"]
-        self.user_events = config["USER_EVENT_QUEUE"]
-        self.relationship_events = config["RELATIONSHIP_EVENT_QUEUE"]
+        names = queue_names(config)
+        self.messages, self.group_events = names["messages"], names["group_events"]
+        self.user_events, self.relationship_events = names["user_events"], names["relationship_events"]
         self.max_length = config["QUEUE_MAX_LENGTH"]
         self.history_length = config["HISTORY_LENGTH"]
         self.idempotency_ttl = config["IDEMPOTENCY_TTL"]

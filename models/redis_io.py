@@ -1,15 +1,11 @@
-"""How the service writes to Redis: JSON text of queue items, Lua scripts run by their SHA, and
-writes to several keys in an order safe to cut short (in_order)."""
+"""How the service writes to Redis: Lua scripts run by their SHA, and writes to several keys in an
+order safe to cut short (in_order)."""
 import hashlib
-import json
 
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 _shas = {}  # script text -> its SHA1, as Redis names it
-
-# Made once: json.dumps() with options builds a new encoder on every call.
-dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def sha(text: str) -> str:

@@ -16,7 +16,7 @@ victim is rolled back whole and run again (by the unit of work).
 """
 import time
 
-from .queue import relationship_event
+from .queue_items import relationship_event
 
 FRIEND, BLACKLIST = "friend", "blacklist"  # the tables, also their events' names and flags
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import RouterNotConfigured, RouterUnavailable
+from .queue_items import CUSTOMER, GROUP, GROUP_NOTIFICATION, NOTIFICATION, PEER, ROOM, SYSTEM
 
 TEXT, JSON = "text/plain; charset=utf-8", "application/json"
 RETRYABLE = (408, 429)  # 4xx answers that mean "later", not "never"
@@ -145,8 +146,8 @@ def _customer(item: dict) -> Call:
     return Call("/post_customer_message", "", _json(body), JSON)
 
 
-CALLS = {"peer": _peer, "group": _group, "system": _system, "notification": _notification,
-         "group_notification": _group_notification, "room": _room, "customer": _customer}
+CALLS = {PEER: _peer, GROUP: _group, SYSTEM: _system, NOTIFICATION: _notification,
+         GROUP_NOTIFICATION: _group_notification, ROOM: _room, CUSTOMER: _customer}
 
 
 def call_for(item: dict) -> Call:

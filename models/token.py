@@ -5,8 +5,8 @@ import secrets
 from redis.cluster import RedisCluster
 
 from . import keys
-from .queue import user_event
-from .redis_io import dumps, in_order, run_script
+from .queue_items import USER_TOKEN_REVOKED, dumps, user_event
+from .redis_io import in_order, run_script
 
 # Get the user's token, or make the candidate its token; count the user. Also answer whether
 # the token is new and the name the user hash holds, so the caller knows if MySQL needs a write.
@@ -104,7 +104,7 @@ def forget_token(r, appid: int, uid: int, token: str) -> None:
 
 def revoke_token(r, user_event_queue: str, appid: int, uid: int) -> bool:
     """Delete the user's token at once and queue user_token_revoked; False when it had none."""
-    event = dumps(user_event("user_token_revoked", appid, uid))
+    event = dumps(user_event(USER_TOKEN_REVOKED, appid, uid))
     if isinstance(r, RedisCluster):
         return _revoke_in_steps(r, user_event_queue, appid, uid, event)
     return run_script(r, REVOKE, [keys.user(appid, uid), user_event_queue], [event, keys.TOKEN_PREFIX]) == 1

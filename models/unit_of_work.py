@@ -27,9 +27,9 @@ from . import group as groups
 from . import outbox
 from .connection import lock_wait
 from .db import defer, transaction, values
-from .outbox import GROUP_CHAIN, RELATIONSHIP_CHAIN, Changes
-from .queue import Queues, group_notification
-from .redis_io import dumps
+from .outbox import GROUP_CHAIN, RELATIONSHIP_CHAIN
+from .queue import Queues
+from .queue_items import Changes, dumps, group_notification
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Users: the `user` table, and the user hashes the router reads (profile, settings, devices; tokens: token.py)."""
 from . import keys
 from .db import defer
-from .queue import user_event
-from .redis_io import dumps, in_order, run_script
+from .queue_items import USER_FORBIDDEN, dumps, user_event
+from .redis_io import in_order, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
@@ -129,7 +129,7 @@ def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict
     if fields:
         steps.hset(key, mapping=fields)
     if "forbidden" in settings:
-        event = user_event("user_forbidden", appid, uid, forbidden=int(settings["forbidden"]))
+        event = user_event(USER_FORBIDDEN, appid, uid, forbidden=int(settings["forbidden"]))
         steps.lpush(user_event_queue, dumps(event))
     steps.execute()
 

@@ -567,6 +567,12 @@ def test_lanes_are_conversations():
     assert LANES["user_events"]({"appid": 1, "uid": 1}) != LANES["user_events"]({"appid": 1, "uid": 2})
 
 
+def test_every_kind_the_api_queues_becomes_a_router_call():
+    from models.queue_items import KINDS
+    from models.router import CALLS
+    assert sorted(CALLS) == sorted(KINDS)
+
+
 def test_a_keep_alive_connection_the_router_closed_is_replaced_at_once(router):
     import asyncio
 

@@ -5,6 +5,7 @@ from helpers import gone_within, rows
 
 from models import group as groups
 from models.db import defer, pooled_connection, transaction, values
+from models.queue_items import Changes
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_the_members_a_change_asks_about_are_read_with_the_group_lock_in_one_rou
         cur.execute("INSERT INTO `group` (appid, master, name) VALUES (%s, 1, 'g')", (demo["id"],))
         gid = cur.lastrowid
         cur.execute("INSERT INTO group_member (group_id, uid, deleted) VALUES (%s, 1, 0), (%s, 2, 1)", (gid, gid))
-    changes = groups.Changes()
+    changes = Changes()
     with transaction(conn) as cur:
         group = groups.lock_group(cur, demo["id"], gid, [1, 2, 3])
         assert len(sent) == 1 and sent[0].startswith("BEGIN;") and "FOR UPDATE;" in sent[0]

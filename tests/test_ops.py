@@ -189,7 +189,7 @@ def test_a_log_line_escapes_c1_and_other_controls_in_the_message_and_fields():
     assert json.loads(line)["item"] == CONTROL_TEXT
 
 
-def test_the_bridge_logs_in_the_apis_shape(capsys):
+def test_the_bridge_and_the_access_log_write_the_apis_shape(capsys):
     from bridge import logs
 
     logs.setup("INFO")
@@ -197,7 +197,8 @@ def test_the_bridge_logs_in_the_apis_shape(capsys):
     bridge = json.loads(capsys.readouterr().err)
     record = logging.LogRecord("app", logging.WARNING, "", 0, "outbox relay failing", (), None)
     api = json.loads(JsonFormatter().format(record))
-    assert list(bridge)[:5] == list(api) == ["ts", "level", "logger", "message", "request_id"]
+    access = json.loads(access_line({"im.request_id": "r", "REQUEST_METHOD": "GET", "PATH_INFO": "/"}, 200, 0.001))
+    assert list(bridge)[:5] == list(api) == list(access)[:5] == ["ts", "level", "logger", "message", "request_id"]
     assert bridge["request_id"] is None
     assert (bridge["level"], bridge["logger"]) == ("WARNING", "bridge")
     assert bridge["message"] == "delivery failed, will retry"

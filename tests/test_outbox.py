@@ -10,8 +10,7 @@ from redis.exceptions import RedisClusterException
 from app import create_app
 from models import outbox
 from models.connection import mysql_connect_args
-from models.outbox import Changes
-from models.queue import group_event
+from models.queue_items import Changes, group_event
 from models.unit_of_work import Turns
 
 

@@ -17,6 +17,8 @@ BIN = Path(sys.executable).parent
     ("MYSQL_PORT", "abc"), ("MYSQL_PORT", "70000"), ("REDIS_TIMEOUT", "soon"), ("CUSTOMER_RATE_LIMIT", "lots"),
     ("CUSTOMER_RATE_LIMIT", "60/fortnight"), ("MAX_BATCH", "0"), ("ACCESS_LOG", "maybe"),
     ("TRUSTED_PROXIES", "10.0.0.0/33"), ("LOG_LEVEL", "LOUD"), ("MAX_BODY_BYTES", "1MB"),
+    ("BRIDGE_CONCURRENCY", "0"), ("BRIDGE_STOP_SECONDS", "0"), ("BRIDGE_METRICS_PORT", "65536"),
+    ("IM_RPC_URL", "ftp://router"),
 ])
 def test_a_bad_value_in_the_environment_is_refused_naming_the_variable(variable, value):
     with pytest.raises(config.SettingError) as refused:

@@ -4,7 +4,7 @@ from flask.views import MethodView
 
 from models import customer as customers
 from models import group as groups
-from models import queue, router
+from models import queue, queue_items, router
 from models.db import get_db
 from models.errors import (
     BatchTooLarge,
@@ -16,7 +16,6 @@ from models.errors import (
     UserNotFound,
 )
 from models.redis_client import get_redis
-from models.redis_io import dumps
 from models.user import unread
 
 from . import schemas
@@ -37,7 +36,7 @@ class Content(ma.fields.Field):
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, (dict, list)):
             try:
-                value = dumps(value)
+                value = queue_items.dumps(value)
             except RecursionError:  # the parser took it, with fewer frames on the stack than here
                 raise ma.ValidationError("Nested too deeply.") from None
         if not isinstance(value, str):
@@ -118,7 +117,7 @@ def queue_messages(who: Caller, items: list[dict], msgid: str | None, answer: di
 def queue_message(kind: str, sender: int | None, receiver: int, args: dict, members: list[int] | None = None):
     """Queue one message of the caller's app; answer its id."""
     who = caller()
-    item = queue.message(queues().ids.next(), kind, who.appid, sender, receiver, args["content"], members)
+    item = queue_items.message(queues().ids.next(), kind, who.appid, sender, receiver, args["content"], members)
     return queue_messages(who, [item], args.get("msgid"), {"id": item["id"]})
 
 
@@ -140,7 +139,7 @@ class PeerMessages(MethodView):
         answers its id. `content` is opaque to the service: a string, usually JSON text such as
         the SDKs' `{"text": ...}`; a JSON object is accepted and serialized. Neither user needs to
         be registered. An `Idempotency-Key` (or `msgid`) makes a retry answer the first id."""
-        return queue_message("peer", args["sender"], args["receiver"], args)
+        return queue_message(queue_items.PEER, args["sender"], args["receiver"], args)
 
 
 @blp.route("/peers/batch")
@@ -161,7 +160,8 @@ class PeerMessageBatch(MethodView):
             raise BatchTooLarge(f"messages: give 1 to {setting('MAX_BATCH')} messages.")
         who = caller()
         ids = queues().ids
-        items = [queue.message(ids.next(), "peer", who.appid, m["sender"], m["receiver"], m["content"]) for m in batch]
+        items = [queue_items.message(ids.next(), queue_items.PEER, who.appid, m["sender"], m["receiver"], m["content"])
+                 for m in batch]
         return queue_messages(who, items, args.get("msgid"), {"ids": [item["id"] for item in items]})
 
 
@@ -176,7 +176,7 @@ class GroupMessages(MethodView):
         The group must be a live group of the app (404 otherwise); the router delivers to its
         members. Queues one `group` item."""
         require_group(args["receiver"])
-        return queue_message("group", args["sender"], args["receiver"], args)
+        return queue_message(queue_items.GROUP, args["sender"], args["receiver"], args)
 
 
 @blp.route("/systems")
@@ -189,7 +189,7 @@ class SystemMessages(MethodView):
 
         Queues one `system` item (no sender): the router stores it and delivers it to the user,
         now or at the next login."""
-        return queue_message("system", None, args["receiver"], args)
+        return queue_message(queue_items.SYSTEM, None, args["receiver"], args)
 
 
 @blp.route("/notifications")
@@ -202,7 +202,7 @@ class NotificationMessages(MethodView):
 
         Queues one `notification` item; the router does not store it, so an offline user never
         gets it. For signals that are stale later (typing, presence)."""
-        return queue_message("notification", None, args["receiver"], args)
+        return queue_message(queue_items.NOTIFICATION, None, args["receiver"], args)
 
 
 @blp.route("/groups/notifications")
@@ -217,7 +217,7 @@ class GroupNotificationMessages(MethodView):
         The group must be a live group of the app. Queues one `group_notification` item; with
         `members`, only those uids get it."""
         require_group(args["group_id"])
-        return queue_message("group_notification", None, args["group_id"], args, args.get("members"))
+        return queue_message(queue_items.GROUP_NOTIFICATION, None, args["group_id"], args, args.get("members"))
 
 
 @blp.route("/rooms")
@@ -230,7 +230,7 @@ class RoomMessages(MethodView):
 
         Rooms are the router's: no table here, any id names one. Queues one `room` item, delivered
         to whoever is in the room now."""
-        return queue_message("room", args["sender"], args["receiver"], args)
+        return queue_message(queue_items.ROOM, args["sender"], args["receiver"], args)
 
 
 @blp.route("/customers")
@@ -252,8 +252,8 @@ class CustomerMessages(MethodView):
                 raise StoreNotFound()
             if customers.find_seller(cur, args["store_id"], args["seller_id"]) is None:
                 raise SellerNotFound()
-        item = queue.message(queues().ids.next(), "customer", who.appid, args["seller_id"], client_id, args["content"],
-                             store_id=args["store_id"], seller_id=args["seller_id"])
+        item = queue_items.message(queues().ids.next(), queue_items.CUSTOMER, who.appid, args["seller_id"], client_id,
+                                   args["content"], store_id=args["store_id"], seller_id=args["seller_id"])
         return queue_messages(who, [item], args.get("msgid"), {"id": item["id"]})
 
 
@@ -286,7 +286,7 @@ class MessageHistory(MethodView):
         who = caller()
         items = queue.history(get_redis(), who.appid, who.uid)
         if "store" in args:
-            items = [i for i in items if i.get("kind") == "customer" and i.get("store_id") == args["store"]]
+            items = [i for i in items if i.get("kind") == queue_items.CUSTOMER and i.get("store_id") == args["store"]]
         return ok(items)
 
 

@@ -6,6 +6,8 @@ with schemathesis that every answer matches them.
 """
 import marshmallow as ma
 
+from models import queue_items
+
 from .fields import MAX_ID
 
 _id = ma.validate.Range(0, MAX_ID)
@@ -153,8 +155,7 @@ class QueuedMessageSchema(ma.Schema):
         unknown = ma.INCLUDE
 
     id = Id(metadata={"example": 58217})
-    kind = Str(validate=ma.validate.OneOf(
-        ["peer", "group", "system", "notification", "group_notification", "room", "customer"]))
+    kind = Str(validate=ma.validate.OneOf(queue_items.KINDS))
     appid = Id()
     sender = ma.fields.Integer(required=True, allow_none=True, validate=_id, metadata={"description": "null: system"})
     receiver = Id()
