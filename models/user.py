@@ -1,8 +1,7 @@
-"""Users: the `user` table, and the user hashes the router reads (profile, settings, devices; tokens: token.py)."""
+"""Users: the `user` table, and the profile (name, avatar) in the user hashes the router reads
+(settings and devices: setting.py; tokens: token.py)."""
 from . import keys
 from .db import defer
-from .queue_items import USER_FORBIDDEN, dumps, user_event
-from .redis_io import in_order, run_script
 
 UPSERT_USER = """
 INSERT INTO user (appid, uid, name) VALUES (%(appid)s, %(uid)s, %(name)s)
@@ -23,21 +22,6 @@ UPDATE user SET name = COALESCE(%(name)s, name), avatar = COALESCE(%(avatar)s, a
 WHERE appid = %(appid)s AND uid = %(uid)s
 """
 DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
-
-# Delete each (field, value, timestamp field) triple whose field still holds value.
-UNBIND = """
-for i = 1, #ARGV, 3 do
-  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
-    redis.call('HDEL', KEYS[1], ARGV[i], ARGV[i + 2])
-  end
-end
-return 0
-"""
-
-
-def flag(on: bool) -> str:
-    return "1" if on else "0"
-
 
 def record_user(cur, appid: int, uid: int, name: str | None) -> None:
     """Make sure the user has a `user` row; set its name when one is given."""
@@ -97,76 +81,3 @@ def save_profiles(r, appid: int, users: list[dict]) -> None:
         if profile:
             pipe.hset(keys.user(appid, user["uid"]), mapping=profile)
     pipe.execute()
-
-
-def settings(r, appid: int, uid: int) -> dict:
-    """The user's forbidden, mute and notification_on flags as booleans (notification_on: on unless "0")."""
-    forbidden, mute, notification_on = r.hmget(keys.user(appid, uid), "forbidden", "mute", "notification_on")
-    return {"forbidden": forbidden == "1", "mute": mute == "1", "notification_on": notification_on != "0"}
-
-
-def save_settings(r, user_event_queue: str, appid: int, uid: int, settings: dict) -> None:
-    """Write name / do_not_disturb / mute / notification_on / forbidden; queue user_forbidden.
-
-    In order: the token hash and the quiet-peers set, then every user hash field at once (what
-    GET /users answers from), then the event (the router, told, reads a hash that already holds
-    the change). Each step repeats harmlessly on a retry."""
-    key = keys.user(appid, uid)
-    token = r.hget(key, "access_token") if "name" in settings else None
-    steps = in_order(r)
-    if token:  # the token's user_name too, as a grant with a new name would
-        steps.hset(keys.token(token), "user_name", settings["name"])
-    fields = {"name": settings["name"]} if "name" in settings else {}
-    if "do_not_disturb" in settings:
-        peer, on = settings["do_not_disturb"]["peer_uid"], settings["do_not_disturb"]["on"]
-        (steps.sadd if on else steps.srem)(keys.quiet_peers(appid, uid), peer)
-        fields[keys.peer_quiet_field(peer)] = flag(on)
-    for name in ("mute", "notification_on"):
-        if name in settings:
-            fields[name] = flag(settings[name])
-    if "forbidden" in settings:
-        fields["forbidden"] = int(settings["forbidden"])
-    if fields:
-        steps.hset(key, mapping=fields)
-    if "forbidden" in settings:
-        event = user_event(USER_FORBIDDEN, appid, uid, forbidden=int(settings["forbidden"]))
-        steps.lpush(user_event_queue, dumps(event))
-    steps.execute()
-
-
-def set_group_quiet(r, appid: int, uid: int, gid: int, quiet: bool) -> None:
-    """The member's do-not-disturb flag for one group (the seeds' "quiet")."""
-    steps = in_order(r)
-    (steps.sadd if quiet else steps.srem)(keys.quiet_groups(appid, uid), gid)
-    steps.hset(keys.user(appid, uid), keys.group_quiet_field(gid), flag(quiet))  # what GET /groups?fields=quiet reads
-    steps.execute()
-
-
-def group_quiet(r, appid: int, uid: int, gids: list[int]) -> dict[int, int]:
-    """The user's quiet flag (0/1) for each group."""
-    if not gids:
-        return {}
-    values = r.hmget(keys.user(appid, uid), [keys.group_quiet_field(gid) for gid in gids])
-    return {gid: int(value == "1") for gid, value in zip(gids, values)}
-
-
-def bind_devices(r, appid: int, uid: int, tokens: dict, now: int) -> None:
-    """Store device tokens ({"apns_device_token": ...}) with their <kind>_timestamp (now)."""
-    fields = {}
-    for field, value in tokens.items():
-        fields[field] = value
-        fields[field.replace("_device_token", "_timestamp")] = now
-    r.hset(keys.user(appid, uid), mapping=fields)
-
-
-def unbind_devices(r, appid: int, uid: int, tokens: dict) -> None:
-    """Remove each given device token, but only where it is still the bound one."""
-    args = []
-    for field, value in tokens.items():
-        args += [field, value, field.replace("_device_token", "_timestamp")]
-    run_script(r, UNBIND, [keys.user(appid, uid)], args)
-
-
-def unread(r, appid: int, uid: int) -> int:
-    """The router-owned unread badge count of the user."""
-    return int(r.hget(keys.user(appid, uid), "unread") or 0)

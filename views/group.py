@@ -24,7 +24,7 @@ from models.errors import (
 from models.ratelimit import forgive, retry_after
 from models.redis_client import get_redis
 from models.replicas import get_replica_db
-from models.user import group_quiet, set_group_quiet
+from models.setting import group_quiet, set_group_quiet
 
 from . import schemas
 from .authentication import Caller, caller, requires

@@ -16,7 +16,7 @@ from models.errors import (
     UserNotFound,
 )
 from models.redis_client import get_redis
-from models.user import unread
+from models.setting import unread
 
 from . import schemas
 from .authentication import Caller, caller, requires

@@ -8,6 +8,7 @@ from models import group as groups
 from models import record as records
 from models import relationship as relationships
 from models import router
+from models import setting as settings
 from models import token as tokens
 from models import user as users
 from models.db import get_db, transaction
@@ -120,7 +121,7 @@ class User(MethodView):
             profile = users.find_user(cur, appid, uid)
         if profile is None:
             raise UserNotFound()
-        return ok(profile | users.settings(get_redis(), appid, uid))
+        return ok(profile | settings.settings(get_redis(), appid, uid))
 
     @responds("user_replace", errors=(UserNotFound,))
     @requires("server")
@@ -173,7 +174,7 @@ class User(MethodView):
             if "name" in args:
                 records.rename_token(cur, appid, uid, args["name"])
             records.record_settings(cur, appid, uid, args)
-        users.save_settings(get_redis(), queues().user_events, appid, uid, args)
+        settings.save_settings(get_redis(), queues().user_events, appid, uid, args)
         return ok()
 
     patch = post
@@ -271,9 +272,9 @@ def save_devices(uid: int, tokens: dict, bind: bool):
         else:
             records.forget_devices(cur, appid, uid, tokens)
     if bind:
-        users.bind_devices(get_redis(), appid, uid, tokens, now)
+        settings.bind_devices(get_redis(), appid, uid, tokens, now)
     else:
-        users.unbind_devices(get_redis(), appid, uid, tokens)
+        settings.unbind_devices(get_redis(), appid, uid, tokens)
     return ok()
 
 
