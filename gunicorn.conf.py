@@ -74,7 +74,7 @@ class JsonLogger(Logger):
     def setup(self, cfg):
         super().setup(cfg)
         # Imported here, not at the top: by now the app's directory is on sys.path.
-        from views.ops import JsonFormatter
+        from logformat import JsonFormatter
 
         for log in (self.error_log, self.access_log):
             for handler in log.handlers:

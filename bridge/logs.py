@@ -1,9 +1,9 @@
-"""JSON log lines on stderr, in the API's shape (views/ops.py, JsonFormatter): ts, level, logger
+"""JSON log lines on stderr, in the API's shape (logformat.py, JsonFormatter): ts, level, logger
 ("bridge"), message, then the event's fields."""
 import logging
 import sys
 
-from views.ops import JsonFormatter
+from logformat import JsonFormatter
 
 log = logging.getLogger("bridge")
 

@@ -10,8 +10,8 @@ from helpers import TEST_CONFIG, Api, free_port, queue, rows, wait_for
 from test_faults import own_redis  # noqa: F401, F811 (a fixture)
 
 from app import create_app, start_relay_thread
+from logformat import JsonFormatter, access_line
 from outage import Outage
-from views.ops import JsonFormatter, access_line
 
 
 def test_a_request_id_is_passed_through_or_made(client):

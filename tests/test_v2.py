@@ -10,7 +10,7 @@ from helpers import TEST_CONFIG, Api, assert_error, bearer, events, messages, ro
 from media_files import amr, png
 
 from app import create_app
-from views.ops import access_line
+from logformat import access_line
 
 ORIGIN = "https://chat.example.com"
 # Answers that may differ between two calls: the counters of /metrics, the document's URL in the pages.
