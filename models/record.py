@@ -1,6 +1,6 @@
 """The MySQL record of the router's user keys (SPEC 5.3): tokens, flags, do-not-disturb, devices.
 
-Every request writes here first and to Redis after (models/user.py); `restore-redis`
+Every request writes here first and to Redis after (models/setting.py, token.py); `restore-redis`
 (models/restore.py) rewrites Redis from these rows. Names and avatars are recorded in `user`.
 """
 from .db import defer
