@@ -16,9 +16,9 @@ victim is rolled back whole and run again (by the unit of work).
 """
 import time
 
-from .queue_items import relationship_event
+from .queue_items import RELATIONSHIP_EVENTS, relationship_event
 
-FRIEND, BLACKLIST = "friend", "blacklist"  # the tables, also their events' names and flags
+FRIEND, BLACKLIST = RELATIONSHIP_EVENTS  # the tables, also their events' names and flags
 
 INSERT_FRIEND = """
 INSERT IGNORE INTO friend (appid, uid, friend_uid, timestamp)
