@@ -103,18 +103,25 @@ def prepare() -> tuple[int, str, list[int]]:
     return appid, "bench-secret", gids
 
 
+def listening(port: int, seconds: float = 10) -> bool:
+    """Whether something accepts connections on the local port within seconds."""
+    for _ in range(int(seconds * 10)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
 def serve(module: str, env: dict) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind",
                              f"127.0.0.1:{port}", module], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{module} did not start")
+    if not listening(port):
+        raise SystemExit(f"{module} did not start")
+    return proc, port
 
 
 def wrk(url: str, script: str, auth: str, seconds: int, connections: int) -> dict:

@@ -16,11 +16,9 @@ import http.client
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
@@ -30,7 +28,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # not bench/, so that "bench" is the package
 
-from bench.bench import DATABASE, LUA, REDIS_DB, free_port, prepare, serve, steady_wrk, wrk  # noqa: E402
+from bench.bench import DATABASE, LUA, REDIS_DB, free_port, listening, prepare, serve, steady_wrk, wrk  # noqa: E402
 
 ORIGINAL_DB, ORIGINAL_REDIS_DB = "gobelieve_orig", 7
 MYSQL = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
@@ -128,12 +126,8 @@ def serve_original(source: Path, python: str, workdir: Path) -> tuple[subprocess
     with open(log, "w") as stderr:
         proc = subprocess.Popen([python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
                                  "app:app"], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
+    if listening(port):
+        return proc, port
     proc.terminate()
     proc.wait()
     raise SystemExit(f"the original did not start:\n{log.read_text()[-3000:]}")
