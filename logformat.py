@@ -26,7 +26,7 @@ def _string(text: str) -> str:
 
 def access_line(environ: dict, status: int, elapsed: float) -> bytes:
     """The access log's JSON line, formatted directly: json.dumps of a dict with floats costs
-    several times more. The request id needs no escaping: it matched REQUEST_ID or was made here."""
+    several times more. The request id needs no escaping: views/ops.Observed checked or made it."""
     who, remote = environ.get("im.caller"), environ.get("REMOTE_ADDR")
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")  # SCRIPT_NAME: /v2 (app.py)
     return (f'{{"ts": {time.time():.3f}, "level": "INFO", "logger": "im.access", "message": "request", '

@@ -11,6 +11,8 @@ trail is every file but the plumbing that each SQL statement, Redis key and sett
 (PLUMBING). --all lists every call across files in order.
 """
 import argparse
+import base64
+import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -46,16 +48,16 @@ def prepare() -> tuple:
     conn = pymysql.connect(**mysql_connect_args(settings, database=False))
     with conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{DATABASE}`")
+    conn.close()
     init_db(settings)
     from app import create_app
     app = create_app({"MYSQL_DATABASE": DATABASE, "REDIS_DB": REDIS_DB, "ACCESS_LOG": False})
-    app.extensions["redis"].flushdb() if "redis" in app.extensions else None
+    app.extensions["redis"].flushdb()
     conn = pymysql.connect(**mysql_connect_args(settings))
     with conn.cursor() as cur:
         cur.execute("INSERT INTO app (name, `key`, secret) VALUES ('path', 'path', 'path-secret')")
         appid = cur.lastrowid
-    import base64
-    import hashlib
+    conn.close()
     digest = hashlib.md5(b"path-secret").hexdigest()
     headers = {"Authorization": "Basic " + base64.b64encode(f"{appid}:{digest}".encode()).decode()}
     client = app.test_client()

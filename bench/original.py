@@ -6,7 +6,7 @@ DIR is a checkout of the original (richmonkey/gobelieve_api, commit fd62113); it
 whose environment has the original's pinned PyMySQL 0.9.3 plus Flask, redis and gunicorn: newer PyMySQL builds
 a TLS context for every connection (~42 ms), and the original opens one MySQL connection per request.
 Ours runs as bench.py runs it (database gobelieve_bench, Redis DB 9); the original gets the database
-gobelieve_orig and Redis DB 7. All three are emptied. Both run under gunicorn.conf.py's defaults.
+gobelieve_orig and Redis DB 7. All four are emptied. Both run under gunicorn.conf.py's defaults.
 Needs what bench.py needs: wrk, ss, MariaDB and Redis on this host.
 """
 import argparse

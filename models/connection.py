@@ -50,7 +50,7 @@ class Connection(pymysql.connections.Connection):
     BEGIN waits to go out with the transaction's first statement, and statements whose outcome
     matters only to the commit (defer()) wait for the next statement or the COMMIT: all go to
     MySQL as one multi-statement packet, which stops at the first statement that fails and
-    raises its error there. A member add went from 17 MySQL round trips to 7 (bench/roundtrips.py).
+    raises its error there. A member add takes 5 MySQL round trips (bench/roundtrips.py).
     A transaction of one deferred statement goes as that statement alone, in autocommit.
     """
 
@@ -89,7 +89,7 @@ class Connection(pymysql.connections.Connection):
         elif self.autocommit_mode and len(self._deferred) == 2 and self._deferred[0] == "BEGIN" \
                 and ";" not in self._deferred[1]:
             # One statement is a transaction of its own in autocommit: without BEGIN and COMMIT
-            # MySQL parses and commits less (a bind: 237 -> 183 us of MariaDB's CPU).
+            # MySQL parses and commits less (a bind's upsert in a bare loop: 237 -> 183 us of MariaDB's CPU).
             sql, self._deferred = self._deferred[1], []
             super().query(sql)
         elif self._deferred:

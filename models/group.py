@@ -11,7 +11,7 @@ import pymysql
 
 from .db import defer, results, values
 from .errors import CodeInUse, GroupIdInUse, GroupNotFound, MemberLimit, NotMember
-from .queue_items import Changes
+from .queue_items import GROUP_CREATE, GROUP_DISBAND, GROUP_UPGRADE, MEMBER_MUTE, MEMBER_REMOVE, Changes
 
 GROUP_COLUMNS = "id, appid, master, super, name, notice, cover, code, member_count"
 # One group's columns as one JSON value: PyMySQL parses a description per column of a result
@@ -179,7 +179,7 @@ def create_group(cur, changes: Changes, group: dict, new_members: list[dict], li
     except pymysql.IntegrityError as exc:
         raise CodeInUse() if "live_code" in str(exc) else GroupIdInUse() from exc
     group = {**group, "id": group["id"] or cur.lastrowid}
-    changes.event("group_create", group, super=group["super"])
+    changes.event(GROUP_CREATE, group, super=group["super"])
     _insert_members(cur, changes, group, new_members)
     changes.notify(group, "create", to=[m["uid"] for m in new_members], master=group["master"], name=group["name"],
                    super=group["super"],
@@ -221,7 +221,7 @@ def remove_members(cur, changes: Changes, group: dict, leaving: list[dict]) -> N
     for member in leaving:
         if member["uid"] in live and member["uid"] not in removed:
             defer(cur, REMOVE_MEMBER, {"gid": group["id"], "uid": member["uid"]})
-            changes.event("group_member_remove", group, member_id=member["uid"])
+            changes.event(MEMBER_REMOVE, group, member_id=member["uid"])
             changes.notify(group, "quit_group", to=[member["uid"]], group_name=group["name"],
                            member_id=member["uid"],
                            **_profile(member))
@@ -257,7 +257,7 @@ def disband_group(cur, changes: Changes, group: dict) -> None:
     _members_changed(group)
     defer(cur, DISBAND_GROUP, {"gid": group["id"]})
     defer(cur, DISBAND_MEMBERS, {"gid": group["id"]})
-    changes.event("group_disband", group)
+    changes.event(GROUP_DISBAND, group)
     changes.notify(group, "disband", to=live_uids, name=group["name"])
 
 
@@ -278,7 +278,7 @@ def upgrade_group(cur, changes: Changes, group: dict) -> None:
     if group["super"]:
         return
     defer(cur, UPGRADE_GROUP, {"gid": group["id"]})
-    changes.event("group_upgrade", group, super=1)
+    changes.event(GROUP_UPGRADE, group, super=1)
     changes.notify(group, "upgrade", super=1)
 
 
@@ -295,4 +295,4 @@ def set_nickname(cur, changes: Changes, group: dict, uid: int, nickname: str) ->
 
 def set_mute(cur, changes: Changes, group: dict, uid: int, mute: bool) -> None:
     defer(cur, SET_MUTE, {"gid": group["id"], "uid": uid, "mute": int(mute)})
-    changes.event("group_member_mute", group, member_id=uid, mute=int(mute))
+    changes.event(MEMBER_MUTE, group, member_id=uid, mute=int(mute))

@@ -128,8 +128,6 @@ class RelayLockLost(pymysql.err.OperationalError):
     """The relay's session lost the lock (MySQL dropped it and the pool reconnected): stop relaying."""
 
 
-
-
 def relay(conn, r, *, sweep: bool = True, wait: int = RELAY_LOCK_WAIT, lease: int = RELAY_LEASE) -> int:
     """Move every committed outbox item to Redis in order, exactly once; return how many moved.
 

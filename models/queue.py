@@ -99,8 +99,6 @@ class MessageIds:
             return self._next - 1
 
 
-
-
 class Queues:
     """The queues shared with the router, made once from the settings (create_app): their names,
     bounds and the message-id source, with the Redis client that pushes to them."""
@@ -170,6 +168,7 @@ class Queues:
             pipe.execute()
         except RedisError as exc:  # the messages are queued: the post succeeded, its history did not
             log.warning("message %s queued, history lists not written: %s", items[0]["id"], exc)
+
 
 def history(r, appid: int, uid: int) -> list[dict]:
     """The user's recent messages, newest first."""

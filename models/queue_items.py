@@ -40,9 +40,11 @@ TO_GROUP = (GROUP, GROUP_NOTIFICATION)  # their receiver is a group
 TO_USER = (PEER, SYSTEM, NOTIFICATION, CUSTOMER)  # their receiver is a user (a room message's: a room)
 
 # The events' names on the event queues (the bridge refuses others).
-GROUP_EVENTS = ("group_create", "group_disband", "group_upgrade", "group_member_add", "group_member_remove",
-                "group_member_mute")
-RELATIONSHIP_EVENTS = ("friend", "blacklist")  # each also the name of its event's 0/1 flag
+GROUP_CREATE, GROUP_DISBAND, GROUP_UPGRADE = "group_create", "group_disband", "group_upgrade"
+MEMBER_ADD, MEMBER_REMOVE, MEMBER_MUTE = "group_member_add", "group_member_remove", "group_member_mute"
+GROUP_EVENTS = (GROUP_CREATE, GROUP_DISBAND, GROUP_UPGRADE, MEMBER_ADD, MEMBER_REMOVE, MEMBER_MUTE)
+FRIEND, BLACKLIST = "friend", "blacklist"  # each also its event's 0/1 flag and its table
+RELATIONSHIP_EVENTS = (FRIEND, BLACKLIST)
 USER_FORBIDDEN, USER_TOKEN_REVOKED = "user_forbidden", "user_token_revoked"
 
 
@@ -111,7 +113,7 @@ class Changes:
 
     def join(self, group: dict, uid: int) -> None:
         """A member (re)joins: its event, and the router's old sync position in the group goes."""
-        self.event("group_member_add", group, member_id=uid)
+        self.event(MEMBER_ADD, group, member_id=uid)
         self.cleared.append((keys.user(group["appid"], uid), keys.group_sync_field(group["id"])))
 
     def notify(self, group: dict, op: str, to: list[int] = (), **body) -> None:

@@ -16,9 +16,7 @@ victim is rolled back whole and run again (by the unit of work).
 """
 import time
 
-from .queue_items import RELATIONSHIP_EVENTS, relationship_event
-
-FRIEND, BLACKLIST = RELATIONSHIP_EVENTS  # the tables, also their events' names and flags
+from .queue_items import BLACKLIST, FRIEND, relationship_event
 
 INSERT_FRIEND = """
 INSERT IGNORE INTO friend (appid, uid, friend_uid, timestamp)

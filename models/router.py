@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import RouterNotConfigured, RouterUnavailable
-from .queue_items import CUSTOMER, GROUP, GROUP_NOTIFICATION, NOTIFICATION, PEER, ROOM, SYSTEM
+from .queue_items import CUSTOMER, GROUP, GROUP_NOTIFICATION, NOTIFICATION, PEER, ROOM, SYSTEM, dumps
 
 TEXT, JSON = "text/plain; charset=utf-8", "application/json"
 RETRYABLE = (408, 429)  # 4xx answers that mean "later", not "never"
@@ -93,7 +93,7 @@ def _content(item: dict) -> str:
         return content
     if content is None:
         raise Malformed("content is missing")
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))  # the API would have serialized it
+    return dumps(content)  # the API would have serialized it
 
 
 def _members(item: dict) -> list[int]:
@@ -104,7 +104,7 @@ def _members(item: dict) -> list[int]:
 
 
 def _json(value: dict) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return dumps(value).encode()
 
 
 def _peer(item: dict) -> Call:
@@ -279,7 +279,11 @@ def rpc_get(base_url: str, call: Call, timeout: float):
     reached, times out, or answers anything but 2xx with JSON."""
     if not base_url:
         raise RouterNotConfigured()
-    where, name = address(base_url), call.path.lstrip("/")
+    name = call.path.lstrip("/")
+    try:
+        where = address(base_url)
+    except ValueError:
+        raise RouterUnavailable(f"The IM router's RPC ({name}) is unavailable: its address is not one.") from None
     conn_class = http.client.HTTPSConnection if where.scheme == "https" else http.client.HTTPConnection
     conn = conn_class(where.host, where.port, timeout=timeout)
     try:

@@ -22,7 +22,7 @@ def flag(on: bool) -> str:
     return "1" if on else "0"
 
 
-def settings(r, appid: int, uid: int) -> dict:
+def flags(r, appid: int, uid: int) -> dict:
     """The user's forbidden, mute and notification_on flags as booleans (notification_on: on unless "0")."""
     forbidden, mute, notification_on = r.hmget(keys.user(appid, uid), "forbidden", "mute", "notification_on")
     return {"forbidden": forbidden == "1", "mute": mute == "1", "notification_on": notification_on != "0"}

@@ -23,6 +23,7 @@ WHERE appid = %(appid)s AND uid = %(uid)s
 """
 DELETE_USER = "DELETE FROM user WHERE appid = %(appid)s AND uid = %(uid)s"
 
+
 def record_user(cur, appid: int, uid: int, name: str | None) -> None:
     """Make sure the user has a `user` row; set its name when one is given."""
     defer(cur, UPSERT_USER, {"appid": appid, "uid": uid, "name": name or "", "rename": name is not None})

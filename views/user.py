@@ -121,7 +121,7 @@ class User(MethodView):
             profile = users.find_user(cur, appid, uid)
         if profile is None:
             raise UserNotFound()
-        return ok(profile | settings.settings(get_redis(), appid, uid))
+        return ok(profile | settings.flags(get_redis(), appid, uid))
 
     @responds("user_replace", errors=(UserNotFound,))
     @requires("server")
